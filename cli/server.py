@@ -1,0 +1,60 @@
+"""``levered server start``: the database (embedded unless configured), migrations, the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+
+from cli.console import notice
+
+app = App(name="server", help="Run the Levered API server.")
+
+
+@app.command
+def start(
+    *,
+    host: Annotated[str | None, Parameter(help="Address to bind (LEVERED_HOST).")] = None,
+    port: Annotated[int | None, Parameter(help="Port to bind (LEVERED_PORT).")] = None,
+    workers: Annotated[int | None, Parameter(help="Worker processes (LEVERED_WORKERS).")] = None,
+    asgi: Annotated[Literal["granian", "uvicorn"], Parameter(
+        help="ASGI server; uvicorn needs the test extra.")] = "granian",
+) -> None:
+    """Start (or connect to) the database, migrate it, and serve the API until Ctrl-C."""
+    import anyio
+
+    from levered.db.database import open_database
+    from levered.server.run import run_asgi
+    from levered.services.setup import prepare_database
+    from levered.settings import load_settings
+
+    settings = load_settings(host=host, port=port, workers=workers)
+    # Until the ASGI server installs its own handlers, SIGTERM must unwind through `finally`
+    # so that the embedded PostgreSQL is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    database = open_database(settings)
+    try:
+        where = "embedded PostgreSQL in " + str(database.data_dir) if database.embedded else (
+            "PostgreSQL at LEVERED_DATABASE_URL")
+        notice(f"database: {where}")
+        credentials = anyio.run(prepare_database, database.url, database.data_dir,
+                                settings.admin_password)
+        if credentials is not None:
+            notice(
+                "\nFirst start: created an organization, the admin user "
+                f"{credentials.email} and an API key.\n"
+                f"They are in {credentials.path} (readable only by you); they are not shown "
+                "again.\n"
+                f"Log in with:  levered login --api-url http://{settings.host}:{settings.port}\n"
+                f"or use the API key:  export LEVERED_API_KEY=$(grep ^api_key= "
+                f"{credentials.path} | cut -d= -f2)\n"
+            )
+        os.environ["LEVERED_DATABASE_URL"] = database.url
+        notice(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
+        run_asgi(settings.host, settings.port, settings.workers, server=asgi,
+                 log_level=settings.log_level)
+    finally:
+        database.close()

@@ -1,0 +1,1 @@
+"""Database access: the embedded PostgreSQL launcher, the pool, migrations and typed queries."""

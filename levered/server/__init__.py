@@ -1,0 +1,1 @@
+"""The HTTP edge: Litestar app, thin controllers, error envelope."""

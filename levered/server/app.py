@@ -1,0 +1,63 @@
+"""The Litestar application factory.
+
+Every server process (one per worker) calls :func:`create_app`; the lifespan opens the asyncpg
+pool in ``app.state.pool`` and closes it on shutdown. The database URL comes from settings
+(``levered server start`` exports the embedded server's URL to its workers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from levered import __version__
+from levered.db.pool import create_pool
+from levered.errors import ConfigurationError
+from levered.server.envelope import EXCEPTION_HANDLERS
+from levered.server.health import HealthController
+from levered.settings import Settings, load_settings
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    if not settings.database_url:
+        raise ConfigurationError(
+            "LEVERED_DATABASE_URL is not set: start the server with `levered server start`, "
+            "which starts the embedded database, or point it at an existing PostgreSQL"
+        )
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        assert settings.database_url is not None
+        app.state.pool = await create_pool(settings.database_url,
+                                           min_size=settings.pool_min_size,
+                                           max_size=settings.pool_max_size)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    return Litestar(
+        route_handlers=[HealthController],
+        lifespan=[database],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Levered API",
+            version=__version__,
+            description="Bandit optimization of product surfaces. Errors use one envelope: "
+            '{"error": {"code", "message", "details"?}, "meta": {"request_id"}}.',
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

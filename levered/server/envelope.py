@@ -1,0 +1,122 @@
+"""Request ids and the error envelope of PRODUCT.md §4, for every error the app can produce.
+
+Litestar applies middleware per route, so an unknown route never reaches one; the request id is
+therefore created lazily, by whichever of handler or exception handler asks first, and cached
+in the request scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from levered.db.errors import translate
+from levered.errors import LeveredError, RateLimited, Unavailable
+from levered.schemas.common import ErrorBody, ErrorEnvelope, ResponseMeta
+
+log = logging.getLogger("levered.server")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def request_id(request: Request[Any, Any, Any]) -> str:
+    """The id of this request: the caller's ``X-Request-ID`` when sane, else a new one."""
+    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    rid = state.get("request_id")
+    if rid is None:
+        given = request.headers.get("x-request-id")
+        rid = given if given and _CLIENT_ID.match(given) else secrets.token_hex(8)
+        state["request_id"] = rid
+    return str(rid)
+
+
+def meta(request: Request[Any, Any, Any], organization_id: object = None) -> ResponseMeta:
+    return ResponseMeta(request_id(request),
+                        None if organization_id is None else str(organization_id))
+
+
+def error_response(request: Request[Any, Any, Any], status: int, code: str, message: str,
+                   details: Any = None, headers: dict[str, str] | None = None) -> Response[Any]:
+    rid = request_id(request)
+    body = ErrorEnvelope(ErrorBody(code, message, details), ResponseMeta(rid))
+    return Response(body, status_code=status, media_type=MediaType.JSON,
+                    headers={"x-request-id": rid, **(headers or {})})
+
+
+def handle_domain_error(request: Request[Any, Any, Any], exc: LeveredError) -> Response[Any]:
+    headers = None
+    if isinstance(exc, (RateLimited, Unavailable)):
+        headers = {"retry-after": str(exc.retry_after)}
+    return error_response(request, exc.status, exc.code, exc.message, exc.details, headers)
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        return error_response(request, 400, "validation_error", _validation_message(exc),
+                              _validation_details(exc))
+    if status >= 500:
+        return handle_unexpected(request, exc)
+    code = HTTP_CODES.get(status, "error")
+    message = exc.detail or code.replace("_", " ")
+    if status == 404 and message in ("Not Found", "not found"):
+        message = f"no route for {request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
+    return error_response(request, status, code, message, None, headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    translated = translate(exc)
+    if translated is not None:
+        log.warning("request %s: %s", request_id(request), exc)
+        return handle_domain_error(request, translated)
+    log.exception("request %s failed", request_id(request), exc_info=exc)
+    return error_response(
+        request, 500, "internal_error",
+        f"unexpected server error; quote request id {request_id(request)} when reporting it",
+    )
+
+
+def _validation_message(exc: ValidationException) -> str:
+    details = _validation_details(exc)
+    if details:
+        first = details[0]
+        where = f" at {first['path']}" if first.get("path") else ""
+        return f"invalid request body{where}: {first['message']}"
+    return str(exc.detail)
+
+
+def _validation_details(exc: ValidationException) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            path = f"$.{key}" if key and not str(key).startswith("$") else key
+            out.append({"path": str(path or "$"), "message": str(item.get("message", ""))})
+    if not out and exc.detail:
+        out.append({"path": "$", "message": str(exc.detail)})
+    return out
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    LeveredError: handle_domain_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

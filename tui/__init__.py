@@ -1,0 +1,1 @@
+"""The ``levered dashboard`` Textual app (imported only by that command)."""
