@@ -18,9 +18,13 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     details: Any = None
 
 
+class ErrorMeta(msgspec.Struct, frozen=True):
+    request_id: str
+
+
 class ErrorEnvelope(msgspec.Struct, frozen=True):
     error: ErrorBody
-    meta: ResponseMeta
+    meta: ErrorMeta
 
 
 class Health(msgspec.Struct, frozen=True):

@@ -18,8 +18,9 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from levered import __version__
 from levered.db.pool import create_pool
 from levered.errors import ConfigurationError
+from levered.server.auth import DEPENDENCIES
 from levered.server.envelope import EXCEPTION_HANDLERS
-from levered.server.health import HealthController
+from levered.server.routes import ROUTE_HANDLERS
 from levered.settings import Settings, load_settings
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -47,8 +48,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[HealthController],
+        route_handlers=ROUTE_HANDLERS,
         lifespan=[database],
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(

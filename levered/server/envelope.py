@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from levered.db.errors import translate
 from levered.errors import LeveredError, RateLimited, Unavailable
-from levered.schemas.common import ErrorBody, ErrorEnvelope, ResponseMeta
+from levered.schemas.common import ErrorBody, ErrorEnvelope, ErrorMeta, ResponseMeta
 
 log = logging.getLogger("levered.server")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -55,7 +55,7 @@ def meta(request: Request[Any, Any, Any], organization_id: object = None) -> Res
 def error_response(request: Request[Any, Any, Any], status: int, code: str, message: str,
                    details: Any = None, headers: dict[str, str] | None = None) -> Response[Any]:
     rid = request_id(request)
-    body = ErrorEnvelope(ErrorBody(code, message, details), ResponseMeta(rid))
+    body = ErrorEnvelope(ErrorBody(code, message, details), ErrorMeta(rid))
     return Response(body, status_code=status, media_type=MediaType.JSON,
                     headers={"x-request-id": rid, **(headers or {})})
 

@@ -1,0 +1,1 @@
+"""Numerics: variant spaces, posteriors and the Thompson sampler (numpy + numba only)."""

@@ -1,0 +1,11 @@
+"""Every controller the app serves, in one list (the app factory stays small)."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+from levered.server.health import HealthController
+
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    HealthController,
+]

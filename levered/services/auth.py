@@ -1,0 +1,55 @@
+"""Who is calling: resolve a bearer token or API key to a :class:`Principal`.
+
+Nothing is cached, so a revoked key or token is refused on the very next request.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from levered.db import credentials as db
+from levered.errors import AuthenticationError
+from levered.services.tokens import api_key_prefix, digest, same_digest
+
+ACCESS_TOKEN_PREFIX = "lvat_"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The authenticated caller; every query is scoped to ``organization_id``."""
+
+    organization_id: UUID
+    kind: Literal["api_key", "user"]
+    api_key_id: UUID | None = None
+    user_id: UUID | None = None
+
+
+async def authenticate(pool: asyncpg.Pool, token: str | None, *,
+                       api_key_only: bool = False) -> Principal:
+    if not token:
+        raise AuthenticationError(
+            "missing credentials: send 'Authorization: Bearer <token or API key>'"
+            + ("" if not api_key_only else " or 'X-API-Key: <API key>'"))
+    prefix = api_key_prefix(token)
+    async with pool.acquire() as conn:
+        if prefix is not None:
+            row = await db.find_api_key(conn, prefix)
+            if row is None or not same_digest(row["secret_hash"], token):
+                raise AuthenticationError("invalid API key")
+            if row["revoked_at"] is not None:
+                raise AuthenticationError("this API key was revoked")
+            await db.touch_api_key(conn, row["id"])
+            return Principal(row["organization_id"], "api_key", api_key_id=row["id"])
+        if api_key_only:
+            raise AuthenticationError("this endpoint takes an API key (lvk_…), not a user token")
+        if token.startswith(ACCESS_TOKEN_PREFIX):
+            row = await db.find_access_token(conn, digest(token))
+            if row is not None:
+                return Principal(row["organization_id"], "user", user_id=row["user_id"])
+            raise AuthenticationError("access token invalid, expired or revoked; log in again "
+                                      "or refresh it")
+    raise AuthenticationError("unrecognized credentials: expected an API key (lvk_…) or an "
+                              "access token (lvat_…)")

@@ -1,0 +1,135 @@
+"""The embedded PostgreSQL launcher: first start, restart, stale pid, reuse, root handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from levered.db.embedded import EmbeddedPostgres, RunAs
+from levered.errors import ConfigurationError
+from tests.conftest import reachable_tempdir
+
+pytestmark = pytest.mark.slow
+
+
+def _query(url: str, sql: str) -> str:
+    import anyio
+
+    from levered.db.pool import connect
+
+    async def run() -> str:
+        conn = await connect(url)
+        try:
+            return str(await conn.fetchval(sql))
+        finally:
+            await conn.close()
+
+    return anyio.run(run)
+
+
+def test_first_start_then_restart_keeps_data() -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    server = EmbeddedPostgres(data, durable=False)
+    url = server.start()
+    try:
+        assert (data / "pgdata" / "PG_VERSION").exists()
+        assert oct((data / "superuser-password").stat().st_mode & 0o777) == "0o600"
+        _query(url, "CREATE TABLE kept (x int)")
+    finally:
+        server.stop()
+    assert server._process is None
+    again = EmbeddedPostgres(data, durable=False)
+    url2 = again.start()
+    try:
+        assert _query(url2, "SELECT to_regclass('kept') IS NOT NULL") == "True"
+        assert again.owned
+    finally:
+        again.stop()
+
+
+def test_stale_postmaster_pid_from_a_crash_is_recovered() -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    server = EmbeddedPostgres(data, durable=False)
+    server.start()
+    assert server._process is not None
+    pid = server._process.pid
+    os.kill(pid, signal.SIGKILL)  # a crash: postmaster.pid stays behind
+    server._process.wait()
+    server._process = None
+    assert (data / "pgdata" / "postmaster.pid").exists()
+    restarted = EmbeddedPostgres(data, durable=False)
+    url = restarted.start()
+    try:
+        assert _query(url, "SELECT 1") == "1"
+    finally:
+        restarted.stop()
+
+
+def test_a_running_server_is_reused_and_left_running() -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    first = EmbeddedPostgres(data, durable=False)
+    first.start()
+    try:
+        second = EmbeddedPostgres(data, durable=False)
+        second.start()
+        assert second.port == first.port and not second.owned
+        second.stop()
+        assert _query(first.url, "SELECT 1") == "1"
+    finally:
+        first.stop()
+
+
+def test_stop_terminates_postgres() -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    server = EmbeddedPostgres(data, durable=False)
+    server.start()
+    process = server._process
+    assert process is not None
+    server.stop()
+    assert process.poll() is not None
+    assert not (data / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-only behaviour; CI runs as root")
+def test_as_root_postgres_runs_unprivileged() -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    server = EmbeddedPostgres(data, durable=False)
+    server.start()
+    try:
+        assert server._process is not None
+        owner = RunAs.pick()
+        assert (data / "pgdata").stat().st_uid == owner.uid != 0
+        status = Path(f"/proc/{server._process.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert int(uid_line.split()[1]) == owner.uid
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root-only behaviour; CI runs as root")
+def test_as_root_an_unreachable_data_dir_says_what_to_do() -> None:
+    base = reachable_tempdir("levered-emb-")
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    with pytest.raises(ConfigurationError) as caught:
+        EmbeddedPostgres(private / "data").start()
+    message = str(caught.value)
+    assert str(private) in message and "LEVERED_DATA_DIR" in message
+    assert not (private / "data" / "pgdata").exists()
+
+
+def test_initdb_failure_is_reported_cleanly(tmp_path: Path) -> None:
+    data = reachable_tempdir("levered-emb-") / "data"
+    data.mkdir()
+    (data / "pgdata").mkdir()  # a half-done initdb: no PG_VERSION; must be redone, not fail
+    server = EmbeddedPostgres(data, durable=False)
+    try:
+        server.start()
+        assert (data / "pgdata" / "PG_VERSION").exists()
+    finally:
+        server.stop()
+    assert subprocess.run(["true"]).returncode == 0
