@@ -39,9 +39,15 @@ def exit_code_for(code: str, status: int | None = None) -> int:
     if code in _BY_CODE_PREFIX:
         return _BY_CODE_PREFIX[code]
     if status is not None:
-        return {400: EXIT_USAGE, 401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND,
-                409: EXIT_CONFLICT, 429: EXIT_UNAVAILABLE, 503: EXIT_UNAVAILABLE}.get(
-                    status, EXIT_ERROR)
+        return {
+            400: EXIT_USAGE,
+            401: EXIT_AUTH,
+            403: EXIT_AUTH,
+            404: EXIT_NOT_FOUND,
+            409: EXIT_CONFLICT,
+            429: EXIT_UNAVAILABLE,
+            503: EXIT_UNAVAILABLE,
+        }.get(status, EXIT_ERROR)
     return EXIT_ERROR
 
 

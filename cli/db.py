@@ -36,8 +36,10 @@ def migrate(*, json: JsonFlag = False) -> None:
     if json:
         emit_json({"applied": applied})
     else:
-        notice(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied
-                                                         else "; the schema is current"))
+        notice(
+            f"applied {len(applied)} migration(s)"
+            + (": " + ", ".join(applied) if applied else "; the schema is current")
+        )
 
 
 @app.command
@@ -63,12 +65,23 @@ def status(*, json: JsonFlag = False) -> None:
     finally:
         database.close()
     if json:
-        emit_json({"migrations": [
-            {"version": r.version, "name": r.name,
-             "applied_at": r.applied_at.isoformat() if r.applied_at else None,
-             "problem": r.problem} for r in rows]})
+        emit_json(
+            {
+                "migrations": [
+                    {
+                        "version": r.version,
+                        "name": r.name,
+                        "applied_at": r.applied_at.isoformat() if r.applied_at else None,
+                        "problem": r.problem,
+                    }
+                    for r in rows
+                ]
+            }
+        )
     else:
-        emit_table(["version", "name", "applied_at", "problem"],
-                   [[f"{r.version:04d}", r.name, r.applied_at, r.problem] for r in rows])
+        emit_table(
+            ["version", "name", "applied_at", "problem"],
+            [[f"{r.version:04d}", r.name, r.applied_at, r.problem] for r in rows],
+        )
     if any(r.applied_at is None or r.problem for r in rows):
         raise SystemExit(EXIT_ERROR)

@@ -6,5 +6,6 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
-JsonFlag = Annotated[bool, Parameter(name="--json", negative="",
-                                     help="Print exactly one JSON document on stdout.")]
+JsonFlag = Annotated[
+    bool, Parameter(name="--json", negative="", help="Print exactly one JSON document on stdout.")
+]

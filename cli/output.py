@@ -21,8 +21,9 @@ def emit_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
     sys.stdout.write(line.rstrip() + "\n")
     for row in cells:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                         + "\n")
+        sys.stdout.write(
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        )
     sys.stdout.flush()
 
 

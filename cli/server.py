@@ -20,8 +20,9 @@ def start(
     host: Annotated[str | None, Parameter(help="Address to bind (LEVERED_HOST).")] = None,
     port: Annotated[int | None, Parameter(help="Port to bind (LEVERED_PORT).")] = None,
     workers: Annotated[int | None, Parameter(help="Worker processes (LEVERED_WORKERS).")] = None,
-    asgi: Annotated[Literal["granian", "uvicorn"], Parameter(
-        help="ASGI server; uvicorn needs the test extra.")] = "granian",
+    asgi: Annotated[
+        Literal["granian", "uvicorn"], Parameter(help="ASGI server; uvicorn needs the test extra.")
+    ] = "granian",
 ) -> None:
     """Start (or connect to) the database, migrate it, and serve the API until Ctrl-C."""
     import anyio
@@ -37,11 +38,15 @@ def start(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     database = open_database(settings)
     try:
-        where = "embedded PostgreSQL in " + str(database.data_dir) if database.embedded else (
-            "PostgreSQL at LEVERED_DATABASE_URL")
+        where = (
+            "embedded PostgreSQL in " + str(database.data_dir)
+            if database.embedded
+            else ("PostgreSQL at LEVERED_DATABASE_URL")
+        )
         notice(f"database: {where}")
-        credentials = anyio.run(prepare_database, database.url, database.data_dir,
-                                settings.admin_password)
+        credentials = anyio.run(
+            prepare_database, database.url, database.data_dir, settings.admin_password
+        )
         if credentials is not None:
             notice(
                 "\nFirst start: created an organization, the admin user "
@@ -54,7 +59,12 @@ def start(
             )
         os.environ["LEVERED_DATABASE_URL"] = database.url
         notice(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
-        run_asgi(settings.host, settings.port, settings.workers, server=asgi,
-                 log_level=settings.log_level)
+        run_asgi(
+            settings.host,
+            settings.port,
+            settings.workers,
+            server=asgi,
+            log_level=settings.log_level,
+        )
     finally:
         database.close()

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import inspect
 import os
-import stat
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -22,7 +19,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
 from levered.db.pool import connect
 from levered.server.app import create_app
 from levered.services.passwords import hash_password
@@ -40,13 +37,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def reachable_tempdir(prefix: str) -> Path:
-    """A temp dir the unprivileged PostgreSQL user can enter (pytest's basetemp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(stat.S_IRWXU | stat.S_IXGRP | stat.S_IXOTH)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +59,10 @@ def migrated_url(postgres_url: str) -> str:
     async def setup() -> None:
         conn = await connect(postgres_url)
         try:
-            await conn.execute("DROP SCHEMA IF EXISTS warehouse CASCADE; "
-                               "DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+            await conn.execute(
+                "DROP SCHEMA IF EXISTS warehouse CASCADE; "
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"
+            )
             await migrations.migrate(conn)
         finally:
             await conn.close()
@@ -141,11 +133,20 @@ async def make_org(conn: asyncpg.Connection, name: str) -> Org:
     email = f"{name.lower().replace(' ', '-')}@example.test"
     user_id = await conn.fetchval(
         "INSERT INTO users (organization_id, email, name, password_hash) "
-        "VALUES ($1, $2, $3, $4) RETURNING id", org_id, email, name, hash_password(password))
+        "VALUES ($1, $2, $3, $4) RETURNING id",
+        org_id,
+        email,
+        name,
+        hash_password(password),
+    )
     key, prefix = new_api_key()
     key_id = await conn.fetchval(
         "INSERT INTO api_keys (organization_id, label, prefix, secret_hash) "
-        "VALUES ($1, 'test', $2, $3) RETURNING id", org_id, prefix, digest(key))
+        "VALUES ($1, 'test', $2, $3) RETURNING id",
+        org_id,
+        prefix,
+        digest(key),
+    )
     return Org(org_id, key, key_id, user_id, email, password)
 
 

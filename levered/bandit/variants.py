@@ -56,15 +56,18 @@ class VariantSpace:
         if not 1 <= number <= self.size:
             raise ValueError(f"variant number {number} is outside 1..{self.size}")
         rest = number - 1
-        return tuple((rest // place) % len(f.levels)
-                     for f, place in zip(self.factors, self._radix, strict=True))
+        return tuple(
+            (rest // place) % len(f.levels)
+            for f, place in zip(self.factors, self._radix, strict=True)
+        )
 
     def number_of_levels(self, levels: Sequence[int]) -> int:
         return 1 + sum(i * place for i, place in zip(levels, self._radix, strict=True))
 
     def variant(self, number: int) -> dict[str, Level]:
-        return {f.name: f.levels[i]
-                for f, i in zip(self.factors, self.levels_of(number), strict=True)}
+        return {
+            f.name: f.levels[i] for f, i in zip(self.factors, self.levels_of(number), strict=True)
+        }
 
     def key(self, number: int) -> str:
         return ".".join(str(i) for i in self.levels_of(number))
@@ -76,8 +79,10 @@ class VariantSpace:
             if factor.name not in variant:
                 out.append(f"missing design factor '{factor.name}'")
             elif (type(variant[factor.name]), variant[factor.name]) not in index:
-                out.append(f"'{factor.name}' must be one of {list(factor.levels)!r}, "
-                           f"got {variant[factor.name]!r}")
+                out.append(
+                    f"'{factor.name}' must be one of {list(factor.levels)!r}, "
+                    f"got {variant[factor.name]!r}"
+                )
         known = {f.name for f in self.factors}
         out.extend(f"unknown design factor '{name}'" for name in variant if name not in known)
         return out
@@ -98,8 +103,10 @@ class VariantSpace:
     def matches(self, number: int, partial: Mapping[str, Any]) -> bool:
         """Whether the variant agrees with a partial factor→level map (an exclusion rule)."""
         chosen = self.variant(number)
-        return all(name in chosen and type(chosen[name]) is type(value) and chosen[name] == value
-                   for name, value in partial.items())
+        return all(
+            name in chosen and type(chosen[name]) is type(value) and chosen[name] == value
+            for name, value in partial.items()
+        )
 
     def allowed_mask(self, excluded: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
         """Boolean array over variants (index = number - 1): False where a rule excludes it.

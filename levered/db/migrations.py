@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 SELECT_APPLIED: Final = "SELECT version, name, checksum, applied_at FROM schema_migrations"
-INSERT_APPLIED: Final = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+INSERT_APPLIED: Final = (
+    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+)
 DELETE_APPLIED: Final = "DELETE FROM schema_migrations WHERE version = $1"
 TABLE_EXISTS: Final = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 
@@ -101,7 +103,9 @@ async def status(conn: asyncpg.Connection, directory: Path | None = None) -> lis
             assert migration is not None
             out.append(MigrationStatus(version, migration.name, None))
         elif migration is None:
-            out.append(MigrationStatus(version, record["name"], record["applied_at"], "missing file"))
+            out.append(
+                MigrationStatus(version, record["name"], record["applied_at"], "missing file")
+            )
         else:
             problem = None if record["checksum"] == migration.checksum else "edited"
             out.append(MigrationStatus(version, migration.name, record["applied_at"], problem))
@@ -127,16 +131,18 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name} failed: {exc}"
                     ) from exc
-                await conn.execute(INSERT_APPLIED, migration.version, migration.name,
-                                   migration.checksum)
+                await conn.execute(
+                    INSERT_APPLIED, migration.version, migration.name, migration.checksum
+                )
             done.append(migration)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def rollback(conn: asyncpg.Connection, to_version: int = 0,
-                   directory: Path | None = None) -> list[Migration]:
+async def rollback(
+    conn: asyncpg.Connection, to_version: int = 0, directory: Path | None = None
+) -> list[Migration]:
     """Run the down sections of every applied migration above ``to_version``, newest first."""
     migrations = {m.version: m for m in load_migrations(directory)}
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
@@ -162,8 +168,9 @@ async def is_current(conn: asyncpg.Connection, directory: Path | None = None) ->
     """True when every migration file is applied unchanged (what ``/ready`` reports)."""
     if not await conn.fetchval(TABLE_EXISTS):
         return False
-    return all(s.applied_at is not None and s.problem is None
-               for s in await status(conn, directory))
+    return all(
+        s.applied_at is not None and s.problem is None for s in await status(conn, directory)
+    )
 
 
 async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:

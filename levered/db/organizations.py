@@ -27,14 +27,17 @@ async def insert_organization(conn: asyncpg.Connection, name: str) -> UUID:
     return await conn.fetchval(INSERT_ORGANIZATION, name)  # type: ignore[no-any-return]
 
 
-async def insert_user(conn: asyncpg.Connection, organization_id: UUID, email: str, name: str,
-                      password_hash: str) -> UUID:
+async def insert_user(
+    conn: asyncpg.Connection, organization_id: UUID, email: str, name: str, password_hash: str
+) -> UUID:
     return await conn.fetchval(  # type: ignore[no-any-return]
-        INSERT_USER, organization_id, email, name, password_hash)
+        INSERT_USER, organization_id, email, name, password_hash
+    )
 
 
-async def insert_api_key(conn: asyncpg.Connection, organization_id: UUID, label: str,
-                         prefix: str, secret_hash: bytes) -> asyncpg.Record:
+async def insert_api_key(
+    conn: asyncpg.Connection, organization_id: UUID, label: str, prefix: str, secret_hash: bytes
+) -> asyncpg.Record:
     record = await conn.fetchrow(INSERT_API_KEY, organization_id, label, prefix, secret_hash)
     assert record is not None
     return record

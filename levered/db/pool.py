@@ -22,15 +22,18 @@ def _decode_jsonb(data: bytes) -> object:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
-                              encoder=_encode_jsonb, decoder=_decode_jsonb)
-    await conn.set_type_codec("json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(),
-                              decoder=_decode)
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", format="binary", encoder=_encode_jsonb, decoder=_decode_jsonb
+    )
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=lambda v: _encode(v).decode(), decoder=_decode
+    )
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size,
-                                     init=init_connection, command_timeout=60)
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
+    )
     assert pool is not None
     return pool
 

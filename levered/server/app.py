@@ -33,15 +33,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "LEVERED_DATABASE_URL is not set: start the server with `levered server start`, "
             "which starts the embedded database, or point it at an existing PostgreSQL"
         )
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         assert settings.database_url is not None
-        app.state.pool = await create_pool(settings.database_url,
-                                           min_size=settings.pool_min_size,
-                                           max_size=settings.pool_max_size)
+        app.state.pool = await create_pool(
+            settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
         try:
             yield
         finally:

@@ -23,7 +23,7 @@ log = logging.getLogger("levered.server")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 HTTP_CODES = {
-    400: "bad_request",
+    400: "validation_error",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
@@ -48,16 +48,27 @@ def request_id(request: Request[Any, Any, Any]) -> str:
 
 
 def meta(request: Request[Any, Any, Any], organization_id: object = None) -> ResponseMeta:
-    return ResponseMeta(request_id(request),
-                        None if organization_id is None else str(organization_id))
+    return ResponseMeta(
+        request_id(request), None if organization_id is None else str(organization_id)
+    )
 
 
-def error_response(request: Request[Any, Any, Any], status: int, code: str, message: str,
-                   details: Any = None, headers: dict[str, str] | None = None) -> Response[Any]:
+def error_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     rid = request_id(request)
     body = ErrorEnvelope(ErrorBody(code, message, details), ErrorMeta(rid))
-    return Response(body, status_code=status, media_type=MediaType.JSON,
-                    headers={"x-request-id": rid, **(headers or {})})
+    return Response(
+        body,
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers={"x-request-id": rid, **(headers or {})},
+    )
 
 
 def handle_domain_error(request: Request[Any, Any, Any], exc: LeveredError) -> Response[Any]:
@@ -70,8 +81,9 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: LeveredError) -> R
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
-        return error_response(request, 400, "validation_error", _validation_message(exc),
-                              _validation_details(exc))
+        return error_response(
+            request, 400, "validation_error", _validation_message(exc), _validation_details(exc)
+        )
     if status >= 500:
         return handle_unexpected(request, exc)
     code = HTTP_CODES.get(status, "error")
@@ -89,7 +101,9 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         return handle_domain_error(request, translated)
     log.exception("request %s failed", request_id(request), exc_info=exc)
     return error_response(
-        request, 500, "internal_error",
+        request,
+        500,
+        "internal_error",
         f"unexpected server error; quote request id {request_id(request)} when reporting it",
     )
 

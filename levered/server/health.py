@@ -15,7 +15,7 @@ from levered.schemas.common import Health, Readiness
 
 class HealthController(Controller):
     include_in_schema = True
-    tags = ["health"]
+    tags = ("health",)
 
     @get("/health", summary="Liveness: the process answers.")
     async def health(self) -> Health:
@@ -30,6 +30,8 @@ class HealthController(Controller):
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise Unavailable(f"database unreachable: {exc.__class__.__name__}") from exc
         if not current:
-            raise Unavailable("database schema is not current; run `levered db migrate`",
-                              details={"migrations": "pending"})
+            raise Unavailable(
+                "database schema is not current; run `levered db migrate`",
+                details={"migrations": "pending"},
+            )
         return Readiness("ready", "ok", "current")

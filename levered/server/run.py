@@ -16,18 +16,33 @@ APP_FACTORY = "levered.server.app:create_app"
 AsgiServer = Literal["granian", "uvicorn"]
 
 
-def run_asgi(host: str, port: int, workers: int, *, server: AsgiServer = "granian",
-             log_level: str = "info", access_log: bool = False) -> None:
+def run_asgi(
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    server: AsgiServer = "granian",
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
     """Serve until SIGINT/SIGTERM; returns after the workers have shut down."""
     if server == "uvicorn":
         import uvicorn
 
-        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, access_log=access_log, lifespan="on")
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+        )
         return
+    from granian import Granian
     from granian.constants import Interfaces
     from granian.log import LogLevels
-    from granian import Granian
 
     Granian(
         APP_FACTORY,

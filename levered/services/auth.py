@@ -27,12 +27,14 @@ class Principal(msgspec.Struct, frozen=True):
     user_id: UUID | None = None
 
 
-async def authenticate(pool: asyncpg.Pool, token: str | None, *,
-                       api_key_only: bool = False) -> Principal:
+async def authenticate(
+    pool: asyncpg.Pool, token: str | None, *, api_key_only: bool = False
+) -> Principal:
     if not token:
         raise AuthenticationError(
             "missing credentials: send 'Authorization: Bearer <token or API key>'"
-            + ("" if not api_key_only else " or 'X-API-Key: <API key>'"))
+            + ("" if not api_key_only else " or 'X-API-Key: <API key>'")
+        )
     prefix = api_key_prefix(token)
     async with pool.acquire() as conn:
         if prefix is not None:
@@ -49,7 +51,9 @@ async def authenticate(pool: asyncpg.Pool, token: str | None, *,
             row = await db.find_access_token(conn, digest(token))
             if row is not None:
                 return Principal(row["organization_id"], "user", user_id=row["user_id"])
-            raise AuthenticationError("access token invalid, expired or revoked; log in again "
-                                      "or refresh it")
-    raise AuthenticationError("unrecognized credentials: expected an API key (lvk_…) or an "
-                              "access token (lvat_…)")
+            raise AuthenticationError(
+                "access token invalid, expired or revoked; log in again or refresh it"
+            )
+    raise AuthenticationError(
+        "unrecognized credentials: expected an API key (lvk_…) or an access token (lvat_…)"
+    )

@@ -31,8 +31,9 @@ class InitialCredentials:
     api_key: str
 
 
-async def bootstrap(conn: asyncpg.Connection, data_dir: Path,
-                    admin_password: str | None) -> InitialCredentials | None:
+async def bootstrap(
+    conn: asyncpg.Connection, data_dir: Path, admin_password: str | None
+) -> InitialCredentials | None:
     """Create the first organization if there is none; returns what was created, once."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", BOOTSTRAP_LOCK)
@@ -43,8 +44,9 @@ async def bootstrap(conn: asyncpg.Connection, data_dir: Path,
         await db.insert_user(conn, org_id, ADMIN_EMAIL, "Admin", hash_password(password))
         key, prefix = new_api_key()
         await db.insert_api_key(conn, org_id, "bootstrap", prefix, digest(key))
-        creds = InitialCredentials(data_dir / CREDENTIALS_FILE, str(org_id), ADMIN_EMAIL,
-                                   password, key)
+        creds = InitialCredentials(
+            data_dir / CREDENTIALS_FILE, str(org_id), ADMIN_EMAIL, password, key
+        )
         _write_private(creds)
         return creds
 

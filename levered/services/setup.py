@@ -9,8 +9,9 @@ from levered.db.pool import connect
 from levered.services.bootstrap import InitialCredentials, bootstrap
 
 
-async def prepare_database(url: str, data_dir: Path,
-                           admin_password: str | None) -> InitialCredentials | None:
+async def prepare_database(
+    url: str, data_dir: Path, admin_password: str | None
+) -> InitialCredentials | None:
     conn = await connect(url)
     try:
         await migrations.migrate(conn)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from levered.db.embedded import EmbeddedPostgres, RunAs
+from levered.db.embedded import EmbeddedPostgres, RunAs, reachable_tempdir
 from levered.errors import ConfigurationError
-from tests.conftest import reachable_tempdir
 
 pytestmark = pytest.mark.slow
 

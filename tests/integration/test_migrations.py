@@ -31,8 +31,10 @@ async def empty_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 async def _tables(conn: asyncpg.Connection) -> set[str]:
-    rows = await conn.fetch("SELECT schemaname || '.' || tablename AS t FROM pg_tables "
-                            "WHERE schemaname IN ('public', 'warehouse')")
+    rows = await conn.fetch(
+        "SELECT schemaname || '.' || tablename AS t FROM pg_tables "
+        "WHERE schemaname IN ('public', 'warehouse')"
+    )
     return {r["t"] for r in rows}
 
 
@@ -42,9 +44,17 @@ async def test_up_down_up_on_an_empty_database(empty_url: str) -> None:
         applied = await migrations.migrate(conn)
         assert [m.version for m in applied] == [m.version for m in migrations.load_migrations()]
         tables = await _tables(conn)
-        for expected in ("public.organizations", "public.users", "public.api_keys",
-                         "public.metrics", "public.optimizations", "public.model_versions",
-                         "public.assignments", "warehouse.exposures", "warehouse.rewards"):
+        for expected in (
+            "public.organizations",
+            "public.users",
+            "public.api_keys",
+            "public.metrics",
+            "public.optimizations",
+            "public.model_versions",
+            "public.assignments",
+            "warehouse.exposures",
+            "warehouse.rewards",
+        ):
             assert expected in tables
         assert await migrations.is_current(conn)
         assert await migrations.migrate(conn) == []  # idempotent
@@ -82,7 +92,9 @@ async def test_a_missing_applied_file_is_refused(empty_url: str, tmp_path: Path)
     directory = tmp_path / "migrations"
     shutil.copytree(migrations.migrations_dir(), directory)
     extra = directory / "9999_extra.sql"
-    extra.write_text("-- migrate:up\nCREATE TABLE extra (x int);\n-- migrate:down\nDROP TABLE extra;")
+    extra.write_text(
+        "-- migrate:up\nCREATE TABLE extra (x int);\n-- migrate:down\nDROP TABLE extra;"
+    )
     conn = await connect(empty_url)
     try:
         await migrations.migrate(conn, directory)
@@ -93,23 +105,25 @@ async def test_a_missing_applied_file_is_refused(empty_url: str, tmp_path: Path)
         await conn.close()
 
 
-async def test_a_failing_migration_leaves_nothing_half_applied(empty_url: str,
-                                                               tmp_path: Path) -> None:
+async def test_a_failing_migration_leaves_nothing_half_applied(
+    empty_url: str, tmp_path: Path
+) -> None:
     directory = tmp_path / "migrations"
     directory.mkdir()
     (directory / "0001_good.sql").write_text(
-        "-- migrate:up\nCREATE TABLE good (x int);\n-- migrate:down\nDROP TABLE good;")
+        "-- migrate:up\nCREATE TABLE good (x int);\n-- migrate:down\nDROP TABLE good;"
+    )
     (directory / "0002_bad.sql").write_text(
         "-- migrate:up\nCREATE TABLE half (x int);\nSELECT nonsense_function();\n"
-        "-- migrate:down\nDROP TABLE half;")
+        "-- migrate:down\nDROP TABLE half;"
+    )
     conn = await connect(empty_url)
     try:
         with pytest.raises(MigrationError, match="0002_bad failed"):
             await migrations.migrate(conn, directory)
         assert await conn.fetchval("SELECT to_regclass('good') IS NOT NULL")
         assert not await conn.fetchval("SELECT to_regclass('half') IS NOT NULL")
-        assert [s.version for s in await migrations.status(conn, directory)
-                if s.applied_at] == [1]
+        assert [s.version for s in await migrations.status(conn, directory) if s.applied_at] == [1]
     finally:
         await conn.close()
 

@@ -12,10 +12,15 @@ def test_defaults_without_environment() -> None:
 
 
 def test_reads_prefixed_variables_and_converts_types() -> None:
-    settings = load_settings({"LEVERED_PORT": "9001", "LEVERED_WORKERS": "3",
-                              "LEVERED_DATABASE_URL": "postgresql://x/y", "OTHER": "1"})
-    assert (settings.port, settings.workers, settings.database_url) == (9001, 3,
-                                                                        "postgresql://x/y")
+    settings = load_settings(
+        {
+            "LEVERED_PORT": "9001",
+            "LEVERED_WORKERS": "3",
+            "LEVERED_DATABASE_URL": "postgresql://x/y",
+            "OTHER": "1",
+        }
+    )
+    assert (settings.port, settings.workers, settings.database_url) == (9001, 3, "postgresql://x/y")
 
 
 def test_bad_value_names_the_environment_variable() -> None:

@@ -1,0 +1,96 @@
+"""`levered server start` as a user runs it: embedded database, first-start credentials,
+Ctrl-C and SIGTERM stop the server and its PostgreSQL, a restart reuses the data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from levered.db.embedded import free_port, reachable_tempdir
+
+pytestmark = pytest.mark.slow
+
+
+def _start(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
+    env |= {"LEVERED_DATA_DIR": str(data_dir), "LEVERED_PORT": str(port)}
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli.app", "server", "start"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> httpx.Response:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server not ready:\n{log.read_text()}")
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    pidfile = data_dir / "pgdata" / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+
+def _stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> int:
+    process.send_signal(sig)
+    return process.wait(60)
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_start_stop_restart(tmp_path: Path) -> None:
+    data_dir = reachable_tempdir("levered-srv-") / "data"
+    port = free_port()
+    first_log = tmp_path / "first.log"
+    server = _start(data_dir, port, first_log)
+    try:
+        assert _wait_ready(server, port, first_log).json()["migrations"] == "current"
+        pg_pid = _postmaster_pid(data_dir)
+        assert pg_pid is not None
+    finally:
+        _stop(server, signal.SIGINT)
+    output = first_log.read_text()
+    credentials = data_dir / "initial-credentials"
+    assert str(credentials) in output and "First start" in output
+    assert oct(credentials.stat().st_mode & 0o777) == "0o600"
+    assert "api_key=lvk_" in credentials.read_text()
+    assert _gone(pg_pid), "Ctrl-C must stop the embedded PostgreSQL too"
+
+    second_log = tmp_path / "second.log"
+    again = _start(data_dir, port, second_log)
+    try:
+        _wait_ready(again, port, second_log)
+        pg_pid = _postmaster_pid(data_dir)
+        assert pg_pid is not None
+    finally:
+        _stop(again, signal.SIGTERM)
+    assert "First start" not in second_log.read_text()
+    assert "api_key=lvk_" in credentials.read_text()  # untouched
+    assert _gone(pg_pid), "SIGTERM must stop the embedded PostgreSQL too"
