@@ -6,6 +6,8 @@ from typing import Final
 
 import asyncpg
 
+from levered.db import Connection
+
 SELECT_API_KEY: Final = """
 SELECT id, organization_id, secret_hash, revoked_at FROM api_keys WHERE prefix = $1
 """
@@ -19,14 +21,14 @@ WHERE token_hash = $1 AND kind = 'access' AND revoked_at IS NULL AND expires_at 
 """
 
 
-async def find_api_key(conn: asyncpg.Connection, prefix: str) -> asyncpg.Record | None:
+async def find_api_key(conn: Connection, prefix: str) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_API_KEY, prefix)
 
 
-async def touch_api_key(conn: asyncpg.Connection, key_id: object) -> None:
+async def touch_api_key(conn: Connection, key_id: object) -> None:
     """Record use, at most every 30 s per key, so hot ingestion does not write per request."""
     await conn.execute(TOUCH_API_KEY, key_id)
 
 
-async def find_access_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+async def find_access_token(conn: Connection, token_hash: bytes) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_ACCESS_TOKEN, token_hash)

@@ -332,7 +332,7 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # Ctrl-C reaches us; we stop postgres after the app
-                **self._user_kwargs(),
+                **self._user_kwargs(),  # type: ignore[call-overload]
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

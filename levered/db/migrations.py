@@ -18,6 +18,7 @@ from typing import Final
 
 import asyncpg
 
+from levered.db import Connection
 from levered.errors import MigrationError
 
 LOCK_KEY: Final = 0x6C65766572656400  # "levered\0": one advisory lock id for every runner
@@ -92,7 +93,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def status(conn: asyncpg.Connection, directory: Path | None = None) -> list[MigrationStatus]:
+async def status(conn: Connection, directory: Path | None = None) -> list[MigrationStatus]:
     """Every known version, applied or pending, with any problem found."""
     files = {m.version: m for m in load_migrations(directory)}
     applied = await _applied(conn)
@@ -112,7 +113,7 @@ async def status(conn: asyncpg.Connection, directory: Path | None = None) -> lis
     return out
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[Migration]:
+async def migrate(conn: Connection, directory: Path | None = None) -> list[Migration]:
     """Apply every pending migration in order; returns what was applied."""
     migrations = load_migrations(directory)
     await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
@@ -141,7 +142,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
 
 
 async def rollback(
-    conn: asyncpg.Connection, to_version: int = 0, directory: Path | None = None
+    conn: Connection, to_version: int = 0, directory: Path | None = None
 ) -> list[Migration]:
     """Run the down sections of every applied migration above ``to_version``, newest first."""
     migrations = {m.version: m for m in load_migrations(directory)}
@@ -164,7 +165,7 @@ async def rollback(
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
-async def is_current(conn: asyncpg.Connection, directory: Path | None = None) -> bool:
+async def is_current(conn: Connection, directory: Path | None = None) -> bool:
     """True when every migration file is applied unchanged (what ``/ready`` reports)."""
     if not await conn.fetchval(TABLE_EXISTS):
         return False
@@ -173,7 +174,7 @@ async def is_current(conn: asyncpg.Connection, directory: Path | None = None) ->
     )
 
 
-async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
+async def _applied(conn: Connection) -> dict[int, asyncpg.Record]:
     if not await conn.fetchval(TABLE_EXISTS):
         return {}
     return {r["version"]: r for r in await conn.fetch(SELECT_APPLIED)}

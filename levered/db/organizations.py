@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from levered.db import Connection
+
 COUNT_ORGANIZATIONS: Final = "SELECT count(*) FROM organizations"
 INSERT_ORGANIZATION: Final = "INSERT INTO organizations (name) VALUES ($1) RETURNING id"
 INSERT_USER: Final = """
@@ -19,16 +21,16 @@ RETURNING id, organization_id, label, prefix, created_at, last_used_at, revoked_
 """
 
 
-async def count_organizations(conn: asyncpg.Connection) -> int:
+async def count_organizations(conn: Connection) -> int:
     return int(await conn.fetchval(COUNT_ORGANIZATIONS))
 
 
-async def insert_organization(conn: asyncpg.Connection, name: str) -> UUID:
+async def insert_organization(conn: Connection, name: str) -> UUID:
     return await conn.fetchval(INSERT_ORGANIZATION, name)  # type: ignore[no-any-return]
 
 
 async def insert_user(
-    conn: asyncpg.Connection, organization_id: UUID, email: str, name: str, password_hash: str
+    conn: Connection, organization_id: UUID, email: str, name: str, password_hash: str
 ) -> UUID:
     return await conn.fetchval(  # type: ignore[no-any-return]
         INSERT_USER, organization_id, email, name, password_hash
@@ -36,7 +38,7 @@ async def insert_user(
 
 
 async def insert_api_key(
-    conn: asyncpg.Connection, organization_id: UUID, label: str, prefix: str, secret_hash: bytes
+    conn: Connection, organization_id: UUID, label: str, prefix: str, secret_hash: bytes
 ) -> asyncpg.Record:
     record = await conn.fetchrow(INSERT_API_KEY, organization_id, label, prefix, secret_hash)
     assert record is not None

@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from levered.db.errors import translate
 from levered.errors import LeveredError, RateLimited, Unavailable
@@ -38,7 +39,7 @@ HTTP_CODES = {
 
 def request_id(request: Request[Any, Any, Any]) -> str:
     """The id of this request: the caller's ``X-Request-ID`` when sane, else a new one."""
-    state = request.scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state = request.scope.setdefault("state", {})
     rid = state.get("request_id")
     if rid is None:
         given = request.headers.get("x-request-id")
@@ -129,7 +130,7 @@ def _validation_details(exc: ValidationException) -> list[dict[str, str]]:
     return out
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LeveredError: handle_domain_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

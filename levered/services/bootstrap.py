@@ -11,8 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
+from levered.db import Connection
 from levered.db import organizations as db
 from levered.services.passwords import hash_password
 from levered.services.tokens import digest, new_api_key
@@ -32,7 +31,7 @@ class InitialCredentials:
 
 
 async def bootstrap(
-    conn: asyncpg.Connection, data_dir: Path, admin_password: str | None
+    conn: Connection, data_dir: Path, admin_password: str | None
 ) -> InitialCredentials | None:
     """Create the first organization if there is none; returns what was created, once."""
     async with conn.transaction():
