@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
+    ApiKeyController,
 ]

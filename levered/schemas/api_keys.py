@@ -1,0 +1,55 @@
+"""Wire schemas of the API-key resource (``/api/v2/api-keys``).
+
+The secret appears in exactly one body, :class:`ApiKeyCreated`; lists and revocations never
+carry it (the server keeps only its SHA-256 and could not show it again anyway).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+
+from levered.schemas.common import ResponseMeta
+
+Label = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        description="What the key is for, e.g. 'checkout service (prod)'.",
+    ),
+]
+
+
+class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    label: Label
+
+
+class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
+    """An API key as listed: its visible prefix and timestamps, never the secret."""
+
+    id: UUID
+    label: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyResponse(ApiKey, frozen=True, kw_only=True):
+    meta: ResponseMeta
+
+
+class ApiKeyCreated(ApiKey, frozen=True, kw_only=True):
+    """The creation response: the only time the full secret is shown."""
+
+    secret: str
+    meta: ResponseMeta
+
+
+class ApiKeyList(msgspec.Struct, frozen=True):
+    api_keys: list[ApiKey]
+    meta: ResponseMeta
