@@ -1,0 +1,142 @@
+"""Queries on optimizations and their model row. Every query is scoped by organization.
+
+jsonb columns go in and come out as Python lists/dicts (binary codec, levered/db/pool.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+from uuid import UUID
+
+import asyncpg
+
+from levered.db import Connection
+
+
+class OptimizationValues(NamedTuple):
+    """The writable columns of one optimization, in column order (jsonb fields as builtins)."""
+
+    name: str
+    status: str
+    model_type: str
+    design_factors: list[dict[str, Any]]
+    context_factors: list[dict[str, Any]]
+    reward_metric_id: UUID | None
+    attribution: dict[str, Any]
+    holdout_percentage: float
+    excluded_combinations: list[dict[str, Any]]
+    sticky: bool
+
+
+SELECT_METRIC: Final = """
+SELECT id, name, reward_type FROM metrics WHERE organization_id = $1 AND id = $2
+"""
+
+INSERT_OPTIMIZATION: Final = """
+INSERT INTO optimizations (organization_id, name, status, model_type, design_factors,
+                           context_factors, reward_metric_id, attribution, holdout_percentage,
+                           excluded_combinations, sticky)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING id
+"""
+
+INSERT_MODEL: Final = """
+INSERT INTO models (organization_id, optimization_id) VALUES ($1, $2) RETURNING id
+"""
+
+# The view the API shows: the optimization, its linked metric and its (non-deleted) model.
+_VIEW: Final = """
+SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors,
+       o.reward_metric_id, o.attribution, o.holdout_percentage, o.excluded_combinations,
+       o.sticky, o.summary, o.created_at, o.updated_at,
+       mt.name AS metric_name, mt.reward_type AS metric_reward_type,
+       m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version
+FROM optimizations o
+LEFT JOIN metrics mt ON mt.id = o.reward_metric_id AND mt.organization_id = o.organization_id
+LEFT JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
+"""
+
+SELECT_OPTIMIZATION: Final = _VIEW + "WHERE o.organization_id = $1 AND o.id = $2"
+
+LIST_OPTIMIZATIONS: Final = (
+    _VIEW
+    + """
+WHERE o.organization_id = $1 AND ($3 OR o.status <> 'archived')
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT $2
+"""
+)
+
+LOCK_OPTIMIZATION: Final = """
+SELECT id, name, status, model_type, design_factors, context_factors, reward_metric_id,
+       attribution, holdout_percentage, excluded_combinations, sticky
+FROM optimizations WHERE organization_id = $1 AND id = $2
+FOR UPDATE
+"""
+
+UPDATE_OPTIMIZATION: Final = """
+UPDATE optimizations
+SET name = $3, status = $4, model_type = $5, design_factors = $6, context_factors = $7,
+    reward_metric_id = $8, attribution = $9, holdout_percentage = $10,
+    excluded_combinations = $11, sticky = $12, updated_at = now()
+WHERE organization_id = $1 AND id = $2
+"""
+
+DELETE_DRAFT: Final = """
+DELETE FROM optimizations WHERE organization_id = $1 AND id = $2 AND status = 'draft'
+RETURNING id
+"""
+
+
+async def find_metric(
+    conn: Connection, organization_id: UUID, metric_id: UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_METRIC, organization_id, metric_id)
+
+
+async def insert_optimization(
+    conn: Connection, organization_id: UUID, values: OptimizationValues
+) -> UUID:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        INSERT_OPTIMIZATION, organization_id, *values
+    )
+
+
+async def insert_model(conn: Connection, organization_id: UUID, optimization_id: UUID) -> UUID:
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        INSERT_MODEL, organization_id, optimization_id
+    )
+
+
+async def select_optimization(
+    conn: Connection, organization_id: UUID, optimization_id: UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_OPTIMIZATION, organization_id, optimization_id)
+
+
+async def list_optimizations(
+    conn: Connection, organization_id: UUID, limit: int, include_archived: bool
+) -> list[asyncpg.Record]:
+    return await conn.fetch(LIST_OPTIMIZATIONS, organization_id, limit, include_archived)
+
+
+async def lock_optimization(
+    conn: Connection, organization_id: UUID, optimization_id: UUID
+) -> asyncpg.Record | None:
+    """The row, locked until the transaction ends (call inside one)."""
+    return await conn.fetchrow(LOCK_OPTIMIZATION, organization_id, optimization_id)
+
+
+async def update_optimization(
+    conn: Connection, organization_id: UUID, optimization_id: UUID, values: OptimizationValues
+) -> None:
+    await conn.execute(UPDATE_OPTIMIZATION, organization_id, optimization_id, *values)
+
+
+async def delete_draft(
+    conn: Connection, organization_id: UUID, optimization_id: UUID
+) -> UUID | None:
+    """Delete a draft (its model row and assignments cascade); None when nothing matched."""
+    return await conn.fetchval(  # type: ignore[no-any-return]
+        DELETE_DRAFT, organization_id, optimization_id
+    )

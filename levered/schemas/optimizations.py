@@ -1,0 +1,200 @@
+"""Wire Structs of the optimizations resource (PRODUCT.md §2, §4.3).
+
+The Structs check shapes, types and single-field ranges, so msgspec reports those with a JSON
+path before any code runs. Rules that span fields (unique names, level dtypes, the size of the
+variant space, exclusion rules) live in :mod:`levered.services.optimizations`, which reports
+them with the same kind of path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from levered.schemas.common import ResponseMeta
+
+Status = Literal["draft", "live", "paused", "shipped", "completed", "archived"]
+ModelType = Literal["cmab", "mab"]
+Dtype = Literal["str", "bool"]
+RewardType = Literal["bool", "numeric"]
+ModelStatus = Literal["untrained", "training", "trained", "failed"]
+
+Name = Annotated[str, Meta(min_length=1, max_length=200, description="1–200 characters.")]
+FactorName = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        description="1–100 characters; unique across design and context factors.",
+    ),
+]
+Level = str | bool
+Levels = Annotated[
+    list[Level],
+    Meta(
+        description="Strings of 1–200 characters for dtype "
+        "`str`; exactly `[true, false]` in either "
+        "order for dtype `bool`. The first level is "
+        "the baseline's."
+    ),
+]
+HoldoutPercentage = Annotated[
+    float, Meta(ge=0, le=50, description="Share of users kept on the baseline, 0–50.")
+]
+ConversionWindowHours = Annotated[
+    float,
+    Meta(
+        ge=1 / 60,
+        le=720,
+        description="Hours after an exposure during "
+        "which a reward is credited to it: "
+        "one minute (1/60) to 30 days (720); "
+        "fractions allowed.",
+    ),
+]
+ExclusionRule = Annotated[
+    dict[str, Level],
+    Meta(
+        description="A partial factor→level map; every variant that "
+        "matches all of its entries is never served."
+    ),
+]
+
+
+class DesignFactor(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    name: FactorName
+    dtype: Dtype = "str"
+    levels: Levels
+
+
+class ContextFactor(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A property of the user's request (country, device) the cmab model personalizes on.
+
+    ``levels`` is optional: when given, it is the vocabulary the model knows up front.
+    """
+
+    name: FactorName
+    dtype: Dtype = "str"
+    levels: Levels | None = None
+
+
+class Attribution(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    type: Literal["last_touch"] = "last_touch"
+    conversion_window_hours: ConversionWindowHours = 24.0
+
+
+class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Name
+    design_factors: list[DesignFactor]
+    reward_metric_id: UUID
+    context_factors: list[ContextFactor] = []
+    model_type: ModelType = "cmab"
+    holdout_percentage: HoldoutPercentage = 10.0
+    attribution: Attribution = Attribution()
+    excluded_combinations: list[ExclusionRule] = []
+    sticky: bool = True
+    draft: bool = False
+
+
+class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Every field optional; an absent field keeps its value.
+
+    Design-related fields (factors, levels, context factors, exclusions, model type) can change
+    only while the optimization is a draft.
+    """
+
+    name: Name | UnsetType = UNSET
+    status: Status | UnsetType = UNSET
+    design_factors: list[DesignFactor] | UnsetType = UNSET
+    context_factors: list[ContextFactor] | UnsetType = UNSET
+    excluded_combinations: list[ExclusionRule] | UnsetType = UNSET
+    model_type: ModelType | UnsetType = UNSET
+    holdout_percentage: HoldoutPercentage | UnsetType = UNSET
+    attribution: Attribution | UnsetType = UNSET
+    reward_metric_id: UUID | UnsetType = UNSET
+    sticky: bool | UnsetType = UNSET
+
+
+class LinkedMetric(msgspec.Struct, frozen=True):
+    id: UUID
+    name: str
+    reward_type: RewardType
+
+
+class Baseline(msgspec.Struct, frozen=True):
+    number: int
+    variant: dict[str, Level]
+    variant_key: str
+
+
+class LinkedModel(msgspec.Struct, frozen=True):
+    id: UUID
+    status: ModelStatus
+    current_version: int | None
+
+
+class Optimization(msgspec.Struct, frozen=True):
+    """One optimization as the API shows it (also each item of a list).
+
+    ``variants_count`` counts the variants that can be served (after exclusions);
+    ``variants_total`` counts every combination of levels.
+    """
+
+    id: UUID
+    name: str
+    status: Status
+    model_type: ModelType
+    design_factors: list[DesignFactor]
+    context_factors: list[ContextFactor]
+    reward_metric_id: UUID | None
+    reward_metric: LinkedMetric | None
+    attribution: Attribution
+    holdout_percentage: float
+    excluded_combinations: list[dict[str, Level]]
+    sticky: bool
+    variants_count: int
+    variants_total: int
+    baseline: Baseline
+    model: LinkedModel | None
+    summary: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OptimizationResponse(Optimization, frozen=True, kw_only=True):
+    meta: ResponseMeta
+
+
+class OptimizationList(msgspec.Struct, frozen=True):
+    optimizations: list[Optimization]
+    meta: ResponseMeta
+
+
+class Variant(msgspec.Struct, frozen=True):
+    number: int
+    variant_key: str
+    variant: dict[str, Level]
+    excluded: bool
+
+
+class VariantPage(msgspec.Struct, frozen=True):
+    variants: list[Variant]
+    total: int
+    limit: int
+    offset: int
+    meta: ResponseMeta
+
+
+class Deleted(msgspec.Struct, frozen=True):
+    id: UUID
+    deleted: bool
+    meta: ResponseMeta
+
+
+def with_meta(optimization: Optimization, meta: ResponseMeta) -> OptimizationResponse:
+    """The single-resource body: the optimization's fields plus ``meta`` at top level."""
+    return OptimizationResponse(**msgspec.structs.asdict(optimization), meta=meta)

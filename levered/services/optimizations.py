@@ -1,0 +1,533 @@
+"""Optimization use cases: create, list, show, update (edits and lifecycle), delete drafts.
+
+Validation that spans fields lives here as pure functions (:func:`validate_design`), so it is
+unit-tested without a database; every problem is reported with the JSON path of the offending
+field. Limits and decisions are documented in docs/optimizations.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Final
+from uuid import UUID
+
+import asyncpg
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from msgspec import UNSET
+
+from levered.bandit.variants import Factor, VariantSpace
+from levered.db import Connection
+from levered.db import optimizations as db
+from levered.errors import Conflict, NotFound, ValidationError
+from levered.schemas.optimizations import (
+    Attribution,
+    Baseline,
+    ContextFactor,
+    DesignFactor,
+    LinkedMetric,
+    LinkedModel,
+    ModelType,
+    Optimization,
+    OptimizationCreate,
+    OptimizationUpdate,
+    Status,
+    Variant,
+)
+from levered.services import lifecycle
+
+MAB_MAX_VARIANTS: Final = 1_000
+"""Each mab arm learns only from its own traffic; beyond ~1,000 arms most never get enough."""
+CMAB_MAX_VARIANTS: Final = 100_000
+"""The cmab model shares strength across variants; the sampler scores every variant per serve."""
+CMAB_MAX_DESIGN_LEVELS: Final = 200
+"""The cmab model has a coefficient per design level plus pairwise interactions of levels."""
+MAX_CONTEXT_FACTORS: Final = 20
+MAX_CONTEXT_LEVELS: Final = 1_000
+MAX_LEVEL_LENGTH: Final = 200
+MAX_EXCLUSION_RULES: Final = 500
+
+DESIGN_FIELDS: Final = ("design_factors", "context_factors", "excluded_combinations", "model_type")
+"""Fields that change what is being tested; editable only while the optimization is a draft."""
+
+Issue = dict[str, str]
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+# --- validation (pure) ---------------------------------------------------------------------
+
+
+def member(path: str, key: str) -> str:
+    """The JSON path of ``key`` inside the object at ``path`` (bracketed when not an identifier)."""
+    return f"{path}.{key}" if _IDENTIFIER.match(key) else f"{path}[{json.dumps(key)}]"
+
+
+def raise_issues(issues: list[Issue]) -> None:
+    if not issues:
+        return
+    first = issues[0]
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    raise ValidationError(
+        f"invalid request body at {first['path']}: {first['message']}{more}", details=issues
+    )
+
+
+def _level_issues(
+    levels: Sequence[str | bool], dtype: str, path: str, *, minimum: int, maximum: int | None
+) -> list[Issue]:
+    """Problems with one factor's level list (design: minimum 2 distinct; context: 1)."""
+    if dtype == "bool":
+        if len(levels) != 2 or set(map(repr, levels)) != {"True", "False"}:
+            return [
+                {
+                    "path": path,
+                    "message": "a 'bool' factor's levels must be exactly "
+                    "[true, false] or [false, true]",
+                }
+            ]
+        return []
+    issues: list[Issue] = []
+    seen: dict[str, int] = {}
+    for j, level in enumerate(levels):
+        where = f"{path}[{j}]"
+        if not isinstance(level, str):
+            issues.append(
+                {
+                    "path": where,
+                    "message": f"levels of a 'str' factor must be strings, got {json.dumps(level)}",
+                }
+            )
+        elif not 1 <= len(level) <= MAX_LEVEL_LENGTH:
+            issues.append(
+                {
+                    "path": where,
+                    "message": f"a level must be 1–{MAX_LEVEL_LENGTH} characters, got {len(level)}",
+                }
+            )
+        elif level in seen:
+            issues.append(
+                {
+                    "path": where,
+                    "message": f"duplicate level {json.dumps(level)} "
+                    f"(also at {path}[{seen[level]}])",
+                }
+            )
+        else:
+            seen[level] = j
+    if issues:
+        return issues
+    if len(levels) < minimum:
+        need = "at least two distinct levels" if minimum == 2 else "at least one level"
+        issues.append({"path": path, "message": f"needs {need}, got {len(levels)}"})
+    if maximum is not None and len(levels) > maximum:
+        issues.append({"path": path, "message": f"at most {maximum:,} levels, got {len(levels):,}"})
+    return issues
+
+
+def _factor_issues(design: Sequence[DesignFactor], context: Sequence[ContextFactor]) -> list[Issue]:
+    issues: list[Issue] = []
+    if not design:
+        issues.append(
+            {"path": "$.design_factors", "message": "at least one design factor is required"}
+        )
+    if len(context) > MAX_CONTEXT_FACTORS:
+        issues.append(
+            {
+                "path": "$.context_factors",
+                "message": f"at most {MAX_CONTEXT_FACTORS} context factors, got {len(context)}",
+            }
+        )
+    names: dict[str, str] = {}
+    entries: list[tuple[str, DesignFactor | ContextFactor]] = [
+        *((f"$.design_factors[{i}]", f) for i, f in enumerate(design)),
+        *((f"$.context_factors[{i}]", f) for i, f in enumerate(context)),
+    ]
+    for path, factor in entries:
+        if factor.name in names:
+            issues.append(
+                {
+                    "path": f"{path}.name",
+                    "message": f"duplicate factor name {json.dumps(factor.name)} (also "
+                    f"at {names[factor.name]}); names must be unique across "
+                    "design and context factors",
+                }
+            )
+        else:
+            names[factor.name] = f"{path}.name"
+        if isinstance(factor, DesignFactor):
+            issues += _level_issues(
+                factor.levels, factor.dtype, f"{path}.levels", minimum=2, maximum=None
+            )
+        elif factor.levels is not None:
+            issues += _level_issues(
+                factor.levels, factor.dtype, f"{path}.levels", minimum=1, maximum=MAX_CONTEXT_LEVELS
+            )
+    return issues
+
+
+def _size_issues(space: VariantSpace, model_type: ModelType) -> list[Issue]:
+    size = space.size
+    shape = " × ".join(str(len(f.levels)) for f in space.factors)
+    if model_type == "mab" and size > MAB_MAX_VARIANTS:
+        return [
+            {
+                "path": "$.design_factors",
+                "message": f"these design factors make {size:,} variants ({shape}); a 'mab' "
+                f"optimization supports at most {MAB_MAX_VARIANTS:,}, since every "
+                "variant learns only from its own traffic. Use model_type 'cmab' "
+                "or fewer levels",
+            }
+        ]
+    levels = sum(len(f.levels) for f in space.factors)
+    if model_type == "cmab" and levels > CMAB_MAX_DESIGN_LEVELS:
+        return [
+            {
+                "path": "$.design_factors",
+                "message": f"these design factors have {levels:,} levels in total; a 'cmab' "
+                f"optimization supports at most {CMAB_MAX_DESIGN_LEVELS}",
+            }
+        ]
+    if model_type == "cmab" and size > CMAB_MAX_VARIANTS:
+        return [
+            {
+                "path": "$.design_factors",
+                "message": f"these design factors make {size:,} variants ({shape}); a 'cmab' "
+                f"optimization supports at most {CMAB_MAX_VARIANTS:,}",
+            }
+        ]
+    return []
+
+
+def _rule_issues(
+    space: VariantSpace, context_names: set[str], rules: Sequence[dict[str, str | bool]]
+) -> list[Issue]:
+    if len(rules) > MAX_EXCLUSION_RULES:
+        return [
+            {
+                "path": "$.excluded_combinations",
+                "message": f"at most {MAX_EXCLUSION_RULES} exclusion rules, got {len(rules)}",
+            }
+        ]
+    levels = {f.name: f.levels for f in space.factors}
+    issues: list[Issue] = []
+    for k, rule in enumerate(rules):
+        path = f"$.excluded_combinations[{k}]"
+        if not rule:
+            issues.append(
+                {
+                    "path": path,
+                    "message": "an exclusion rule needs at least one design factor → level entry",
+                }
+            )
+        for name, value in rule.items():
+            where = member(path, name)
+            if name not in levels:
+                what = (
+                    "is a context factor; rules can name only design factors"
+                    if name in context_names
+                    else "is not a design factor"
+                )
+                issues.append({"path": where, "message": f"{json.dumps(name)} {what}"})
+            elif not any(type(value) is type(level) and value == level for level in levels[name]):
+                issues.append(
+                    {
+                        "path": where,
+                        "message": f"{json.dumps(value)} is not a level of "
+                        f"{json.dumps(name)}; levels: "
+                        f"{json.dumps(list(levels[name]))}",
+                    }
+                )
+    return issues
+
+
+def validate_design(
+    design: Sequence[DesignFactor],
+    context: Sequence[ContextFactor],
+    excluded: Sequence[dict[str, str | bool]],
+    model_type: ModelType,
+) -> tuple[VariantSpace, npt.NDArray[np.bool_]]:
+    """Check a whole design; return its variant space and allowed mask, or raise 400.
+
+    Stages run in order (factors, size, exclusion rules, what the rules leave), and each stage
+    reports all of its problems at once; later stages need the earlier ones to pass.
+    """
+    raise_issues(_factor_issues(design, context))
+    space = space_of(design)
+    raise_issues(_size_issues(space, model_type))
+    raise_issues(_rule_issues(space, {f.name for f in context}, excluded))
+    mask = space.allowed_mask(excluded)
+    if not mask[0]:
+        k = next(k for k, rule in enumerate(excluded) if space.matches(1, rule))
+        raise_issues(
+            [
+                {
+                    "path": f"$.excluded_combinations[{k}]",
+                    "message": "this rule excludes the baseline (variant 1, "
+                    f"{json.dumps(space.variant(1))}); the baseline cannot be "
+                    "excluded",
+                }
+            ]
+        )
+    remaining = int(mask.sum())
+    if remaining < 2:
+        raise_issues(
+            [
+                {
+                    "path": "$.excluded_combinations",
+                    "message": f"these rules leave {remaining} of {space.size:,} variants; "
+                    "at least two must remain",
+                }
+            ]
+        )
+    return space, mask
+
+
+def space_of(design: Sequence[DesignFactor]) -> VariantSpace:
+    return VariantSpace(tuple(Factor(f.name, tuple(f.levels)) for f in design))
+
+
+# --- rows and views --------------------------------------------------------------------------
+
+
+class Config(msgspec.Struct, frozen=True):
+    """The editable configuration of an optimization, typed (status is handled apart)."""
+
+    name: str
+    model_type: ModelType
+    design_factors: list[DesignFactor]
+    context_factors: list[ContextFactor]
+    reward_metric_id: UUID | None
+    attribution: Attribution
+    holdout_percentage: float
+    excluded_combinations: list[dict[str, str | bool]]
+    sticky: bool
+
+
+CONFIG_FIELDS: Final = Config.__struct_fields__
+
+
+def _values(config: Config, status: Status) -> db.OptimizationValues:
+    return db.OptimizationValues(
+        name=config.name,
+        status=status,
+        model_type=config.model_type,
+        design_factors=msgspec.to_builtins(config.design_factors),
+        context_factors=msgspec.to_builtins(config.context_factors),
+        reward_metric_id=config.reward_metric_id,
+        attribution=msgspec.to_builtins(config.attribution),
+        holdout_percentage=float(config.holdout_percentage),
+        excluded_combinations=msgspec.to_builtins(config.excluded_combinations),
+        sticky=config.sticky,
+    )
+
+
+def _stored_config(row: asyncpg.Record) -> Config:
+    return msgspec.convert({name: row[name] for name in CONFIG_FIELDS}, Config)
+
+
+def changed_fields(before: Config, after: Config) -> list[str]:
+    """Fields whose value differs (by wire value, so a re-sent unchanged field is no edit)."""
+    return [
+        name
+        for name in CONFIG_FIELDS
+        if msgspec.to_builtins(getattr(before, name)) != msgspec.to_builtins(getattr(after, name))
+    ]
+
+
+def _view(row: asyncpg.Record) -> Optimization:
+    design = msgspec.convert(row["design_factors"], list[DesignFactor])
+    excluded = msgspec.convert(row["excluded_combinations"], list[dict[str, str | bool]])
+    space = space_of(design)
+    mask = space.allowed_mask(excluded)
+    metric = None
+    if row["reward_metric_id"] is not None and row["metric_name"] is not None:
+        metric = LinkedMetric(
+            row["reward_metric_id"], row["metric_name"], row["metric_reward_type"]
+        )
+    model = None
+    if row["model_id"] is not None:
+        model = LinkedModel(row["model_id"], row["model_status"], row["model_current_version"])
+    return Optimization(
+        id=row["id"],
+        name=row["name"],
+        status=row["status"],
+        model_type=row["model_type"],
+        design_factors=design,
+        context_factors=msgspec.convert(row["context_factors"], list[ContextFactor]),
+        reward_metric_id=row["reward_metric_id"],
+        reward_metric=metric,
+        attribution=msgspec.convert(row["attribution"], Attribution),
+        holdout_percentage=row["holdout_percentage"],
+        excluded_combinations=excluded,
+        sticky=row["sticky"],
+        variants_count=int(mask.sum()),
+        variants_total=space.size,
+        baseline=Baseline(1, space.variant(1), space.key(1)),
+        model=model,
+        summary=row["summary"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _not_found(optimization_id: UUID) -> NotFound:
+    return NotFound(f"no optimization {optimization_id} in this organization")
+
+
+async def _check_metric(conn: Connection, organization_id: UUID, metric_id: UUID) -> None:
+    # 400 rather than 404, and the same message whether the id exists elsewhere or nowhere.
+    if await db.find_metric(conn, organization_id, metric_id) is None:
+        message = (
+            f"no metric {metric_id} in this organization; create one with POST /api/v2/metrics"
+        )
+        raise ValidationError(
+            f"invalid request body at $.reward_metric_id: {message}",
+            details=[{"path": "$.reward_metric_id", "message": message}],
+        )
+
+
+async def _fetch_view(
+    conn: Connection, organization_id: UUID, optimization_id: UUID
+) -> Optimization:
+    row = await db.select_optimization(conn, organization_id, optimization_id)
+    if row is None:
+        raise _not_found(optimization_id)
+    return _view(row)
+
+
+# --- use cases -----------------------------------------------------------------------------
+
+
+async def create_optimization(
+    pool: asyncpg.Pool, organization_id: UUID, body: OptimizationCreate
+) -> Optimization:
+    """Create it (``live``, or ``draft`` when asked) together with its untrained model."""
+    validate_design(
+        body.design_factors, body.context_factors, body.excluded_combinations, body.model_type
+    )
+    config = Config(
+        name=body.name,
+        model_type=body.model_type,
+        design_factors=body.design_factors,
+        context_factors=body.context_factors,
+        reward_metric_id=body.reward_metric_id,
+        attribution=body.attribution,
+        holdout_percentage=body.holdout_percentage,
+        excluded_combinations=body.excluded_combinations,
+        sticky=body.sticky,
+    )
+    values = _values(config, "draft" if body.draft else "live")
+    async with pool.acquire() as conn, conn.transaction():
+        await _check_metric(conn, organization_id, body.reward_metric_id)
+        optimization_id = await db.insert_optimization(conn, organization_id, values)
+        await db.insert_model(conn, organization_id, optimization_id)
+        return await _fetch_view(conn, organization_id, optimization_id)
+
+
+async def list_optimizations(
+    pool: asyncpg.Pool, organization_id: UUID, *, limit: int, include_archived: bool
+) -> list[Optimization]:
+    """Newest first; archived ones only when asked."""
+    async with pool.acquire() as conn:
+        rows = await db.list_optimizations(conn, organization_id, limit, include_archived)
+    return [_view(row) for row in rows]
+
+
+async def get_optimization(
+    pool: asyncpg.Pool, organization_id: UUID, optimization_id: UUID
+) -> Optimization:
+    async with pool.acquire() as conn:
+        return await _fetch_view(conn, organization_id, optimization_id)
+
+
+async def update_optimization(
+    pool: asyncpg.Pool, organization_id: UUID, optimization_id: UUID, body: OptimizationUpdate
+) -> Optimization:
+    """Apply edits and/or a status transition atomically, under a row lock.
+
+    Order of checks: the transition (409 ``invalid_transition``), read-only archived (409),
+    design edits outside draft (409), then the resulting configuration (400). A field sent with
+    its current value is not an edit, so a client may send back what it read; the same goes
+    for the current status (a no-op, not an error).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await db.lock_optimization(conn, organization_id, optimization_id)
+        if row is None:
+            raise _not_found(optimization_id)
+        stored = _stored_config(row)
+        status: Status = row["status"]
+        target = status if body.status is UNSET else body.status
+        if target != status:
+            lifecycle.check_transition(status, target)
+
+        edits = {
+            name: value
+            for name, value in msgspec.structs.asdict(body).items()
+            if name != "status" and value is not UNSET
+        }
+        config = msgspec.structs.replace(stored, **edits)
+        changed = changed_fields(stored, config)
+        if changed and status in lifecycle.READ_ONLY:
+            raise Conflict(
+                f"an {status} optimization cannot be changed "
+                f"(tried to change {', '.join(changed)})",
+                details={"status": status, "fields": changed},
+            )
+        design_changed = [field for field in changed if field in DESIGN_FIELDS]
+        if design_changed and status not in lifecycle.DESIGN_EDITABLE:
+            raise Conflict(
+                f"{', '.join(design_changed)} can change only while the optimization is a "
+                f"draft; it is {status}. Create a new optimization to test a different design",
+                details={"status": status, "fields": design_changed},
+            )
+        if set(changed) - {"name"}:
+            validate_design(
+                config.design_factors,
+                config.context_factors,
+                config.excluded_combinations,
+                config.model_type,
+            )
+        if "reward_metric_id" in changed and config.reward_metric_id is not None:
+            await _check_metric(conn, organization_id, config.reward_metric_id)
+        if changed or target != status:
+            await db.update_optimization(
+                conn, organization_id, optimization_id, _values(config, target)
+            )
+        return await _fetch_view(conn, organization_id, optimization_id)
+
+
+async def delete_optimization(
+    pool: asyncpg.Pool, organization_id: UUID, optimization_id: UUID
+) -> UUID:
+    """Delete a draft (with its model); anything else must be archived instead (409)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await db.lock_optimization(conn, organization_id, optimization_id)
+        if row is None:
+            raise _not_found(optimization_id)
+        if row["status"] != "draft":
+            raise Conflict(
+                f"only drafts can be deleted; this optimization is {row['status']}. Archive it "
+                'instead (PATCH {"status": "archived"}), which keeps its data and hides it '
+                "from lists",
+                details={"status": row["status"]},
+            )
+        await db.delete_draft(conn, organization_id, optimization_id)
+        return optimization_id
+
+
+async def list_variants(
+    pool: asyncpg.Pool, organization_id: UUID, optimization_id: UUID, *, limit: int, offset: int
+) -> tuple[list[Variant], int]:
+    """A page of the variant space in number order, and the total number of variants."""
+    optimization = await get_optimization(pool, organization_id, optimization_id)
+    space = space_of(optimization.design_factors)
+    mask = space.allowed_mask(optimization.excluded_combinations)
+    last = min(space.size, offset + limit)
+    page = [
+        Variant(n, space.key(n), space.variant(n), not bool(mask[n - 1]))
+        for n in range(offset + 1, last + 1)
+    ]
+    return page, space.size
