@@ -6,7 +6,7 @@ import sys
 
 from cyclopts import App
 
-from cli import db, server
+from cli import api_keys, auth, config, db, optimizations, server
 from cli.console import exit_code_for, fail
 from levered import __version__
 from levered.errors import LeveredError
@@ -16,6 +16,12 @@ app = App(
     help="Levered: find the best version of a product surface with bandits.",
     version=__version__,
 )
+app.command(auth.login)
+app.command(auth.logout)
+app.command(auth.whoami)
+app.command(config.app)
+app.command(optimizations.app)
+app.command(api_keys.app)
 app.command(server.app)
 app.command(db.app)
 

@@ -58,3 +58,14 @@ def notice(message: str) -> None:
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive action; without a terminal and without ``-y``, refuse."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{question} — refusing without a terminal; pass -y to confirm", EXIT_USAGE)
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        fail("cancelled", EXIT_ERROR)

@@ -1,0 +1,232 @@
+"""``levered optimizations …``: create, inspect and move optimizations through their lifecycle."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from cyclopts import App, Parameter
+
+from cli.console import EXIT_USAGE, confirm, fail, notice
+from cli.flags import ApiUrlFlag, JsonFlag, YesFlag
+from cli.output import emit_json, emit_table
+from cli.session import call
+
+app = App(name="optimizations", help="Create, manage, and inspect optimizations.")
+
+Status = Literal["live", "paused", "shipped", "completed", "archived"]
+
+
+def _json_flag(flag: str, raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        fail(f"{flag} is not valid JSON: {exc}", EXIT_USAGE)
+
+
+@app.command(name="list")
+def list_(
+    *,
+    limit: Annotated[int, Parameter(help="At most this many (1–100).")] = 10,
+    include_archived: Annotated[bool, Parameter(negative="")] = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """List optimizations in the current organization, newest first."""
+    body = call(
+        lambda api: api.get(
+            "/api/v2/optimizations", {"limit": limit, "include_archived": include_archived}
+        ),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    emit_table(
+        ["id", "name", "status", "model", "variants", "exposures", "lift", "created_at"],
+        [
+            [
+                o["id"],
+                o["name"],
+                o["status"],
+                o["model_type"],
+                o.get("variants_count"),
+                (o.get("summary") or {}).get("exposures"),
+                (o.get("summary") or {}).get("lift"),
+                o["created_at"],
+            ]
+            for o in body["optimizations"]
+        ],
+    )
+
+
+@app.command
+def show(optimization_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+    """Print full details for a single optimization."""
+    body = call(
+        lambda api: api.get(f"/api/v2/optimizations/{optimization_id}"), url_flag=api_url_flag
+    )
+    if json:
+        emit_json(body)
+        return
+    _print_details(body)
+
+
+def _print_details(o: dict[str, Any]) -> None:
+    metric = o.get("reward_metric") or {}
+    model = o.get("model") or {}
+    attribution = o.get("attribution") or {}
+    rows: list[list[Any]] = [
+        ["id", o["id"]],
+        ["name", o["name"]],
+        ["status", o["status"]],
+        ["model_type", o["model_type"]],
+        ["model", f"{model.get('status', '-')} (version {model.get('current_version') or '-'})"],
+        ["reward_metric", f"{metric.get('name', '-')} ({o.get('reward_metric_id')})"],
+        ["variants", o.get("variants_count")],
+        ["holdout_percentage", o["holdout_percentage"]],
+        ["conversion_window_hours", attribution.get("conversion_window_hours")],
+        ["sticky", o.get("sticky")],
+        ["created_at", o.get("created_at")],
+    ]
+    for factor in o.get("design_factors", []):
+        rows.append([f"design: {factor['name']}", ", ".join(map(str, factor["levels"]))])
+    for factor in o.get("context_factors", []):
+        rows.append(
+            [
+                f"context: {factor['name']}",
+                ", ".join(map(str, factor.get("levels") or [])) or "(any value)",
+            ]
+        )
+    for rule in o.get("excluded_combinations", []):
+        rows.append(["excluded", msgspec.json.encode(rule).decode()])
+    emit_table(["field", "value"], rows)
+
+
+@app.command
+def create(
+    *,
+    name: Annotated[str, Parameter(help="Human-readable name.")],
+    design_factors: Annotated[str, Parameter(help="JSON array of factors and levels.")],
+    reward_metric_id: Annotated[str, Parameter(help="UUID of the reward metric.")],
+    model_type: Literal["cmab", "mab"] = "cmab",
+    context_factors: Annotated[
+        str | None, Parameter(help="JSON array of context factors (e.g. country, device).")
+    ] = None,
+    holdout_percentage: float | None = None,
+    conversion_window_hours: float | None = None,
+    excluded_combinations: Annotated[
+        str | None, Parameter(help="JSON array of partial factor→level maps never to serve.")
+    ] = None,
+    sticky: bool = True,
+    draft: Annotated[bool, Parameter(negative="", help="Create as draft.")] = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Create a new optimization (live unless --draft)."""
+    body: dict[str, Any] = {
+        "name": name,
+        "design_factors": _json_flag("--design-factors", design_factors),
+        "reward_metric_id": reward_metric_id,
+        "model_type": model_type,
+        "sticky": sticky,
+        "draft": draft,
+    }
+    if context_factors is not None:
+        body["context_factors"] = _json_flag("--context-factors", context_factors)
+    if excluded_combinations is not None:
+        body["excluded_combinations"] = _json_flag("--excluded-combinations", excluded_combinations)
+    if holdout_percentage is not None:
+        body["holdout_percentage"] = holdout_percentage
+    if conversion_window_hours is not None:
+        body["attribution"] = {
+            "type": "last_touch",
+            "conversion_window_hours": conversion_window_hours,
+        }
+    created = call(lambda api: api.post("/api/v2/optimizations", body), url_flag=api_url_flag)
+    if json:
+        emit_json(created)
+    else:
+        _print_details(created)
+
+
+@app.command
+def update(
+    optimization_id: str,
+    *,
+    status: Status | None = None,
+    name: str | None = None,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Rename an optimization or move it to a new status."""
+    body = {k: v for k, v in {"status": status, "name": name}.items() if v is not None}
+    if not body:
+        fail("nothing to update: pass --status and/or --name", EXIT_USAGE)
+    _patch(optimization_id, body, api_url_flag, json)
+
+
+def _patch(optimization_id: str, body: dict[str, Any], url: str | None, json: bool) -> None:
+    updated = call(
+        lambda api: api.patch(f"/api/v2/optimizations/{optimization_id}", body), url_flag=url
+    )
+    if json:
+        emit_json(updated)
+    else:
+        notice(f"{updated['name']}: {updated['status']}")
+
+
+def _transition(status: Status, doc: str) -> Any:
+    def command(
+        optimization_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
+    ) -> None:
+        _patch(optimization_id, {"status": status}, api_url_flag, json)
+
+    command.__doc__ = doc
+    return command
+
+
+app.command(
+    _transition("paused", "Pause: serve the baseline to everyone, stop learning."), name="pause"
+)
+app.command(
+    _transition("live", "Resume a paused (or un-ship a shipped) optimization."), name="resume"
+)
+app.command(
+    _transition("shipped", "Ship: serve the current winner per context, no exploring."), name="ship"
+)
+app.command(_transition("completed", "Stop for good (completed is final)."), name="stop")
+
+
+@app.command
+def archive(
+    optimization_id: str,
+    *,
+    yes: YesFlag = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Archive an optimization (final). Prompts unless -y."""
+    confirm(f"Archive optimization {optimization_id}? This is final.", yes)
+    _patch(optimization_id, {"status": "archived"}, api_url_flag, json)
+
+
+@app.command
+def delete(
+    optimization_id: str,
+    *,
+    yes: YesFlag = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Delete a draft optimization. Prompts unless -y."""
+    confirm(f"Delete draft optimization {optimization_id}?", yes)
+    body = call(
+        lambda api: api.delete(f"/api/v2/optimizations/{optimization_id}"), url_flag=api_url_flag
+    )
+    if json:
+        emit_json(body or {"deleted": optimization_id})
+    else:
+        notice(f"deleted {optimization_id}")
