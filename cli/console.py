@@ -69,3 +69,20 @@ def confirm(question: str, yes: bool) -> None:
     print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         fail("cancelled", EXIT_ERROR)
+
+
+def progress(done: int, total: int, elapsed_s: float, *, final: bool = False) -> None:
+    """A one-line progress bar with events/s, redrawn in place on a terminal."""
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = int(width * done / total) if total else width
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\n" if final else ""
+    print(
+        f"\r[{bar}] {done}/{total} events  {rate:,.0f} events/s",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
