@@ -1,0 +1,164 @@
+"""The CLI as a script would drive it: --json documents on stdout, errors on stderr, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from tests.cli.conftest import levered
+from tests.conftest import Org
+
+HERO_FACTORS = (
+    '[{"name": "headline", "levels": ["Ship faster", "Build better", "Scale up", '
+    '"Go live today", "Start free"]}, {"name": "cta_text", "levels": ["Get started", '
+    '"Try it free"]}]'
+)
+
+
+async def _metric(conn: asyncpg.Connection, org: Org) -> str:
+    return str(
+        await conn.fetchval(
+            "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+            "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards', "
+            "'anonymous_id', 'timestamp', 'bool') RETURNING id",
+            org.id,
+        )
+    )
+
+
+def _keyed(env: dict[str, str], org: Org) -> dict[str, str]:
+    return env | {"LEVERED_API_KEY": org.api_key}
+
+
+async def test_config_set_get_list_and_unknown_keys(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    assert (await levered("config", "set", "dashboard_refresh", "2", env=cli_env)).code == 0
+    got = await levered("config", "get", "dashboard_refresh", "--json", env=cli_env)
+    assert got.json() == {"dashboard_refresh": 2.0}
+    listed = await levered("config", "list", "--json", env=cli_env)
+    assert set(listed.json()) == {"api_url", "dashboard_refresh", "ingest_concurrency"}  # type: ignore[arg-type]
+    unknown = await levered("config", "set", "colour", "blue", env=cli_env)
+    assert unknown.code == 2 and "known keys" in unknown.stderr and unknown.stdout == ""
+    bad = await levered("config", "set", "dashboard_refresh", "soon", env=cli_env)
+    assert bad.code == 2 and "float" in bad.stderr
+
+
+async def test_not_logged_in_is_an_auth_exit(cli_env: dict[str, str]) -> None:
+    result = await levered("whoami", env=cli_env)
+    assert result.code == 3 and "levered login" in result.stderr and result.stdout == ""
+
+
+async def test_unreachable_server_is_exit_6(cli_env: dict[str, str], org: Org) -> None:
+    env = _keyed(cli_env, org) | {"LEVERED_API_URL": "http://127.0.0.1:9"}
+    result = await levered("optimizations", "list", env=env)
+    assert result.code == 6 and "cannot reach" in result.stderr
+
+
+async def test_whoami_with_an_api_key(cli_env: dict[str, str], org: Org) -> None:
+    result = await levered("whoami", "--json", env=_keyed(cli_env, org))
+    assert result.code == 0, result.stderr
+    body: Any = result.json()
+    assert body["organization"]["id"] == str(org.id) and body["auth"] == "api_key"
+
+
+async def test_optimization_lifecycle_from_the_cli(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = _keyed(cli_env, org)
+    metric_id = await _metric(conn, org)
+    created = await levered(
+        "optimizations",
+        "create",
+        "--name",
+        "Landing Page Hero",
+        "--design-factors",
+        HERO_FACTORS,
+        "--reward-metric-id",
+        metric_id,
+        "--context-factors",
+        '[{"name": "country"}, {"name": "device_type"}]',
+        "--json",
+        env=env,
+    )
+    assert created.code == 0, created.stderr
+    body: Any = created.json()
+    assert body["status"] == "live" and body["variants_count"] == 10
+    opt_id = body["id"]
+
+    listed = await levered("optimizations", "list", env=env)
+    assert "Landing Page Hero" in listed.stdout and "ID" in listed.stdout
+
+    paused = await levered("optimizations", "pause", opt_id, "--json", env=env)
+    assert paused.code == 0 and paused.json()["status"] == "paused"  # type: ignore[index]
+    resumed = await levered("optimizations", "resume", opt_id, "--json", env=env)
+    assert resumed.json()["status"] == "live"  # type: ignore[index]
+
+    stopped = await levered("optimizations", "stop", opt_id, env=env)
+    assert stopped.code == 0
+    illegal = await levered("optimizations", "update", opt_id, "--status", "live", env=env)
+    assert illegal.code == 5 and "allowed" in illegal.stderr and illegal.stdout == ""
+
+    refused = await levered("optimizations", "archive", opt_id, env=env)
+    assert refused.code == 2 and "-y" in refused.stderr
+    archived = await levered("optimizations", "archive", opt_id, "-y", "--json", env=env)
+    assert archived.json()["status"] == "archived"  # type: ignore[index]
+
+    missing = await levered(
+        "optimizations", "show", "00000000-0000-0000-0000-000000000000", env=env
+    )
+    assert missing.code == 4
+
+
+async def test_bad_json_flag_is_a_usage_error(cli_env: dict[str, str], org: Org) -> None:
+    result = await levered(
+        "optimizations",
+        "create",
+        "--name",
+        "x",
+        "--design-factors",
+        "[not json",
+        "--reward-metric-id",
+        "x",
+        env=_keyed(cli_env, org),
+    )
+    assert result.code == 2 and "--design-factors" in result.stderr
+
+
+async def test_api_keys_create_list_revoke(cli_env: dict[str, str], org: Org) -> None:
+    env = _keyed(cli_env, org)
+    created = await levered("api-keys", "create", "--label", "ci", "--json", env=env)
+    assert created.code == 0, created.stderr
+    key: Any = created.json()
+    assert key["secret"].startswith("lvk_")
+    listed = await levered("api-keys", "list", "--json", env=env)
+    assert key["secret"] not in listed.stdout and key["prefix"] in listed.stdout
+    revoked = await levered("api-keys", "revoke", key["id"], "-y", env=env)
+    assert revoked.code == 0
+    with_revoked = await levered("whoami", env=cli_env | {"LEVERED_API_KEY": key["secret"]})
+    assert with_revoked.code == 3
+
+
+async def test_ingest_a_file_with_a_bad_event(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    env = _keyed(cli_env, org)
+    lines = [
+        {"anonymous_id": f"u{i}", "name": "signup", "value": 1, "timestamp": "2026-11-01T10:00:00Z"}
+        for i in range(1200)
+    ]
+    lines[7]["timestamp"] = "2026-11-01T10:00:00"  # naive: must be rejected
+    events = tmp_path / "rewards.ndjson"
+    events.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in lines))
+    first = await levered("ingest", "rewards", str(events), "--json", env=env)
+    assert first.code == 2, first.stderr
+    summary: Any = first.json()
+    assert (summary["accepted"], summary["rejected"]) == (1199, 1)
+    rejected = Path(summary["rejected_file"]).read_text().splitlines()
+    assert len(rejected) == 1 and '"position":8' in rejected[0]
+    again = await levered("ingest", "rewards", str(events), "--json", env=env)
+    assert again.json()["duplicates"] == 1199  # type: ignore[index]
+    assert await conn.fetchval("SELECT count(*) FROM warehouse.rewards") == 1199
