@@ -1,0 +1,219 @@
+"""Contextual model: one Bayesian GLM shared by all variants, fit by Laplace approximation.
+
+Features and priors are those of :mod:`levered.bandit.design`. Likelihoods, on the cells:
+
+- bool — binomial-logistic: successes_i ~ Binomial(n_i, σ(x_iᵀθ)). Newton–Raphson (IRLS) on the
+  log posterior; each step solves (XᵀWX + Λ) δ = Xᵀ(s − n p) − Λθ with W = diag(n p (1 − p)),
+  Λ = diag(1/prior_sd²), halving the step until the log posterior rises.
+- numeric — Gaussian: y ~ N(x_iᵀθ, σ²) on the standardized reward. Σy and Σy² per cell give the
+  residual sum of squares Σ_i (Σy²_i − 2 η_i Σy_i + n_i η_i²) for any η, so the fit never sees
+  events. Given σ² the posterior is exactly Gaussian; σ² is estimated by alternating with its
+  conditional mode under a weak scaled-inverse-χ²(1, 1) prior (a profile/EM-style fit).
+
+The Laplace approximation (Bishop, PRML §4.4; BDA3 §4.1) takes θ ~ N(θ̂, H⁻¹) with θ̂ the MAP and
+H the negative Hessian of the log posterior at θ̂. We store θ̂ and the lower Cholesky factor L of
+H⁻¹ (L Lᵀ = H⁻¹), so the sampler draws θ = θ̂ + L z with z ~ N(0, I).
+
+XᵀWX is accumulated from each cell's active columns (every feature is 0/1), so a fit costs
+O(cells · k²) for k active columns per cell plus O(p³) for the factorization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from levered.bandit.cells import Cells
+from levered.bandit.design import MIN_CONTEXT_COUNT, Design, context_vocabulary
+from levered.bandit.posterior import Posterior, make_posterior
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+MAX_ITER = 100
+TOL = 1e-8
+
+
+@njit(cache=True, nogil=True)
+def linear_predictor(active: I64, theta: F64) -> F64:
+    """η_i = Σ_j θ[active[i, j]] over the row's active columns (−1 = padding)."""
+    n, k = active.shape
+    out = np.zeros(n)
+    for i in range(n):
+        acc = 0.0
+        for j in range(k):
+            c = active[i, j]
+            if c >= 0:
+                acc += theta[c]
+        out[i] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def normal_equations(active: I64, weight: F64, target: F64, p: int) -> tuple[F64, F64]:
+    """(XᵀWX, Xᵀt) for the 0/1 design whose rows are given by their active columns."""
+    n, k = active.shape
+    h = np.zeros((p, p))
+    g = np.zeros(p)
+    for i in range(n):
+        w = weight[i]
+        t = target[i]
+        for a in range(k):
+            ca = active[i, a]
+            if ca < 0:
+                continue
+            g[ca] += t
+            if w == 0.0:
+                continue
+            for b in range(k):
+                cb = active[i, b]
+                if cb >= 0:
+                    h[ca, cb] += w
+    return h, g
+
+
+def _lower_cholesky_of_inverse(precision: F64) -> F64:
+    r = np.linalg.cholesky(precision)
+    r_inv = np.linalg.solve(r, np.eye(r.shape[0]))
+    cov = r_inv.T @ r_inv
+    cov = (cov + cov.T) / 2.0
+    return np.ascontiguousarray(np.linalg.cholesky(cov))
+
+
+def _solve(a: F64, b: F64) -> F64:
+    return np.asarray(np.linalg.solve(a, b), dtype=np.float64)
+
+
+def _log1pexp(x: F64) -> F64:
+    return np.logaddexp(0.0, x)
+
+
+def fit_logistic(
+    active: I64, trials: F64, successes: F64, prior_sd: F64, theta0: F64
+) -> tuple[F64, F64, int]:
+    """MAP and precision of the binomial-logistic GLM with N(0, prior_sd²) priors."""
+    prior_prec = 1.0 / prior_sd**2
+    theta = theta0.copy()
+    p = theta.shape[0]
+
+    def log_post(th: F64) -> float:
+        eta = linear_predictor(active, th)
+        return float(
+            np.sum(successes * eta - trials * _log1pexp(eta)) - 0.5 * np.sum(prior_prec * th**2)
+        )
+
+    current = log_post(theta)
+    iterations = 0
+    for iterations in range(1, MAX_ITER + 1):  # noqa: B007 — reported to the caller
+        eta = linear_predictor(active, theta)
+        prob = 1.0 / (1.0 + np.exp(-eta))
+        h, g = normal_equations(active, trials * prob * (1.0 - prob), successes - trials * prob, p)
+        h[np.diag_indices(p)] += prior_prec
+        step = _solve(h, g - prior_prec * theta)
+        scale = 1.0
+        while True:
+            candidate = theta + scale * step
+            value = log_post(candidate)
+            if value >= current - 1e-12 or scale < 1e-6:
+                break
+            scale /= 2.0
+        theta, previous, current = candidate, current, value
+        if np.max(np.abs(scale * step)) < TOL or abs(current - previous) < TOL * (
+            1.0 + abs(current)
+        ):
+            break
+    eta = linear_predictor(active, theta)
+    prob = 1.0 / (1.0 + np.exp(-eta))
+    h, _ = normal_equations(active, trials * prob * (1.0 - prob), np.zeros_like(eta), p)
+    h[np.diag_indices(p)] += prior_prec
+    return theta, h, iterations
+
+
+def fit_gaussian(
+    active: I64, count: F64, ysum: F64, ysumsq: F64, prior_sd: F64
+) -> tuple[F64, F64, float, int]:
+    """Posterior mean, precision and noise variance of the Gaussian GLM (standardized y)."""
+    prior_prec = 1.0 / prior_sd**2
+    p = prior_sd.shape[0]
+    xtx, xty = normal_equations(active, count, ysum, p)
+    total = float(count.sum())
+    sigma2 = 1.0
+    iterations = 0
+    for iterations in range(1, MAX_ITER + 1):  # noqa: B007 — reported to the caller
+        precision = xtx / sigma2
+        precision[np.diag_indices(p)] += prior_prec
+        theta = _solve(precision, xty / sigma2)
+        eta = linear_predictor(active, theta)
+        rss = float(np.sum(ysumsq - 2.0 * eta * ysum + count * eta * eta))
+        new = max((max(rss, 0.0) + 1.0) / (total + 1.0), 1e-12)
+        done = abs(new - sigma2) < 1e-10 * (1.0 + sigma2)
+        sigma2 = new
+        if done:
+            break
+    precision = xtx / sigma2
+    precision[np.diag_indices(p)] += prior_prec
+    return _solve(precision, xty / sigma2), precision, sigma2, iterations
+
+
+def fit_cmab(
+    cells: Cells,
+    level_counts: tuple[int, ...] | list[int],
+    reward_type: str,
+    min_context_count: float = MIN_CONTEXT_COUNT,
+) -> Posterior:
+    """Laplace posterior of the shared GLM on the cells (see the module docstring)."""
+    vocab = context_vocabulary(cells, min_context_count)
+    design = Design(tuple(int(k) for k in level_counts), vocab)
+    if cells.size and int(cells.variant_number.max()) > design.n_variants:
+        raise ValueError(f"a cell's variant number exceeds the space size {design.n_variants}")
+    keep = cells.count > 0
+    active = np.ascontiguousarray(design.cell_columns(cells)[keep])
+    n = np.ascontiguousarray(cells.count[keep])
+    s = np.ascontiguousarray(cells.reward_sum[keep])
+    q = np.ascontiguousarray(cells.reward_sumsq[keep])
+    total = float(n.sum())
+    meta: dict[str, object] = {"exposures": total, "reward_sum": float(s.sum())}
+    meta["cells"] = int(active.shape[0])
+    meta["features"] = design.n_features
+    if reward_type == "bool":
+        if np.any(s < 0) or np.any(s > n + 1e-9):
+            raise ValueError("bool rewards need 0 ≤ successes ≤ count in every cell")
+        theta0 = np.zeros(design.n_features)
+        rate = (float(s.sum()) + 0.5) / (total + 1.0)
+        theta0[design.intercept] = np.log(rate / (1.0 - rate))
+        theta, precision, iters = fit_logistic(active, n, s, design.prior_sd, theta0)
+        meta["iterations"] = iters
+        return make_posterior(
+            "laplace_logistic",
+            "bool",
+            design.level_counts,
+            {"mean": theta, "chol": _lower_cholesky_of_inverse(precision)},
+            context_vocab=list(vocab),
+            meta=meta,
+        )
+    if reward_type != "numeric":
+        raise ValueError(f"unknown reward type {reward_type!r}")
+    y_mean = float(s.sum()) / total if total > 0 else 0.0
+    var = float(q.sum()) / total - y_mean**2 if total > 0 else 1.0
+    y_scale = float(np.sqrt(var)) if var > 1e-12 else 1.0
+    zs = (s - n * y_mean) / y_scale
+    zq = (q - 2.0 * y_mean * s + n * y_mean**2) / y_scale**2
+    theta, precision, sigma2, iters = fit_gaussian(active, n, zs, zq, design.prior_sd)
+    meta["iterations"] = iters
+    meta["noise_sd"] = float(np.sqrt(sigma2)) * y_scale
+    return make_posterior(
+        "laplace_gaussian",
+        "numeric",
+        design.level_counts,
+        {"mean": theta, "chol": _lower_cholesky_of_inverse(precision)},
+        context_vocab=list(vocab),
+        y_mean=y_mean,
+        y_scale=y_scale,
+        meta=meta,
+    )
+
+
+def design_of(posterior: Posterior) -> Design:
+    """The column layout a cmab posterior was fitted with."""
+    return Design(tuple(posterior.level_counts), tuple((n, v) for n, v in posterior.context_vocab))

@@ -1,0 +1,379 @@
+"""Thompson sampling (Thompson 1933; Chapelle & Li 2011): serve the argmax of one posterior draw.
+
+Each decision draws one sample of the model parameters and serves the best-scoring *allowed*
+variant, so a variant is served with exactly its posterior probability of being the best.
+
+- cmab: θ = μ + L z, z ~ N(0, I) (L the Cholesky factor of the Laplace covariance), then
+  score(v) = Σ_f main[f, l_f(v)] + Σ_{f<g} pair[f, g, l_f(v), l_g(v)] for the request's
+  context, where ``main`` already holds the context × design terms of the known context
+  values. Intercept and context mains are constant across variants, so they are not drawn;
+  a bool model is scored on the logit scale (σ is monotone, the argmax is the same).
+- mab: one draw per allowed variant from its own posterior — Beta for bool, NIG for numeric
+  (σ² = β / Gamma(α, 1), then μ ~ N(μₙ, σ²/κ)).
+
+Replay: numba's generator is separate from numpy's and per thread, so every kernel seeds it
+itself (MT19937, the same stream as ``numpy.random.RandomState``) from the explicit ``seed``.
+Serving derives that seed with :func:`decision_seed` from (model version, decision seed); the
+same posterior, context, allowed set and seed always give the same variant.
+
+Propensity: P(v | context) under Thompson sampling has no closed form; it is estimated from
+``n_draws`` decisions with a seed derived from (model version, context), so the estimate itself
+is reproducible and can be cached per (version, context) — :class:`Sampler` caches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from levered.bandit.design import Design, levels_matrix
+from levered.bandit.posterior import Posterior
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+B = npt.NDArray[np.bool_]
+
+PROPENSITY_DRAWS = 1000
+PROPENSITY_CACHE = 4096
+_KIND_CODE = {"beta": 0, "nig": 1}
+
+
+def decision_seed(model_version: int, seed: int) -> int:
+    """The 32-bit kernel seed of a decision: a hash of (model version, decision seed).
+
+    Mixing the version in makes a stored (version, seed) pair the complete recipe for a replay
+    while keeping the streams of different versions unrelated.
+    """
+    digest = hashlib.blake2b(f"{model_version}:{seed}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def context_key(context: Mapping[str, Any] | None) -> str:
+    """A canonical string for a context (cache key and propensity-seed input)."""
+    return json.dumps(dict(context or {}), sort_keys=True, separators=(",", ":"), default=str)
+
+
+# --------------------------------------------------------------------------- cmab kernels
+
+
+@njit(cache=True, nogil=True)
+def _draw_rows(mean: F64, chol: F64, rows: I64, z: F64, theta: F64) -> None:
+    """θ[i] = μ[i] + Σ_{j≤i} L[i, j] z[j] for the listed rows only; z drawn for 0..max(rows)."""
+    top = rows[rows.shape[0] - 1] + 1 if rows.shape[0] else 0
+    for j in range(top):
+        z[j] = np.random.normal(0.0, 1.0)
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        acc = mean[i]
+        for j in range(i + 1):
+            acc += chol[i, j] * z[j]
+        theta[i] = acc
+
+
+@njit(cache=True, nogil=True)
+def _tables(
+    theta: F64,
+    main_idx: I64,
+    pair_idx: I64,
+    cd_idx: I64,
+    ctx_cols: I64,
+    main_tab: F64,
+    pair_tab: F64,
+) -> None:
+    n_f, k = main_idx.shape
+    for f in range(n_f):
+        for level in range(k):
+            c = main_idx[f, level]
+            acc = theta[c] if c >= 0 else 0.0
+            for a in range(ctx_cols.shape[0]):
+                d = cd_idx[ctx_cols[a], f, level]
+                if d >= 0:
+                    acc += theta[d]
+            main_tab[f, level] = acc
+    n_p = pair_idx.shape[0]
+    for p in range(n_p):
+        for a in range(k):
+            for b in range(k):
+                c = pair_idx[p, a, b]
+                pair_tab[p, a, b] = theta[c] if c >= 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _argmax_score(
+    main_tab: F64, pair_tab: F64, pair_f: I64, pair_g: I64, levels: I64, allowed_idx: I64
+) -> int:
+    n_f = levels.shape[1]
+    n_p = pair_f.shape[0]
+    best = -np.inf
+    best_v = -1
+    for a in range(allowed_idx.shape[0]):
+        v = allowed_idx[a]
+        s = 0.0
+        for f in range(n_f):
+            s += main_tab[f, levels[v, f]]
+        for p in range(n_p):
+            s += pair_tab[p, levels[v, pair_f[p]], levels[v, pair_g[p]]]
+        if s > best:
+            best = s
+            best_v = v
+    return best_v
+
+
+@njit(cache=True, nogil=True)
+def glm_choose(
+    seed: int,
+    mean: F64,
+    chol: F64,
+    rows: I64,
+    main_idx: I64,
+    pair_idx: I64,
+    cd_idx: I64,
+    ctx_cols: I64,
+    pair_f: I64,
+    pair_g: I64,
+    levels: I64,
+    allowed_idx: I64,
+) -> int:
+    """One Thompson decision of the GLM: the 0-based index of the served variant."""
+    np.random.seed(seed)
+    p = mean.shape[0]
+    z = np.empty(p)
+    theta = np.zeros(p)
+    k = main_idx.shape[1]
+    main_tab = np.empty((main_idx.shape[0], k))
+    pair_tab = np.empty((pair_idx.shape[0], k, k))
+    _draw_rows(mean, chol, rows, z, theta)
+    _tables(theta, main_idx, pair_idx, cd_idx, ctx_cols, main_tab, pair_tab)
+    return _argmax_score(main_tab, pair_tab, pair_f, pair_g, levels, allowed_idx)
+
+
+@njit(cache=True, nogil=True)
+def glm_counts(
+    seed: int,
+    n_draws: int,
+    mean: F64,
+    chol: F64,
+    rows: I64,
+    main_idx: I64,
+    pair_idx: I64,
+    cd_idx: I64,
+    ctx_cols: I64,
+    pair_f: I64,
+    pair_g: I64,
+    levels: I64,
+    allowed_idx: I64,
+) -> I64:
+    """How often each variant wins over ``n_draws`` Thompson decisions (one seeded stream)."""
+    np.random.seed(seed)
+    p = mean.shape[0]
+    z = np.empty(p)
+    theta = np.zeros(p)
+    k = main_idx.shape[1]
+    main_tab = np.empty((main_idx.shape[0], k))
+    pair_tab = np.empty((pair_idx.shape[0], k, k))
+    counts = np.zeros(levels.shape[0], dtype=np.int64)
+    for _ in range(n_draws):
+        _draw_rows(mean, chol, rows, z, theta)
+        _tables(theta, main_idx, pair_idx, cd_idx, ctx_cols, main_tab, pair_tab)
+        counts[_argmax_score(main_tab, pair_tab, pair_f, pair_g, levels, allowed_idx)] += 1
+    return counts
+
+
+# --------------------------------------------------------------------------- mab kernels
+
+
+@njit(cache=True, nogil=True)
+def _mab_argmax(kind: int, a: F64, b: F64, c: F64, d: F64, allowed_idx: I64) -> int:
+    best = -np.inf
+    best_v = -1
+    for i in range(allowed_idx.shape[0]):
+        v = allowed_idx[i]
+        if kind == 0:
+            x = np.random.beta(a[v], b[v])
+        else:
+            sigma2 = d[v] / np.random.gamma(c[v], 1.0)
+            x = a[v] + np.sqrt(sigma2 / b[v]) * np.random.normal(0.0, 1.0)
+        if x > best:
+            best = x
+            best_v = v
+    return best_v
+
+
+@njit(cache=True, nogil=True)
+def mab_choose(seed: int, kind: int, a: F64, b: F64, c: F64, d: F64, allowed_idx: I64) -> int:
+    """One Thompson decision of independent arms: kind 0 = Beta(a, b); kind 1 = NIG with
+    (μ, κ, α, β) = (a, b, c, d). Returns the 0-based index of the served variant."""
+    np.random.seed(seed)
+    return _mab_argmax(kind, a, b, c, d, allowed_idx)
+
+
+@njit(cache=True, nogil=True)
+def mab_counts(
+    seed: int, n_draws: int, kind: int, a: F64, b: F64, c: F64, d: F64, allowed_idx: I64
+) -> I64:
+    np.random.seed(seed)
+    counts = np.zeros(a.shape[0], dtype=np.int64)
+    for _ in range(n_draws):
+        counts[_mab_argmax(kind, a, b, c, d, allowed_idx)] += 1
+    return counts
+
+
+# --------------------------------------------------------------------------- façade
+
+
+class Sampler:
+    """A posterior prepared for serving: contiguous arrays, allowed variants, propensity cache.
+
+    Build one per (model version, allowed mask) when a version is loaded; ``choose`` is then a
+    dictionary lookup for the context plus one kernel call. Thread-safe for ``choose`` (the
+    kernels release the GIL and numba's generator state is per thread).
+    """
+
+    def __init__(
+        self, posterior: Posterior, allowed: B | None = None, model_version: int = 0
+    ) -> None:
+        self.posterior = posterior
+        self.model_version = model_version
+        n = posterior.n_variants
+        mask = np.ones(n, dtype=np.bool_) if allowed is None else np.asarray(allowed, np.bool_)
+        if mask.shape != (n,):
+            raise ValueError(f"allowed mask has shape {mask.shape}, expected ({n},)")
+        if not mask.any():
+            raise ValueError("no variant is allowed")
+        self.allowed_idx = np.ascontiguousarray(np.flatnonzero(mask).astype(np.int64))
+        self._cache: OrderedDict[str, F64] = OrderedDict()
+        if posterior.model_type == "mab":
+            self._kind = _KIND_CODE[posterior.kind]
+            names = ("alpha", "beta") if self._kind == 0 else ("mu", "kappa", "alpha", "beta")
+            arrays = [posterior.array(name) for name in names]
+            if self._kind == 0:
+                arrays += [arrays[0], arrays[0]]
+            self._mab = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in arrays)
+            return
+        from levered.bandit.glm import design_of
+
+        self.design: Design = design_of(posterior)
+        self.mean = np.ascontiguousarray(posterior.array("mean"), dtype=np.float64)
+        self.chol = np.ascontiguousarray(posterior.array("chol"), dtype=np.float64)
+        self.levels = levels_matrix(self.design.level_counts)
+        d = self.design
+        n_mp = int(d.main_idx.max(initial=-1)) + 1
+        if d.pair_idx.size:
+            n_mp = max(n_mp, int(d.pair_idx.max()) + 1)
+        self._base_rows = np.arange(n_mp, dtype=np.int64)
+
+    def _context_args(self, context: Mapping[str, Any] | None) -> tuple[I64, I64]:
+        d = self.design
+        cols = d.context_columns(context)
+        blocks = [self._base_rows]
+        for c in cols:
+            block = d.cd_idx[c]
+            blocks.append(block[block >= 0])
+        rows = np.ascontiguousarray(np.sort(np.concatenate(blocks)), dtype=np.int64)
+        return cols, rows
+
+    def choose(self, seed: int, context: Mapping[str, Any] | None = None) -> int:
+        """The served variant's number for a kernel seed (see :func:`decision_seed`)."""
+        seed = int(seed) & 0xFFFFFFFF
+        if self.posterior.model_type == "mab":
+            a, b, c, d = self._mab
+            return int(mab_choose(seed, self._kind, a, b, c, d, self.allowed_idx)) + 1
+        cols, rows = self._context_args(context)
+        ds = self.design
+        v = glm_choose(
+            seed,
+            self.mean,
+            self.chol,
+            rows,
+            ds.main_idx,
+            ds.pair_idx,
+            ds.cd_idx,
+            cols,
+            ds.pair_f,
+            ds.pair_g,
+            self.levels,
+            self.allowed_idx,
+        )
+        return int(v) + 1
+
+    def propensities(
+        self, context: Mapping[str, Any] | None = None, n_draws: int = PROPENSITY_DRAWS
+    ) -> F64:
+        """Monte Carlo P(variant | context) under Thompson sampling, index = number − 1.
+
+        Reproducible (seeded from model version and context) and cached per context.
+        """
+        key = f"{n_draws}|{context_key(context)}"
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        seed = int.from_bytes(
+            hashlib.blake2b(f"{self.model_version}|{key}".encode(), digest_size=4).digest(),
+            "little",
+        )
+        if self.posterior.model_type == "mab":
+            a, b, c, d = self._mab
+            counts = mab_counts(seed, n_draws, self._kind, a, b, c, d, self.allowed_idx)
+        else:
+            cols, rows = self._context_args(context)
+            ds = self.design
+            counts = glm_counts(
+                seed,
+                n_draws,
+                self.mean,
+                self.chol,
+                rows,
+                ds.main_idx,
+                ds.pair_idx,
+                ds.cd_idx,
+                cols,
+                ds.pair_f,
+                ds.pair_g,
+                self.levels,
+                self.allowed_idx,
+            )
+        probs = counts.astype(np.float64) / float(n_draws)
+        probs.setflags(write=False)
+        self._cache[key] = probs
+        if len(self._cache) > PROPENSITY_CACHE:
+            self._cache.popitem(last=False)
+        return probs
+
+    def propensity(
+        self, number: int, context: Mapping[str, Any] | None = None, n_draws: int = PROPENSITY_DRAWS
+    ) -> float:
+        """Estimated propensity of a served variant, floored at 1/(2·n_draws): a variant that
+        was just served has positive probability even when no Monte Carlo draw picked it."""
+        return max(float(self.propensities(context, n_draws)[number - 1]), 0.5 / n_draws)
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every kernel; call at server start so the first
+    decision does not pay numba's compile time."""
+    from levered.bandit.cells import Cells
+    from levered.bandit.glm import fit_cmab
+    from levered.bandit.mab import fit_mab
+
+    cells = Cells.of(
+        [1, 2, 3, 4],
+        [30, 30, 30, 30],
+        [3, 5, 4, 6],
+        context_index=[0, 0, 1, 1],
+        contexts=[{"c": "a"}, {"c": "b"}],
+    )
+    for reward_type in ("bool", "numeric"):
+        for posterior in (
+            fit_mab(cells, (2, 2), reward_type),
+            fit_cmab(cells, (2, 2), reward_type),
+        ):
+            sampler = Sampler(posterior)
+            sampler.choose(1, {"c": "a"})
+            sampler.propensities({"c": "a"}, n_draws=4)

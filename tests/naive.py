@@ -1,0 +1,159 @@
+"""Plain-numpy twins of the bandit kernels: obvious, slow, and written from the definitions.
+
+Tests compare each numba kernel (and each index-table shortcut) with its twin here. The twins
+build the dense design matrix feature by feature from the column order documented in
+``levered.bandit.design``, score variants by a matrix product, and fit GLMs by dense Newton
+steps, so they share no code path with the kernels beyond that documented order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+
+def levels(level_counts: Sequence[int]) -> npt.NDArray[np.int64]:
+    """Level indices of every variant in numbering order (itertools.product is mixed radix with
+    the first factor most significant, like the variant numbering)."""
+    return np.array(list(itertools.product(*(range(k) for k in level_counts))), dtype=np.int64)
+
+
+def feature_names(
+    level_counts: Sequence[int], vocab: Sequence[tuple[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Feature identities in the documented column order."""
+    n_f = len(level_counts)
+    names: list[tuple[Any, ...]] = []
+    names += [("main", f, lv) for f in range(n_f) for lv in range(1, level_counts[f])]
+    for f in range(n_f):
+        for g in range(f + 1, n_f):
+            names += [
+                ("pair", f, g, a, b)
+                for a in range(1, level_counts[f])
+                for b in range(1, level_counts[g])
+            ]
+    for c in range(len(vocab)):
+        names += [("cd", c, f, lv) for f in range(n_f) for lv in range(1, level_counts[f])]
+    names.append(("intercept",))
+    names += [("ctx", c) for c in range(len(vocab))]
+    return names
+
+
+def context_positions(
+    vocab: Sequence[tuple[str, Any]], context: Mapping[str, Any] | None
+) -> set[int]:
+    out: set[int] = set()
+    for name, value in (context or {}).items():
+        for c, (vn, vv) in enumerate(vocab):
+            if vn == name and type(vv) is type(value) and vv == value:
+                out.add(c)
+    return out
+
+
+def design_matrix(
+    level_counts: Sequence[int],
+    vocab: Sequence[tuple[str, Any]],
+    variant_numbers: Sequence[int],
+    contexts: Sequence[Mapping[str, Any] | None],
+) -> F64:
+    """Dense design matrix, one row per (variant number, context) pair, built column by column
+    from each feature's definition."""
+    names = feature_names(level_counts, vocab)
+    lv = levels(level_counts)[np.asarray(variant_numbers, dtype=np.int64) - 1]
+    ctx = [context_positions(vocab, c) for c in contexts]
+    has = np.array([[c in row for c in range(len(vocab))] for row in ctx], dtype=bool)
+    has = has.reshape(len(ctx), len(vocab))
+    x = np.zeros((lv.shape[0], len(names)))
+    for j, name in enumerate(names):
+        kind = name[0]
+        if kind == "main":
+            x[:, j] = lv[:, name[1]] == name[2]
+        elif kind == "pair":
+            x[:, j] = (lv[:, name[1]] == name[3]) & (lv[:, name[2]] == name[4])
+        elif kind == "cd":
+            x[:, j] = has[:, name[1]] & (lv[:, name[2]] == name[3])
+        elif kind == "intercept":
+            x[:, j] = 1.0
+        else:
+            x[:, j] = has[:, name[1]]
+    return x
+
+
+def glm_choose(
+    seed: int,
+    mean: F64,
+    chol: F64,
+    level_counts: Sequence[int],
+    vocab: Sequence[tuple[str, Any]],
+    context: Mapping[str, Any] | None,
+    allowed: npt.NDArray[np.bool_],
+) -> int:
+    """Thompson decision by the book: θ = μ + L z with numpy's MT19937 normals (numba's stream
+    for the same seed), linear scores of every variant, argmax over allowed; returns number."""
+    z = np.random.RandomState(seed).normal(0.0, 1.0, size=mean.shape[0])
+    theta = mean + chol @ z
+    n = int(np.prod(level_counts))
+    x = design_matrix(level_counts, vocab, list(range(1, n + 1)), [context] * n)
+    scores = np.where(allowed, x @ theta, -np.inf)
+    return int(np.argmax(scores)) + 1
+
+
+def mab_draws(rng: np.random.Generator, kind: str, arrays: Mapping[str, F64], size: int) -> F64:
+    """``size`` joint posterior draws (rows) of every variant's mean reward."""
+    if kind == "beta":
+        return rng.beta(arrays["alpha"], arrays["beta"], size=(size, arrays["alpha"].shape[0]))
+    mu, kappa, alpha, beta = (arrays[k] for k in ("mu", "kappa", "alpha", "beta"))
+    sigma2 = beta / rng.gamma(alpha, 1.0, size=(size, mu.shape[0]))
+    return mu + np.sqrt(sigma2 / kappa) * rng.standard_normal((size, mu.shape[0]))
+
+
+def mab_propensities(
+    seed: int, kind: str, arrays: Mapping[str, F64], allowed: npt.NDArray[np.bool_], n: int
+) -> F64:
+    draws = mab_draws(np.random.default_rng(seed), kind, arrays, n)
+    winners = np.argmax(np.where(allowed, draws, -np.inf), axis=1)
+    return np.bincount(winners, minlength=allowed.shape[0]) / n
+
+
+def fit_logistic(x: F64, trials: F64, successes: F64, prior_sd: F64) -> tuple[F64, F64]:
+    """Dense Newton MAP and precision of the binomial-logistic GLM with N(0, sd²) priors."""
+    theta = np.zeros(x.shape[1])
+    prec = np.diag(1.0 / prior_sd**2)
+    for _ in range(200):
+        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        grad = x.T @ (successes - trials * p) - prec @ theta
+        hess = x.T @ (x * (trials * p * (1 - p))[:, None]) + prec
+        step = np.linalg.solve(hess, grad)
+        theta = theta + step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+    return theta, x.T @ (x * (trials * p * (1 - p))[:, None]) + prec
+
+
+def fit_gaussian_events(x: F64, y: F64, prior_sd: F64, sigma2: float) -> F64:
+    """Posterior mean of a Gaussian linear model from individual events, noise variance given."""
+    prec = x.T @ x / sigma2 + np.diag(1.0 / prior_sd**2)
+    return np.asarray(np.linalg.solve(prec, x.T @ y / sigma2))
+
+
+def simulate_cells(
+    rng: np.random.Generator,
+    truth: F64,
+    per_cell: int,
+    reward_type: str = "bool",
+    noise_sd: float = 1.0,
+) -> tuple[F64, F64, F64]:
+    """Draw (count, Σy, Σy²) for cells whose true mean rewards are ``truth`` (bool: rates)."""
+    n = np.full(truth.shape, float(per_cell))
+    if reward_type == "bool":
+        s = rng.binomial(per_cell, truth).astype(np.float64)
+        return n, s, s.copy()
+    y = truth[..., None] + noise_sd * rng.standard_normal((*truth.shape, per_cell))
+    return n, y.sum(axis=-1), (y**2).sum(axis=-1)
