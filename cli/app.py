@@ -6,7 +6,7 @@ import sys
 
 from cyclopts import App
 
-from cli import api_keys, auth, config, db, ingest, optimizations, server
+from cli import api_keys, auth, config, dashboard, db, ingest, optimizations, server
 from cli.console import exit_code_for, fail
 from levered import __version__
 from levered.errors import LeveredError
@@ -23,6 +23,7 @@ app.command(config.app)
 app.command(optimizations.app)
 app.command(api_keys.app)
 app.command(ingest.app)
+app.command(dashboard.dashboard)
 app.command(server.app)
 app.command(db.app)
 

@@ -99,3 +99,17 @@ def call(
             return await fn(api)
 
     return anyio.run(run)
+
+
+def credentials(url: str) -> str:
+    """The token for ``url`` (refreshed if needed), or an authentication error."""
+
+    async def resolve() -> str | None:
+        return await _token(url)
+
+    token = anyio.run(resolve)
+    if token is None:
+        raise AuthenticationError(
+            f"not logged in to {url}: run `levered login`, or set LEVERED_API_KEY"
+        )
+    return token

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 from levered.db.pool import connect
 from levered.server.app import create_app
 from levered.services.passwords import hash_password
@@ -159,3 +165,39 @@ async def org(conn: asyncpg.Connection) -> Org:
 async def other_org(conn: asyncpg.Connection) -> Org:
     """The attacker's (or bystander's) organization for tenancy tests."""
     return await make_org(conn, "Globex")
+
+
+@pytest.fixture(scope="session")
+def server_url(migrated_url: str) -> Iterator[str]:
+    """A real `levered server start` process on loopback, on the session's test database
+    (tests that need their own event loop or a separate process, like the CLI and TUI)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
+    env |= {
+        "LEVERED_DATABASE_URL": migrated_url,
+        "LEVERED_PORT": str(port),
+        "LEVERED_DATA_DIR": str(reachable_tempdir("levered-cli-")),
+        "LEVERED_LOG_LEVEL": "warning",
+    }
+    log = Path(reachable_tempdir("levered-cli-log-")) / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.app", "server", "start"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+        assert process.poll() is None, log.read_text()
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)

@@ -1,0 +1,99 @@
+"""The dashboard driven by Textual's pilot against a real server process serving real data.
+
+(An in-process app would run on the test client's portal loop, not the dashboard's.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+from textual.widgets import DataTable, Static
+
+from tests.conftest import Org
+from tui.app import DashboardApp
+from tui.screens.optimization import OptimizationScreen
+from tui.widgets.status_line import StatusLine
+
+HERO = [
+    {"name": "headline", "levels": ["Ship faster", "Build better", "Scale up"]},
+    {"name": "cta_text", "levels": ["Get started", "Try it free"]},
+]
+
+
+async def _create(server_url: str, conn: asyncpg.Connection, org: Org, name: str) -> str:
+    metric = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
+        "RETURNING id",
+        org.id,
+    )
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        response = await http.post(
+            "/api/v2/optimizations",
+            headers=org.headers,
+            json={"name": name, "design_factors": HERO, "reward_metric_id": str(metric)},
+        )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _settle(pilot: Any, condition: Any, tries: int = 100) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("dashboard did not reach the expected state")
+
+
+async def test_overview_lists_and_opens_an_optimization(
+    server_url: str, conn: asyncpg.Connection, org: Org, other_org: Org
+) -> None:
+    await _create(server_url, conn, org, "Landing Page Hero")
+    await _create(server_url, conn, other_org, "Not yours")
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await _settle(pilot, lambda: table.row_count == 1)
+        assert "Landing Page Hero" in str(table.get_row_at(0))
+        assert app.screen.query_one(StatusLine).problem is None
+
+        await pilot.press("/")
+        await pilot.press(*"zzz")
+        await _settle(pilot, lambda: table.row_count == 0)
+        await pilot.press("escape")
+        await _settle(pilot, lambda: table.row_count == 1)
+
+        await pilot.press("enter")
+        await _settle(pilot, lambda: isinstance(app.screen, OptimizationScreen))
+        summary = app.screen.query_one("#summary", Static)
+        await _settle(pilot, lambda: "Landing Page Hero" in str(summary.render()))
+        assert "uniform" in str(app.screen.query_one("#traffic", Static).render())
+        await pilot.press("escape")
+        await _settle(pilot, lambda: not isinstance(app.screen, OptimizationScreen))
+
+
+async def test_empty_organization_shows_a_hint(server_url: str, org: Org) -> None:
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        empty = app.screen.query_one("#empty", Static)
+        await _settle(pilot, lambda: "levered demo" in str(empty.render()))
+
+
+async def test_lost_server_is_a_status_line_not_a_crash() -> None:
+    app = DashboardApp("http://127.0.0.1:9", "lvk_whatever_x", refresh_seconds=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        status = app.screen.query_one(StatusLine)
+        await _settle(pilot, lambda: status.problem is not None)
+        assert "cannot reach" in str(status.render())
+        await pilot.pause(0.5)  # several failed refreshes later, still running
+        assert app.is_running
+
+
+async def test_bad_credentials_are_a_status_line(server_url: str, db_url: str) -> None:
+    app = DashboardApp(server_url, "lvk_aaaaaaaa_bogus", refresh_seconds=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        status = app.screen.query_one(StatusLine)
+        await _settle(pilot, lambda: status.problem is not None)
+        assert "API key" in str(status.render())

@@ -1,0 +1,1 @@
+"""Reusable dashboard widgets (each with its DEFAULT_CSS)."""
