@@ -96,10 +96,18 @@ def glm_choose(
 ) -> int:
     """Thompson decision by the book: θ = μ + L z with numpy's MT19937 normals (numba's stream
     for the same seed), linear scores of every variant, argmax over allowed; returns number."""
-    z = np.random.RandomState(seed).normal(0.0, 1.0, size=mean.shape[0])
-    theta = mean + chol @ z
     n = int(np.prod(level_counts))
     x = design_matrix(level_counts, vocab, list(range(1, n + 1)), [context] * n)
+    return glm_choose_dense(seed, mean, chol, x, allowed)
+
+
+def glm_choose_dense(
+    seed: int, mean: F64, chol: F64, x: F64, allowed: npt.NDArray[np.bool_]
+) -> int:
+    """:func:`glm_choose` with the variants' design matrix ``x`` for the context precomputed
+    (the benchmark's baseline: one matvec for θ, one for the scores)."""
+    z = np.random.RandomState(seed).normal(0.0, 1.0, size=mean.shape[0])
+    theta = mean + chol @ z
     scores = np.where(allowed, x @ theta, -np.inf)
     return int(np.argmax(scores)) + 1
 
