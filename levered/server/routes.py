@@ -6,8 +6,10 @@ from litestar.types import ControllerRouterHandler
 
 from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
+from levered.server.ingest import IngestController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
+    IngestController,
     ApiKeyController,
 ]

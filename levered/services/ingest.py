@@ -1,0 +1,382 @@
+"""Ingestion use cases: validate a batch of exposures or rewards and store its valid events.
+
+Order of checks for one request (each step only runs when the previous passed):
+
+1. the envelope ``{"events": [...]}`` with 1–500 events, else 400 (``details`` by JSON path);
+2. the organization is on the managed warehouse, else 409;
+3. each event against its wire type (:mod:`levered.schemas.ingest`); a bad one is *rejected*
+   (207) with its path; when none is valid, 400 listing every problem;
+4. every ``optimization_id`` named by a valid event belongs to the organization, else 403
+   listing the unknown-or-foreign ids (the two are not told apart) and nothing is stored;
+5. per event: timestamp at most 24 h ahead (server time when omitted), an exposure's
+   ``variant`` exactly one level of each design factor; more rejections, or 400 when nothing
+   is left;
+6. idempotency keys repeated inside the batch keep their first event (later ones count as
+   duplicates); the rest is stored atomically (:mod:`levered.db.warehouse`).
+
+Design cache: building a :class:`VariantSpace` means decoding ``design_factors``; the cache keeps
+one per ``(optimization id, md5 of design_factors)``. Every batch still asks PostgreSQL for the
+ids' owners and design hashes (one indexed query), so a changed design, a deleted optimization or
+a moved one is seen by the very next batch, whichever process changed it — no invalidation
+messages, and no reliance on ``updated_at`` being bumped. Only a changed design costs a second
+query (for the misses).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NoReturn, TypeVar
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from levered.bandit.variants import VariantSpace
+from levered.db import Connection, warehouse
+from levered.errors import Conflict, PermissionDenied, ValidationError
+from levered.schemas.ingest import (
+    BATCH_DECODER,
+    EXPOSURE_DECODER,
+    REWARD_DECODER,
+    ExposureEvent,
+    Rejection,
+    RewardEvent,
+)
+
+MAX_FUTURE: Final = timedelta(hours=24)
+
+SELECT_PROVIDER: Final = "SELECT warehouse_provider FROM organizations WHERE id = $1"
+SELECT_OPTIMIZATION_OWNERS: Final = """
+SELECT id, organization_id, md5(design_factors::text) AS design_hash
+FROM optimizations WHERE id = ANY($1::uuid[])
+"""
+SELECT_DESIGNS: Final = """
+SELECT id, md5(design_factors::text) AS design_hash, design_factors
+FROM optimizations WHERE id = ANY($1::uuid[])
+"""
+
+E = TypeVar("E", ExposureEvent, RewardEvent)
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+@dataclass
+class DesignCache:
+    """Variant spaces by (optimization id, design hash); least recently used evicted first."""
+
+    capacity: int = 4096
+    _spaces: OrderedDict[tuple[UUID, str], VariantSpace] = field(default_factory=OrderedDict)
+
+    def get(self, key: tuple[UUID, str]) -> VariantSpace | None:
+        space = self._spaces.get(key)
+        if space is not None:
+            self._spaces.move_to_end(key)
+        return space
+
+    def put(self, key: tuple[UUID, str], space: VariantSpace) -> None:
+        self._spaces[key] = space
+        self._spaces.move_to_end(key)
+        while len(self._spaces) > self.capacity:
+            self._spaces.popitem(last=False)
+
+
+DESIGNS: Final = DesignCache()
+
+
+async def ingest_exposures(
+    pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
+) -> IngestOutcome:
+    now = now or datetime.now(UTC)
+    raw_events = _decode_batch(body)
+    async with pool.acquire() as conn:
+        await _require_managed(conn, organization_id)
+        events, rejected = _decode_events(body, raw_events, EXPOSURE_DECODER)
+        spaces = await _design_spaces(
+            conn, organization_id, {event.optimization_id for _, event in events}
+        )
+        rows: list[warehouse.ExposureRow] = []
+        keys: list[str | None] = []
+        for index, event in events:
+            timestamp = _event_time(event.timestamp, now, index, rejected)
+            if timestamp is None:
+                continue
+            space = spaces[event.optimization_id]
+            number = space.number(event.variant)
+            if number is None:
+                rejected.append(
+                    _rejection(
+                        index,
+                        "invalid_variant",
+                        "variant",
+                        "; ".join(space.problems(event.variant)),
+                    )
+                )
+                continue
+            rows.append(
+                (
+                    organization_id,
+                    event.optimization_id,
+                    event.anonymous_id,
+                    event.variant,
+                    number,
+                    event.context,
+                    timestamp,
+                    event.idempotency_key,
+                )
+            )
+            keys.append(event.idempotency_key)
+        return await _store(conn, rows, keys, rejected, warehouse.store_exposures)
+
+
+async def ingest_rewards(
+    pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
+) -> IngestOutcome:
+    now = now or datetime.now(UTC)
+    raw_events = _decode_batch(body)
+    async with pool.acquire() as conn:
+        await _require_managed(conn, organization_id)
+        events, rejected = _decode_events(body, raw_events, REWARD_DECODER)
+        await _require_owned(
+            conn, organization_id, {e.optimization_id for _, e in events if e.optimization_id}
+        )
+        rows: list[warehouse.RewardRow] = []
+        keys: list[str | None] = []
+        for index, event in events:
+            timestamp = _event_time(event.timestamp, now, index, rejected)
+            if timestamp is None:
+                continue
+            if not math.isfinite(event.value):
+                rejected.append(
+                    _rejection(index, "invalid_event", "value", "must be a finite number")
+                )
+                continue
+            rows.append(
+                (
+                    organization_id,
+                    event.anonymous_id,
+                    event.name,
+                    event.value,
+                    timestamp,
+                    event.optimization_id,
+                    event.properties,
+                    event.idempotency_key,
+                )
+            )
+            keys.append(event.idempotency_key)
+        return await _store(conn, rows, keys, rejected, warehouse.store_rewards)
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def _decode_batch(body: bytes) -> list[msgspec.Raw]:
+    try:
+        return BATCH_DECODER.decode(body).events
+    except msgspec.ValidationError as exc:
+        path, message = _split_path(str(exc), "$")
+        raise ValidationError(
+            f"invalid request body at {path}: {message}",
+            details=[{"path": path, "message": message}],
+        ) from None
+    except ValueError as exc:  # msgspec.DecodeError, or UnicodeDecodeError on invalid UTF-8
+        message = _decode_message(exc)
+        raise ValidationError(
+            f"the request body is not valid JSON: {message}",
+            details=[{"path": "$", "message": message}],
+        ) from None
+
+
+def _decode_events(
+    body: bytes, raw_events: Sequence[msgspec.Raw], decoder: msgspec.json.Decoder[E]
+) -> tuple[list[tuple[int, E]], list[Rejection]]:
+    events: list[tuple[int, E]] = []
+    rejected: list[Rejection] = []
+    # PostgreSQL text and jsonb cannot hold U+0000; JSON can only spell it as an escape, so a
+    # body without one needs no per-field check (the common case costs one substring search).
+    maybe_nul = b"\\u0000" in body
+    for index, raw in enumerate(raw_events):
+        try:
+            event = decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            path, message = _split_path(str(exc), f"$.events[{index}]")
+            rejected.append(Rejection(index, "invalid_event", f"{path}: {message}", path))
+            continue
+        except ValueError as exc:
+            path = f"$.events[{index}]"
+            rejected.append(
+                Rejection(index, "invalid_event", f"{path}: {_decode_message(exc)}", path)
+            )
+            continue
+        if maybe_nul and (name := _field_with_nul(event)) is not None:
+            rejected.append(
+                _rejection(
+                    index, "invalid_event", name, "the NUL character (U+0000) cannot be stored"
+                )
+            )
+            continue
+        events.append((index, event))
+    if not events:
+        _raise_all_rejected(rejected)
+    return events, rejected
+
+
+def _decode_message(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid UTF-8"
+    return str(exc)
+
+
+def _field_with_nul(event: msgspec.Struct) -> str | None:
+    for name in event.__struct_fields__:
+        if _has_nul(getattr(event, name)):
+            return name
+    return None
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+async def _require_managed(conn: Connection, organization_id: UUID) -> None:
+    provider = await conn.fetchval(SELECT_PROVIDER, organization_id)
+    if provider != "managed":
+        raise Conflict(
+            f"this organization's warehouse is {provider!r}, not the managed warehouse: "
+            "switch it with `PUT /api/v2/warehouse` (provider 'managed') before ingesting",
+            code="warehouse_not_managed",
+        )
+
+
+async def _require_owned(
+    conn: Connection, organization_id: UUID, ids: set[UUID]
+) -> list[asyncpg.Record]:
+    if not ids:
+        return []
+    found = await conn.fetch(SELECT_OPTIMIZATION_OWNERS, list(ids))
+    owned = {r["id"] for r in found if r["organization_id"] == organization_id}
+    if missing := sorted(str(i) for i in ids - owned):
+        raise PermissionDenied(
+            "unknown optimization_id(s), or not your organization's; nothing was stored: "
+            + ", ".join(missing),
+            details={"optimization_ids": missing},
+        )
+    return list(found)
+
+
+async def _design_spaces(
+    conn: Connection, organization_id: UUID, ids: set[UUID]
+) -> dict[UUID, VariantSpace]:
+    spaces: dict[UUID, VariantSpace] = {}
+    misses: list[UUID] = []
+    for record in await _require_owned(conn, organization_id, ids):
+        space = DESIGNS.get((record["id"], record["design_hash"]))
+        if space is None:
+            misses.append(record["id"])
+        else:
+            spaces[record["id"]] = space
+    if misses:
+        for record in await conn.fetch(SELECT_DESIGNS, misses):
+            space = VariantSpace.of(record["design_factors"])
+            DESIGNS.put((record["id"], record["design_hash"]), space)
+            spaces[record["id"]] = space
+    return spaces
+
+
+def _event_time(
+    given: datetime | None, now: datetime, index: int, rejected: list[Rejection]
+) -> datetime | None:
+    if given is None:
+        return now
+    if given - now > MAX_FUTURE:
+        rejected.append(
+            _rejection(
+                index,
+                "timestamp_in_future",
+                "timestamp",
+                f"{given.isoformat()} is more than 24 h after the server "
+                f"time {now.isoformat(timespec='seconds')}",
+            )
+        )
+        return None
+    return given
+
+
+async def _store(
+    conn: Connection,
+    rows: list[Any],
+    keys: list[str | None],
+    rejected: list[Rejection],
+    write: Callable[[Connection, list[Any]], Awaitable[int]],
+) -> IngestOutcome:
+    if not rows:
+        _raise_all_rejected(rejected)
+    rows = _first_of_each_key(rows, keys)
+    duplicates_in_batch = len(keys) - len(rows)
+    stored = await write(conn, rows)
+    rejected.sort(key=lambda r: r.index)
+    return IngestOutcome(stored, duplicates_in_batch + len(rows) - stored, rejected)
+
+
+def _first_of_each_key(rows: list[Any], keys: list[str | None]) -> list[Any]:
+    given = [key for key in keys if key is not None]
+    if len(set(given)) == len(given):
+        return rows  # no key repeats (the common case): nothing to copy
+    seen: set[str] = set()
+    kept: list[Any] = []
+    for row, key in zip(rows, keys, strict=True):
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(row)
+    return kept
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _rejection(index: int, code: str, field_name: str, message: str) -> Rejection:
+    path = f"$.events[{index}].{field_name}"
+    return Rejection(index, code, f"{path}: {message}", path)
+
+
+def _raise_all_rejected(rejected: list[Rejection]) -> NoReturn:
+    rejected.sort(key=lambda r: r.index)
+    details = [
+        {
+            "path": r.path,
+            "index": r.index,
+            "code": r.code,
+            "message": r.message.removeprefix(f"{r.path}: "),
+        }
+        for r in rejected
+    ]
+    first = details[0] if details else {"path": "$", "message": "no valid event"}
+    raise ValidationError(
+        f"no event in the batch is valid ({len(rejected)} rejected); first: "
+        f"{first['path']}: {first['message']}",
+        details=details,
+    )
+
+
+def _split_path(message: str, prefix: str) -> tuple[str, str]:
+    """Turn msgspec's ``"Expected … - at `$.a[0]`"`` into (``prefix + ".a[0]"``, message)."""
+    text, marker, path = message.rpartition(" - at `")
+    if not marker:
+        return prefix, message
+    return prefix + path.rstrip("`")[1:], text
