@@ -22,6 +22,7 @@ from levered.schemas.common import ErrorBody, ErrorEnvelope, ErrorMeta, Response
 
 log = logging.getLogger("levered.server")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
 
 HTTP_CODES = {
     400: "validation_error",
@@ -123,8 +124,15 @@ def _validation_details(exc: ValidationException) -> list[dict[str, str]]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             key = item.get("key")
-            path = f"$.{key}" if key and not str(key).startswith("$") else key
-            out.append({"path": str(path or "$"), "message": str(item.get("message", ""))})
+            if item.get("source") == "body" and key == "data":
+                key = None  # Litestar's name for the body itself: the root, "$"
+            path = f"$.{key}" if key and not str(key).startswith("$") else str(key or "$")
+            message = str(item.get("message", ""))
+            # msgspec reports an unknown or missing field at its parent object; name the field.
+            named = _NAMED_FIELD.match(message)
+            if named:
+                path = f"{path}.{named.group(1)}"
+            out.append({"path": path, "message": message})
     if not out and exc.detail:
         out.append({"path": "$", "message": str(exc.detail)})
     return out

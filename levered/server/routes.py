@@ -7,9 +7,11 @@ from litestar.types import ControllerRouterHandler
 from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
 from levered.server.ingest import IngestController
+from levered.server.optimizations import OptimizationController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
     IngestController,
     ApiKeyController,
+    OptimizationController,
 ]

@@ -31,7 +31,10 @@ from levered.services.optimizations import (
 
 HEADLINES = ["Ship faster", "Build better", "Scale up", "Go live today", "Start free"]
 CTAS = ["Get started", "Try it free"]
-HERO = [{"name": "headline", "levels": HEADLINES}, {"name": "cta_text", "levels": CTAS}]
+HERO: list[dict[str, Any]] = [
+    {"name": "headline", "levels": HEADLINES},
+    {"name": "cta_text", "levels": CTAS},
+]
 METRIC = "8a3b12c4-5678-4def-abcd-1234567890ab"
 
 
@@ -231,7 +234,10 @@ def test_exclusion_value_must_be_a_level() -> None:
 
 
 def test_exclusion_bool_is_not_a_string() -> None:
-    design = [{"name": "badge", "dtype": "bool", "levels": [True, False]}, HERO[1]]
+    design: list[dict[str, Any]] = [
+        {"name": "badge", "dtype": "bool", "levels": [True, False]},
+        HERO[1],
+    ]
     check(design, excluded=[{"badge": False, "cta_text": "Try it free"}])
     details = refused(design, excluded=[{"badge": "false"}])
     assert paths(details) == ["$.excluded_combinations[0].badge"]
