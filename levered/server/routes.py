@@ -7,11 +7,16 @@ from litestar.types import ControllerRouterHandler
 from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
 from levered.server.ingest import IngestController
+from levered.server.me import MeController
+from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.optimizations import OptimizationController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
     IngestController,
     ApiKeyController,
+    MeController,
+    AuthorizeController,
+    TokenController,
     OptimizationController,
 ]
