@@ -182,14 +182,15 @@ def check_authorize(params: AuthorizeParams) -> AuthorizeRequest:
             "redirect_uri must be a loopback address such as http://127.0.0.1:PORT/callback, "
             "http://[::1]:PORT/ or http://localhost:PORT/ (RFC 8252)"
         )
-    if params.state is not None and not STATE.fullmatch(params.state):
+    state = params.state or None  # an empty state is no state
+    if state is not None and not STATE.fullmatch(state):
         raise InvalidAuthorizeRequest("state must be 1–500 printable ASCII characters")
 
     def refuse(error: str, description: str) -> AuthorizeErrorRedirect:
         assert params.redirect_uri is not None
         fields = {"error": error, "error_description": description}
-        if params.state is not None:
-            fields["state"] = params.state
+        if state is not None:
+            fields["state"] = state
         return AuthorizeErrorRedirect(with_query(params.redirect_uri, fields), error, description)
 
     if params.response_type != "code":
@@ -206,9 +207,7 @@ def check_authorize(params: AuthorizeParams) -> AuthorizeRequest:
             "invalid_request",
             "code_challenge must be the base64url SHA-256 of the code verifier (43 characters)",
         )
-    return AuthorizeRequest(
-        params.client_id, params.redirect_uri, params.code_challenge, params.state
-    )
+    return AuthorizeRequest(params.client_id, params.redirect_uri, params.code_challenge, state)
 
 
 @functools.cache

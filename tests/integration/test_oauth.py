@@ -199,7 +199,7 @@ async def test_redirect_uri_query_is_kept_and_every_loopback_form_works(
 
 async def test_email_is_case_insensitive_and_state_is_optional(client: Client, org: Org) -> None:
     verifier, challenge = pkce()
-    query = authorize_query(challenge, state=None)
+    query = authorize_query(challenge, state="")
     page = await client.get("/oauth/authorize", params=query, headers=HTML)
     fields = {
         **form_inputs(page.text),
