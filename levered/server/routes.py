@@ -10,6 +10,7 @@ from levered.server.ingest import IngestController
 from levered.server.me import MeController
 from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.optimizations import OptimizationController
+from levered.server.warehouse import WarehouseController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
@@ -19,4 +20,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     AuthorizeController,
     TokenController,
     OptimizationController,
+    WarehouseController,
 ]
