@@ -8,6 +8,7 @@ from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
 from levered.server.ingest import IngestController
 from levered.server.me import MeController
+from levered.server.metrics import MetricController
 from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.optimizations import OptimizationController
 from levered.server.warehouse import WarehouseController
@@ -21,4 +22,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     TokenController,
     OptimizationController,
     WarehouseController,
+    MetricController,
 ]
