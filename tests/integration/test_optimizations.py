@@ -4,13 +4,17 @@ lifecycle, delete, variants, and tenancy."""
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from typing import Any
 from uuid import UUID, uuid4
 
+import anyio
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from levered.db.pool import connect
 from levered.services import lifecycle
 from tests.conftest import Org
 
@@ -370,6 +374,60 @@ async def test_transition_table(
         assert f"to {target}" in err["message"]
         assert ("allowed: " + (", ".join(allowed) or "none")) in err["message"]
         assert after == before
+
+
+async def test_transition_waits_for_the_row_lock(
+    client: Client, db_url: str, org: Org, metric_id: UUID
+) -> None:
+    """A PATCH reads the status under SELECT … FOR UPDATE: while another transaction holds the
+    row it waits, then judges the transition against the status that transaction committed.
+
+    The other transaction runs on its own thread and loop: the test client blocks this loop
+    while a request is in flight.
+    """
+    oid = UUID((await create(client, org, metric_id))["id"])
+    locked = threading.Event()
+
+    async def hold_then_complete() -> None:
+        other = await connect(db_url)
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM optimizations WHERE id = $1 FOR UPDATE", oid)
+                locked.set()
+                await anyio.sleep(0.5)
+                await other.execute(
+                    "UPDATE optimizations SET status = 'completed' WHERE id = $1", oid
+                )
+        finally:
+            await other.close()
+
+    holder = threading.Thread(target=anyio.run, args=(hold_then_complete,))
+    holder.start()
+    try:
+        assert await anyio.to_thread.run_sync(locked.wait, 10)
+        started = time.monotonic()
+        response = await client.patch(
+            f"{API}/{oid}", json={"status": "paused"}, headers=org.headers
+        )
+        waited = time.monotonic() - started
+    finally:
+        await anyio.to_thread.run_sync(holder.join, 10)
+    err = error(response, 409, "invalid_transition")
+    assert err["details"]["from"] == "completed"
+    assert waited >= 0.3
+
+
+async def test_edit_and_launch_a_draft_in_one_request(
+    client: Client, org: Org, metric_id: UUID
+) -> None:
+    oid = (await create(client, org, metric_id, draft=True))["id"]
+    response = await client.patch(
+        f"{API}/{oid}",
+        json={"status": "live", "excluded_combinations": [{"headline": "Start free"}]},
+        headers=org.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "live" and response.json()["variants_count"] == 8
 
 
 async def test_shipped_can_be_undone(client: Client, org: Org, metric_id: UUID) -> None:
