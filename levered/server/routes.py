@@ -10,6 +10,7 @@ from levered.server.ingest import IngestController
 from levered.server.me import MeController
 from levered.server.metrics import MetricController
 from levered.server.oauth import AuthorizeController, TokenController
+from levered.server.observations import ObservationController
 from levered.server.optimizations import OptimizationController
 from levered.server.warehouse import WarehouseController
 
@@ -23,4 +24,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     OptimizationController,
     WarehouseController,
     MetricController,
+    ObservationController,
 ]
