@@ -1,16 +1,19 @@
 """The managed warehouse: idempotent batch writes, and reads confined to one organization.
 
 Writes (ingestion)
-    A batch goes in with ``COPY`` (the fastest path asyncpg has, FACTS.md) inside one
-    transaction: all of its rows or none. ``COPY`` is not idempotent: a row whose idempotency key
-    is already stored (a retried batch, or an identical batch committed concurrently) aborts it
-    with ``UniqueViolationError``. That batch is then redone, in a new transaction, as
-    ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING``, and the rows it did not insert are
-    the duplicates. Concurrent identical batches are serialized by the unique index itself: the
-    second waits for the first to commit, then conflicts. Keys repeated *inside* one batch are
-    removed by the caller before it gets here. Every other failure of the write becomes
-    :class:`~levered.errors.Unavailable` (503 + ``Retry-After``): the transaction rolled back,
-    so nothing of the batch is stored and the client may resend it as is. ``synchronous_commit``
+    A batch goes in with one ``COPY`` statement (the fastest path asyncpg has, FACTS.md), which
+    PostgreSQL runs as one transaction: all of its rows or none, committed before it returns
+    (no BEGIN/COMMIT round trips). ``COPY`` is not idempotent: a row whose idempotency key is
+    already stored (a retried batch, or an identical batch committed concurrently) aborts it
+    with ``UniqueViolationError``. That batch is then redone as one
+    ``INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`` statement (again one transaction),
+    and the rows it did not insert are the duplicates. Concurrent identical batches are
+    serialized by the unique index itself: the second waits for the first to commit, then
+    conflicts. Keys repeated *inside* one batch are removed by the caller before it gets here.
+    Callers must not wrap these writes in a transaction of their own (the failed ``COPY`` would
+    abort it before the redo). Every other failure of the write becomes
+    :class:`~levered.errors.Unavailable` (503 + ``Retry-After``): the statement rolled back, so
+    nothing of the batch is stored and the client may resend it as is. ``synchronous_commit``
     is left on, so a batch is durable when this returns.
 
 Reads on behalf of an organization (warehouse queries, metric SQL)
@@ -115,19 +118,18 @@ async def _store(
 ) -> int:
     if not rows:
         return 0
+    # One statement, outside any transaction block: its own all-or-nothing transaction.
     try:
-        async with conn.transaction():
-            await conn.copy_records_to_table(
-                table, schema_name="warehouse", columns=list(columns), records=rows
-            )
+        await conn.copy_records_to_table(
+            table, schema_name="warehouse", columns=list(columns), records=rows
+        )
         return len(rows)
     except asyncpg.UniqueViolationError:
         pass  # some key is already stored: redo the batch, skipping those rows
     except _WRITE_FAILURES as exc:
         raise _unavailable(exc) from exc
     try:
-        async with conn.transaction():
-            status = await conn.execute(insert_ignoring_duplicates, *zip(*rows, strict=True))
+        status = await conn.execute(insert_ignoring_duplicates, *zip(*rows, strict=True))
     except _WRITE_FAILURES as exc:
         raise _unavailable(exc) from exc
     return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
