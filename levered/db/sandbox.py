@@ -315,6 +315,14 @@ def jsonable(value: Any) -> Any:
         return "\\x" + bytes(value).hex()
     if isinstance(value, dt.timedelta):
         return msgspec.to_builtins(value)  # ISO 8601 duration, e.g. "P1D"
+    if isinstance(value, asyncpg.Range):  # as PostgreSQL writes it: "[1,5)", "empty"
+        if value.isempty:
+            return "empty"
+        lower = "" if value.lower is None else jsonable(value.lower)
+        upper = "" if value.upper is None else jsonable(value.upper)
+        return f"{'[' if value.lower_inc else '('}{lower},{upper}{']' if value.upper_inc else ')'}"
+    if isinstance(value, asyncpg.BitString):
+        return value.as_string()
     return str(value)
 
 

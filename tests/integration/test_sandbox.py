@@ -422,3 +422,7 @@ def test_jsonable_values() -> None:
     assert sandbox.jsonable(T0) == "2026-06-16T10:30:00+00:00"
     assert sandbox.jsonable({"a": [Decimal("1.5"), None]}) == {"a": [1.5, None]}
     assert sandbox.jsonable(b"\x00\xff") == "\\x00ff"
+    assert sandbox.jsonable(asyncpg.Range(1, 5)) == "[1,5)"
+    assert sandbox.jsonable(asyncpg.Range(None, 5, upper_inc=True)) == "(,5]"
+    assert sandbox.jsonable(asyncpg.Range(empty=True)) == "empty"
+    assert sandbox.jsonable(asyncpg.BitString("101")) == "101"
