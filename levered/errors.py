@@ -58,6 +58,12 @@ class Conflict(LeveredError):
     status = 409
 
 
+class NotLive(Conflict):
+    """Serving a draft or archived optimization: the client shows its own fallback."""
+
+    code = "not_live"
+
+
 class PayloadTooLarge(LeveredError):
     code = "payload_too_large"
     status = 413

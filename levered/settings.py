@@ -38,6 +38,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pool_min_size: Annotated[int, Meta(ge=0)] = 1
     pool_max_size: Annotated[int, Meta(ge=1)] = 10
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    serve_require_key: bool = False
+    """Make the serve endpoints require an API key (they are public by default)."""
+    serve_rate_limit: Annotated[float, Meta(ge=0)] = 100.0
+    """Serve requests per second per client address without an API key; 0 turns it off."""
+    serve_rate_burst: Annotated[int, Meta(ge=1)] = 200
+    """Serve requests a client address may send at once before the rate applies."""
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

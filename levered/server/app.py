@@ -21,6 +21,7 @@ from levered.errors import ConfigurationError
 from levered.server.auth import DEPENDENCIES
 from levered.server.envelope import EXCEPTION_HANDLERS
 from levered.server.routes import ROUTE_HANDLERS
+from levered.server.serving import serving_lifespan
 from levered.settings import Settings, load_settings
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=ROUTE_HANDLERS,
-        lifespan=[database],
+        lifespan=[database, serving_lifespan(settings)],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,

@@ -12,6 +12,7 @@ from levered.server.metrics import MetricController
 from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.observations import ObservationController
 from levered.server.optimizations import OptimizationController
+from levered.server.serving import ServingController
 from levered.server.warehouse import WarehouseController
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
@@ -25,4 +26,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     WarehouseController,
     MetricController,
     ObservationController,
+    ServingController,
 ]

@@ -1,0 +1,153 @@
+"""Queries of serving: the config of one optimization, sticky assignments, exposure COPY.
+
+Serving is public: nothing here is scoped by a caller's organization. The optimization's own
+``organization_id`` travels with its config and is written on every row serving stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final, NamedTuple
+from uuid import UUID
+
+import asyncpg
+
+from levered.db import Connection
+
+CHANNEL: Final = "levered_serving"
+"""The NOTIFY channel of migrations/0006_serving.sql (payload: an optimization id)."""
+
+SELECT_CONFIG: Final = """
+SELECT o.id, o.organization_id, o.status, o.model_type, o.design_factors, o.context_factors,
+       o.holdout_percentage, o.excluded_combinations, o.sticky, o.live_since,
+       m.id AS model_id, mv.version AS model_version
+FROM optimizations o
+LEFT JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
+LEFT JOIN model_versions mv ON mv.model_id = m.id AND mv.version = m.current_version
+WHERE o.id = $1
+"""
+
+SELECT_POSTERIOR: Final = """
+SELECT posterior FROM model_versions WHERE model_id = $1 AND version = $2
+"""
+
+# Valid = made since the optimization last entered live ($3, NULL = any).
+SELECT_ASSIGNMENT: Final = """
+SELECT variant_number, holdout, decision_id, propensity, model_version
+FROM assignments
+WHERE optimization_id = $1 AND anonymous_id = $2 AND ($3::timestamptz IS NULL OR assigned_at >= $3)
+"""
+
+# Insert the new decision, or replace a stale one; when a valid assignment exists the INSERT
+# returns nothing and the second branch reads it. A row committed by another process after this
+# statement's snapshot makes both branches empty: the caller runs it again.
+CLAIM_ASSIGNMENT: Final = """
+WITH claimed AS (
+    INSERT INTO assignments AS a (optimization_id, anonymous_id, organization_id, variant_number,
+                                  holdout, decision_id, propensity, model_version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (optimization_id, anonymous_id) DO UPDATE
+        SET organization_id = EXCLUDED.organization_id,
+            variant_number = EXCLUDED.variant_number,
+            holdout = EXCLUDED.holdout,
+            decision_id = EXCLUDED.decision_id,
+            propensity = EXCLUDED.propensity,
+            model_version = EXCLUDED.model_version,
+            assigned_at = now()
+        WHERE a.assigned_at < $9::timestamptz
+    RETURNING variant_number, holdout, decision_id, propensity, model_version
+)
+SELECT variant_number, holdout, decision_id, propensity, model_version FROM claimed
+UNION ALL
+SELECT variant_number, holdout, decision_id, propensity, model_version
+FROM assignments
+WHERE optimization_id = $1 AND anonymous_id = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
+"""
+
+EXPOSURE_COLUMNS: Final = (
+    "organization_id",
+    "optimization_id",
+    "anonymous_id",
+    "variant",
+    "variant_number",
+    "context",
+    "timestamp",
+    "propensity",
+    "decision_id",
+    "model_version",
+    "holdout",
+)
+ASSIGNMENT_COLUMNS: Final = (
+    "optimization_id",
+    "anonymous_id",
+    "organization_id",
+    "variant_number",
+    "holdout",
+    "decision_id",
+    "propensity",
+    "model_version",
+)
+
+ExposureRow = tuple[
+    UUID, UUID, str, dict[str, Any], int, dict[str, Any], datetime, float, UUID, int | None, bool
+]
+"""One served exposure in :data:`EXPOSURE_COLUMNS` order."""
+AssignmentRow = tuple[UUID, str, UUID, int, bool, UUID, float, int | None]
+"""One sticky assignment in :data:`ASSIGNMENT_COLUMNS` order."""
+
+
+class Assignment(NamedTuple):
+    variant_number: int
+    holdout: bool
+    decision_id: UUID
+    propensity: float
+    model_version: int | None
+
+
+async def select_config(conn: Connection, optimization_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_CONFIG, optimization_id)
+
+
+async def select_posterior(conn: Connection, model_id: UUID, version: int) -> bytes | None:
+    return await conn.fetchval(SELECT_POSTERIOR, model_id, version)  # type: ignore[no-any-return]
+
+
+def _assignment(row: asyncpg.Record) -> Assignment:
+    return Assignment(
+        row["variant_number"],
+        row["holdout"],
+        row["decision_id"],
+        row["propensity"],
+        row["model_version"],
+    )
+
+
+async def select_assignment(
+    conn: Connection, optimization_id: UUID, anonymous_id: str, live_since: datetime | None
+) -> Assignment | None:
+    row = await conn.fetchrow(SELECT_ASSIGNMENT, optimization_id, anonymous_id, live_since)
+    return None if row is None else _assignment(row)
+
+
+async def claim_assignment(
+    conn: Connection, row: AssignmentRow, live_since: datetime | None
+) -> Assignment:
+    """Store ``row`` unless a valid assignment exists; returns whichever one holds."""
+    for _ in range(3):
+        found = await conn.fetchrow(CLAIM_ASSIGNMENT, *row, live_since)
+        if found is not None:
+            return _assignment(found)
+    raise RuntimeError("assignment neither stored nor found after 3 attempts")
+
+
+async def copy_exposures(conn: Connection, rows: Sequence[ExposureRow]) -> None:
+    """One COPY, one transaction: every row or none (no idempotency key, so no conflicts)."""
+    await conn.copy_records_to_table(
+        "exposures", schema_name="warehouse", columns=list(EXPOSURE_COLUMNS), records=rows
+    )
+
+
+async def copy_assignments(conn: Connection, rows: Sequence[AssignmentRow]) -> None:
+    """COPY assignments of ids the server generated itself (random, so they cannot conflict)."""
+    await conn.copy_records_to_table("assignments", columns=list(ASSIGNMENT_COLUMNS), records=rows)

@@ -1,0 +1,293 @@
+"""Serving (PRODUCT.md §3, §4.2): which variant this user sees now, and the exposure it makes.
+
+By status (``levered.services.lifecycle.SERVE_MODE``):
+
+- ``draft``/``archived``: 409 ``not_live``.
+- ``live``: holdout users (a stable hash of (optimization, anonymous id) below the holdout
+  share) get the baseline, variant 1; everyone else gets a Thompson draw of the current model
+  version, or a uniform draw over the allowed variants before the first training. With
+  ``sticky`` the first decision is stored and later serves return it (same decision id,
+  propensity and model version) until the optimization leaves live.
+- ``paused``: the baseline for everyone (propensity 1).
+- ``shipped``/``completed``: the current winner for the context — the allowed variant with the
+  best posterior-mean score (no exploration, propensity 1); the baseline before any training.
+  Holdout applies only while live: outside it ``holdout`` is false.
+
+Propensity (live): the probability that the *logging policy* shows the served variant to a
+user with this context, before the holdout hash is known — holdout mixing included:
+``P(v) = h·[v = 1] + (1 − h)·p_TS(v | context)``, with ``p_TS`` the Monte Carlo Thompson
+probability (floored at 1/(2·draws)) or ``1 / allowed`` before training. The exposure also
+records ``holdout``, so an analysis can condition on it instead.
+
+Replay: a decision's kernel seed is ``decision_seed(model_version, decision_id.int)``
+(uuid as a 128-bit integer), so (model version, decision id, context) reproduce it:
+:func:`replay`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from uuid import UUID
+
+import numpy as np
+
+from levered.bandit.sampler import PROPENSITY_DRAWS, Sampler, decision_seed
+from levered.db import serving as db
+from levered.errors import NotFound, NotLive, ValidationError
+from levered.schemas.serving import Served, ServeRequest
+from levered.services.exposure_buffer import ExposureBuffer
+from levered.services.serving_state import ServingConfig, ServingState, compute_propensities
+
+BASELINE: Final = 1
+MIN_PROPENSITY: Final = 0.5 / PROPENSITY_DRAWS
+_TWO_64: Final = float(2**64)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    variant_number: int
+    holdout: bool
+    propensity: float
+    model_version: int | None
+    decision_id: UUID
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def holdout_bucket(optimization_id: UUID | bytes, anonymous_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (optimization, anonymous id): BLAKE2b-64 of the id's
+    16 bytes followed by the UTF-8 anonymous id. Stable across processes, versions and
+    restarts (no Python ``hash`` salt); independent between optimizations."""
+    key = optimization_id if isinstance(optimization_id, bytes) else optimization_id.bytes
+    digest = hashlib.blake2b(key + anonymous_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / _TWO_64
+
+
+def in_holdout(optimization_id: UUID | bytes, anonymous_id: str, percentage: float) -> bool:
+    return holdout_bucket(optimization_id, anonymous_id) * 100.0 < percentage
+
+
+def kernel_seed(model_version: int | None, decision_id: UUID) -> int:
+    """The 32-bit sampler seed of a decision (see the module docstring)."""
+    return decision_seed(model_version or 0, decision_id.int)
+
+
+def clean_context(config: ServingConfig, context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The request's context restricted to the optimization's context factors.
+
+    Other keys are ignored whatever their value; ``null`` counts as absent; a value of the
+    wrong type (a ``str`` factor needs a string, a ``bool`` factor a boolean) is a 400 that
+    names the key.
+    """
+    if not context or not config.context_dtypes:
+        return {}
+    out: dict[str, Any] = {}
+    for name, value in context.items():
+        dtype = config.context_dtypes.get(name)
+        if dtype is None or value is None:
+            continue
+        if dtype == "bool" and not isinstance(value, bool):
+            _wrong_type(name, "a boolean", value)
+        if dtype == "str" and not isinstance(value, str):
+            _wrong_type(name, "a string", value)
+        out[name] = value
+    return out
+
+
+def _wrong_type(name: str, expected: str, value: Any) -> None:
+    got = "a number" if isinstance(value, int | float) else type(value).__name__
+    if isinstance(value, bool):
+        got = "a boolean"
+    elif isinstance(value, dict):
+        got = "an object"
+    elif isinstance(value, list):
+        got = "an array"
+    raise ValidationError(
+        f"invalid request body at $.context.{name}: context factor '{name}' takes {expected}, "
+        f"got {got}",
+        details=[{"path": f"$.context.{name}", "message": f"expected {expected}, got {got}"}],
+    )
+
+
+def decide(
+    config: ServingConfig, anonymous_id: str, context: Mapping[str, Any], decision_id: UUID
+) -> Decision:
+    """One decision, synchronously (the in-process hot path; no I/O).
+
+    Expects ``context`` already cleaned. Propensities come from the config's cache; a miss is
+    computed here (blocking) — the async :func:`serve` warms the cache off the loop first.
+    """
+    mode = config.mode
+    if mode == "refuse":
+        raise NotLive(
+            f"optimization {config.id} is {config.status}: nothing is served (show your fallback)",
+            details={"status": config.status},
+        )
+    if mode == "baseline":
+        return Decision(BASELINE, False, 1.0, config.model_version, decision_id)
+    if mode == "winner":
+        return Decision(winner(config, context), False, 1.0, config.model_version, decision_id)
+    holdout = config.holdout_fraction > 0 and (
+        holdout_bucket(config.id_bytes, anonymous_id) < config.holdout_fraction
+    )
+    sampler = config.sampler
+    seed = kernel_seed(config.model_version, decision_id)
+    if sampler is None:
+        n = config.allowed_idx.shape[0]
+        number = BASELINE if holdout else int(config.allowed_idx[seed % n]) + 1
+        p_ts = 1.0 / n  # the baseline is always allowed (it cannot be excluded)
+    else:
+        key = config.known_context(context)
+        number = BASELINE if holdout else sampler.choose(seed, dict(key))
+        probs = config.propensities.get(key)
+        if probs is None:
+            probs = compute_propensities(config, key)
+        p_ts = max(float(probs[number - 1]), MIN_PROPENSITY)
+    h = config.holdout_fraction
+    propensity = (1.0 - h) * p_ts + (h if number == BASELINE else 0.0)
+    return Decision(number, holdout, propensity, config.model_version, decision_id)
+
+
+def winner(config: ServingConfig, context: Mapping[str, Any]) -> int:
+    """The allowed variant with the best posterior mean for the context (baseline untrained)."""
+    if config.mab_winner is not None:
+        return config.mab_winner
+    if config.mean_sampler is None:
+        return BASELINE
+    key = config.known_context(context)
+    hit = config.winners.get(key)
+    if hit is None:
+        hit = config.mean_sampler.choose(0, dict(key))
+        if len(config.winners) >= 4096:
+            config.winners.clear()
+        config.winners[key] = hit
+    return hit
+
+
+def replay(
+    sampler: Sampler | None,
+    allowed_idx: np.ndarray[Any, np.dtype[np.int64]],
+    model_version: int | None,
+    decision_id: UUID,
+    context: Mapping[str, Any] | None = None,
+) -> int:
+    """The variant a (non-holdout, live) decision served, recomputed from its recipe: the model
+    version's sampler (None before training), the allowed variants, the decision id and the
+    context as recorded in the exposure."""
+    seed = kernel_seed(model_version, decision_id)
+    if sampler is None:
+        return int(allowed_idx[seed % allowed_idx.shape[0]]) + 1
+    return sampler.choose(seed, context)
+
+
+# -- the use case -----------------------------------------------------------------------------
+
+
+async def serve(
+    state: ServingState,
+    buffer: ExposureBuffer,
+    optimization_id: UUID,
+    request: ServeRequest,
+    caller_organization: UUID | None = None,
+) -> tuple[Served, UUID]:
+    """Decide, keep it sticky, buffer the exposure; returns the decision and the optimization's
+    organization (the response's ``meta``).
+
+    Serving is public; a caller that did authenticate (an API key) sees only its own
+    organization's optimizations, like every other org-scoped endpoint (404 otherwise).
+    """
+    config = await state.get(optimization_id)
+    if caller_organization is not None and caller_organization != config.organization_id:
+        raise NotFound(f"optimization {optimization_id} not found")
+    context = clean_context(config, request.context)
+    generated = request.anonymous_id is None
+    anonymous_id = request.anonymous_id or uuid.uuid4().hex
+    if config.mode == "explore" and config.sampler is not None:
+        key = config.known_context(context)
+        if key not in config.propensities:
+            await state.propensities(config, key)
+    decision = decide(config, anonymous_id, context, uuid.uuid4())
+    if config.mode == "explore" and config.sticky:
+        decision = await _sticky(state, buffer, config, anonymous_id, decision, generated, request)
+    variant, variant_key = config.variant(decision.variant_number)
+    if not request.dry_run:
+        buffer.add(
+            (
+                config.organization_id,
+                config.id,
+                anonymous_id,
+                variant,
+                decision.variant_number,
+                context,
+                datetime.now(UTC),
+                decision.propensity,
+                decision.decision_id,
+                decision.model_version,
+                decision.holdout,
+            )
+        )
+    served = Served(
+        config.id,
+        anonymous_id,
+        variant,
+        decision.variant_number,
+        variant_key,
+        decision.holdout,
+        decision.propensity,
+        decision.model_version,
+        decision.decision_id,
+    )
+    return served, config.organization_id
+
+
+async def _sticky(
+    state: ServingState,
+    buffer: ExposureBuffer,
+    config: ServingConfig,
+    anonymous_id: str,
+    fresh: Decision,
+    generated: bool,
+    request: ServeRequest,
+) -> Decision:
+    """The user's stored decision if any, else ``fresh`` (stored unless a dry run).
+
+    A server-generated id cannot have an assignment anywhere yet, so its row joins the
+    exposure buffer (no round trip); a caller's id is claimed in the database (one round
+    trip, atomic against other processes) unless this process already knows it.
+    """
+    known = config.assignments.get(anonymous_id)
+    if known is not None:
+        return _from_assignment(known)
+    mine = db.Assignment(
+        fresh.variant_number,
+        fresh.holdout,
+        fresh.decision_id,
+        fresh.propensity,
+        fresh.model_version,
+    )
+    if generated:
+        if not request.dry_run:
+            buffer.add_assignment((config.id, anonymous_id, config.organization_id, *mine))
+            config.remember(anonymous_id, mine)
+        return fresh
+    async with state.pool.acquire() as conn:
+        if request.dry_run:
+            found = await db.select_assignment(conn, config.id, anonymous_id, config.live_since)
+            if found is None:
+                return fresh
+        else:
+            found = await db.claim_assignment(
+                conn, (config.id, anonymous_id, config.organization_id, *mine), config.live_since
+            )
+    config.remember(anonymous_id, found)
+    return _from_assignment(found)
+
+
+def _from_assignment(a: db.Assignment) -> Decision:
+    return Decision(a.variant_number, a.holdout, a.propensity, a.model_version, a.decision_id)
