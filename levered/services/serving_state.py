@@ -39,7 +39,6 @@ from levered.bandit.posterior import Posterior, make_posterior
 from levered.bandit.sampler import PROPENSITY_DRAWS, Sampler
 from levered.bandit.variants import Level, VariantSpace
 from levered.db import serving as db
-from levered.db.pool import connect
 from levered.errors import NotFound
 from levered.services.lifecycle import SERVE_MODE, ServeMode
 
@@ -57,6 +56,8 @@ MAX_CONTEXTS: Final = 4_096
 """Per config: cached propensity vectors and winners, one per known-context combination."""
 MAX_STICKY: Final = 100_000
 """Per config: sticky assignments remembered in process (the database has all of them)."""
+LISTENER_NAME: Final = "levered-serving-listener"
+"""application_name of the LISTEN connection (visible in pg_stat_activity)."""
 PING_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
 _DB_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
@@ -386,7 +387,9 @@ class ServingState:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": LISTENER_NAME}
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(db.CHANNEL, self._on_notify)
