@@ -6,7 +6,18 @@ import sys
 
 from cyclopts import App
 
-from cli import api_keys, auth, config, dashboard, db, ingest, optimizations, server
+from cli import (
+    api_keys,
+    auth,
+    config,
+    dashboard,
+    db,
+    ingest,
+    metrics,
+    optimizations,
+    server,
+    warehouse,
+)
 from cli.console import exit_code_for, fail
 from levered import __version__
 from levered.errors import LeveredError
@@ -21,6 +32,8 @@ app.command(auth.logout)
 app.command(auth.whoami)
 app.command(config.app)
 app.command(optimizations.app)
+app.command(metrics.app)
+app.command(warehouse.app)
 app.command(api_keys.app)
 app.command(ingest.app)
 app.command(dashboard.dashboard)
