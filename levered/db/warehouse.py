@@ -36,6 +36,7 @@ Reads on behalf of an organization (warehouse queries, metric SQL)
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -51,6 +52,7 @@ from levered.db import Connection
 from levered.db.pool import init_connection
 from levered.errors import Unavailable
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_S: Final = 1
 
 # -- writes -----------------------------------------------------------------------------------
@@ -139,6 +141,9 @@ _WRITE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError
 
 
 def _unavailable(exc: BaseException) -> Unavailable:
+    # Logged here: the client only sees a 503, and a failure that is not transient (a broken
+    # table, a full disk) must be visible to the operator, not only retried by clients.
+    log.error("warehouse write failed: %s: %s", exc.__class__.__name__, exc)
     return Unavailable(
         "the warehouse write failed and nothing of this batch was stored; retry the same batch "
         "(idempotency keys make that safe)",
