@@ -181,7 +181,7 @@ class _Core:
 
     def pause(self, attempt: int, response: httpx.Response | None, deadline: float) -> float | None:
         """Seconds to wait before the next attempt, or None when the budget does not allow."""
-        wait = BACKOFF_S * 2**attempt * (0.5 + random.random() / 2)
+        wait = BACKOFF_S * float(2**attempt) * (0.5 + random.random() / 2)
         if response is not None and "retry-after" in response.headers:
             with contextlib.suppress(ValueError):
                 wait = max(wait, float(response.headers["retry-after"]))
