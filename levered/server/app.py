@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         assert settings.database_url is not None
+        app.state.database_url = settings.database_url  # where tenant roles log in (sandbox)
         app.state.pool = await create_pool(
             settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )
