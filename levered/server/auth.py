@@ -1,7 +1,8 @@
 """Litestar dependencies that authenticate the caller.
 
-Handlers that need a caller declare ``principal: Principal`` (management: user token or API
-key) or ``api_principal: Principal`` (ingestion: API key as Bearer or ``X-API-Key``).
+Handlers that need a caller declare ``principal: NamedDependency[Principal]`` (management: user
+token or API key) or ``api_principal: NamedDependency[Principal]`` (ingestion: API key as
+Bearer or ``X-API-Key``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 
 from levered.schemas.ingest import MAX_BODY_BYTES, IngestResult
 from levered.server.envelope import meta
@@ -37,7 +38,7 @@ class IngestController(Controller):
 
     @post("/exposures", summary="Store a batch of exposures.", description=_DESCRIPTION)
     async def exposures(
-        self, request: Request[Any, Any, Any], api_principal: Principal
+        self, request: Request[Any, Any, Any], api_principal: NamedDependency[Principal]
     ) -> Response[IngestResult]:
         outcome = await ingest_exposures(
             request.app.state.pool, api_principal.organization_id, await request.body()
@@ -46,7 +47,7 @@ class IngestController(Controller):
 
     @post("/rewards", summary="Store a batch of rewards.", description=_DESCRIPTION)
     async def rewards(
-        self, request: Request[Any, Any, Any], api_principal: Principal
+        self, request: Request[Any, Any, Any], api_principal: NamedDependency[Principal]
     ) -> Response[IngestResult]:
         outcome = await ingest_rewards(
             request.app.state.pool, api_principal.organization_id, await request.body()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -405,16 +404,14 @@ async def test_transition_waits_for_the_row_lock(
     holder.start()
     try:
         assert await anyio.to_thread.run_sync(locked.wait, 10)
-        started = time.monotonic()
         response = await client.patch(
             f"{API}/{oid}", json={"status": "paused"}, headers=org.headers
         )
-        waited = time.monotonic() - started
     finally:
         await anyio.to_thread.run_sync(holder.join, 10)
     err = error(response, 409, "invalid_transition")
+    # Judged against the status the other transaction committed: the PATCH waited for it.
     assert err["details"]["from"] == "completed"
-    assert waited >= 0.3
 
 
 async def test_edit_and_launch_a_draft_in_one_request(
