@@ -15,6 +15,7 @@ from cli import (
     ingest,
     metrics,
     optimizations,
+    serve,
     server,
     warehouse,
 )
@@ -36,6 +37,7 @@ app.command(metrics.app)
 app.command(warehouse.app)
 app.command(api_keys.app)
 app.command(ingest.app)
+app.command(serve.serve)
 app.command(dashboard.dashboard)
 app.command(server.app)
 app.command(db.app)

@@ -84,13 +84,17 @@ def call(
     fn: Callable[[LeveredAPI], Awaitable[T]],
     *,
     url_flag: str | None = None,
-    authenticated: bool = True,
+    authenticated: bool | None = True,
 ) -> T:
-    """Run ``fn`` with a client for the resolved server and credentials."""
+    """Run ``fn`` with a client for the resolved server and credentials.
+
+    ``authenticated``: True requires credentials, False sends none, None sends them when there
+    are some (public endpoints that a server may configure to require a key).
+    """
     url = api_url(url_flag)
 
     async def run() -> T:
-        token = await _token(url) if authenticated else None
+        token = await _token(url) if authenticated is not False else None
         if authenticated and token is None:
             raise AuthenticationError(
                 f"not logged in to {url}: run `levered login`, or set LEVERED_API_KEY"

@@ -162,3 +162,32 @@ async def test_ingest_a_file_with_a_bad_event(
     again = await levered("ingest", "rewards", str(events), "--json", env=env)
     assert again.json()["duplicates"] == 1199  # type: ignore[index]
     assert await conn.fetchval("SELECT count(*) FROM warehouse.rewards") == 1199
+
+
+async def test_serve_from_the_cli(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    metric_id = await _metric(conn, org)
+    created = await levered(
+        "optimizations",
+        "create",
+        "--name",
+        "Hero",
+        "--design-factors",
+        HERO_FACTORS,
+        "--reward-metric-id",
+        metric_id,
+        "--json",
+        env=_keyed(cli_env, org),
+    )
+    opt_id = created.json()["id"]  # type: ignore[index]
+    served = await levered("serve", opt_id, "--anonymous-id", "bob", "--json", env=cli_env)
+    assert served.code == 0, served.stderr
+    body: Any = served.json()
+    assert body["anonymous_id"] == "bob" and set(body["variant"]) == {"headline", "cta_text"}
+    again = await levered("serve", opt_id, "--anonymous-id", "bob", "--json", env=cli_env)
+    assert again.json()["variant_number"] == body["variant_number"]  # type: ignore[index]
+    table = await levered("serve", opt_id, "--anonymous-id", "bob", env=cli_env)
+    assert "variant_number" in table.stdout
+    bad = await levered("serve", opt_id, "--context", "[1]", env=cli_env)
+    assert bad.code == 2 and "JSON object" in bad.stderr
