@@ -14,6 +14,7 @@ from cli import (
     db,
     ingest,
     metrics,
+    models,
     optimizations,
     serve,
     server,
@@ -34,6 +35,7 @@ app.command(auth.whoami)
 app.command(config.app)
 app.command(optimizations.app)
 app.command(metrics.app)
+app.command(models.app)
 app.command(warehouse.app)
 app.command(api_keys.app)
 app.command(ingest.app)

@@ -230,3 +230,114 @@ def delete(
         emit_json(body or {"deleted": optimization_id})
     else:
         notice(f"deleted {optimization_id}")
+
+
+@app.command
+def observations(
+    optimization_id: str,
+    *,
+    page: int = 1,
+    size: int = 20,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Page through matured exposures joined to their attributed reward."""
+    body = call(
+        lambda api: api.get(
+            f"/api/v2/optimizations/{optimization_id}/observations", {"page": page, "size": size}
+        ),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    emit_table(
+        ["anonymous_id", "variant", "context", "timestamp", "holdout", "reward"],
+        [
+            [
+                o["anonymous_id"],
+                o["variant_number"],
+                msgspec.json.encode(o.get("context") or {}).decode(),
+                o["timestamp"],
+                o["holdout"],
+                o["reward"],
+            ]
+            for o in body["observations"]
+        ],
+    )
+    notice(
+        f"page {body['page']} · {len(body['observations'])} of {body['total']} matured "
+        f"observations · {body.get('pending', 0)} pending"
+    )
+
+
+@app.command
+def results(
+    optimization_id: str,
+    *,
+    limit: int = 20,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Print results: lift over the holdout, expected reward per variant, factor importance."""
+    body = call(
+        lambda api: api.get(f"/api/v2/optimizations/{optimization_id}/results", {"limit": limit}),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    _print_results(body)
+
+
+def _interval(value: dict[str, Any] | None, fmt: str = "{:.4f}") -> str:
+    if not value or value.get("mean") is None:
+        return "-"
+    return f"{fmt.format(value['mean'])} [{fmt.format(value['lo'])}, {fmt.format(value['hi'])}]"
+
+
+def _print_results(body: dict[str, Any]) -> None:
+    if body.get("note"):
+        notice(body["note"])
+    lift = body.get("measured_lift") or {}
+    if lift:
+        ci = lift.get("ci")
+        ci_text = (
+            f"95% CI [{ci[0]:+.2f}%, {ci[1]:+.2f}%], p = {lift.get('p_value'):.3g}"
+            if ci
+            else "interval once both arms have 100 users"
+        )
+        notice(
+            f"measured lift vs holdout: {lift.get('lift_percent') or 0:+.2f}% ({ci_text}); "
+            f"users {lift.get('optimized_users')} optimized / {lift.get('holdout_users')} "
+            "holdout"
+        )
+    modeled = body.get("modeled") or {}
+    if modeled:
+        notice(
+            f"modeled improvement vs baseline: "
+            f"{_interval(modeled.get('estimated_improvement'), '{:+.2f}%')}; best vs "
+            f"baseline {_interval(modeled.get('best_vs_baseline'), '{:+.2f}%')}; "
+            f"progress {modeled.get('estimated_progress') or 0:.0%}"
+        )
+    emit_table(
+        ["number", "variant", "exposures", "rate", "expected_reward", "prob_best", "weight"],
+        [
+            [
+                v["number"],
+                " / ".join(map(str, (v.get("variant") or {}).values())),
+                v.get("exposures"),
+                v.get("rate"),
+                _interval(v.get("expected_reward")),
+                v.get("prob_best"),
+                v.get("weight"),
+            ]
+            for v in body.get("variants", [])
+        ],
+    )
+    factors = body.get("factor_importance") or []
+    if factors:
+        emit_table(
+            ["factor", "importance", "q1", "q3"],
+            [[f["name"], f.get("mean"), f.get("q1"), f.get("q3")] for f in factors],
+        )

@@ -191,3 +191,55 @@ async def test_serve_from_the_cli(
     assert "variant_number" in table.stdout
     bad = await levered("serve", opt_id, "--context", "[1]", env=cli_env)
     assert bad.code == 2 and "JSON object" in bad.stderr
+
+
+async def test_observations_from_the_cli(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = _keyed(cli_env, org)
+    metric_id = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards "
+        "WHERE name = ''signup''', 'anonymous_id', 'timestamp', 'bool') RETURNING id",
+        org.id,
+    )
+    created = await levered(
+        "optimizations",
+        "create",
+        "--name",
+        "Hero",
+        "--design-factors",
+        HERO_FACTORS,
+        "--reward-metric-id",
+        str(metric_id),
+        "--conversion-window-hours",
+        "1",
+        "--json",
+        env=env,
+    )
+    opt_id = created.json()["id"]  # type: ignore[index]
+    await conn.executemany(
+        "INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, "
+        "variant, variant_number, timestamp) VALUES ($1, $2, $3, $4, 1, "
+        "now() - interval '3 hours')",
+        [
+            (org.id, opt_id, f"u{i}", {"headline": "Ship faster", "cta_text": "Get started"})
+            for i in range(5)
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, timestamp) "
+        "VALUES ($1, 'u1', 'signup', now() - interval '170 minutes')",
+        org.id,
+    )
+    listed = await levered(
+        "optimizations", "observations", opt_id, "--size", "2", "--json", env=env
+    )
+    assert listed.code == 0, listed.stderr
+    body: Any = listed.json()
+    assert body["total"] == 5 and len(body["observations"]) == 2
+    everything = await levered("optimizations", "observations", opt_id, "--json", env=env)
+    rewards = {o["anonymous_id"]: o["reward"] for o in everything.json()["observations"]}  # type: ignore[index]
+    assert rewards["u1"] == 1 and sum(rewards.values()) == 1
+    table = await levered("optimizations", "observations", opt_id, env=env)
+    assert "ANONYMOUS_ID" in table.stdout and "matured" in table.stderr

@@ -1,0 +1,104 @@
+"""``levered models list|state|train|delete``: the bandit models behind optimizations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cyclopts import App
+
+from cli.console import confirm, notice
+from cli.flags import ApiUrlFlag, JsonFlag, YesFlag
+from cli.output import emit_json, emit_table
+from cli.session import call
+
+app = App(name="models", help="Inspect and manage the bandit models behind optimizations.")
+
+
+@app.command(name="list")
+def list_(
+    *,
+    limit: int = 10,
+    include_archived: bool = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """List models in the organization."""
+    body = call(
+        lambda api: api.get(
+            "/api/v2/models", {"limit": limit, "include_archived": include_archived}
+        ),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    emit_table(
+        ["id", "optimization", "status", "version", "trained_at"],
+        [
+            [
+                m["id"],
+                m.get("optimization_name") or m.get("optimization_id"),
+                m["status"],
+                m.get("current_version"),
+                m.get("trained_at"),
+            ]
+            for m in body["models"]
+        ],
+    )
+
+
+@app.command
+def state(model_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+    """Print the model state: traffic distribution and expected reward per variant."""
+    body = call(lambda api: api.get(f"/api/v2/models/{model_id}/state"), url_flag=api_url_flag)
+    if json:
+        emit_json(body)
+        return
+    if body.get("note"):
+        notice(body["note"])
+    notice(
+        f"model {body.get('id', model_id)}: {body.get('status')}, version "
+        f"{body.get('version') or body.get('current_version') or '-'}"
+    )
+    emit_table(
+        ["number", "variant", "expected_reward", "prob_best", "weight"],
+        [
+            [
+                v["number"],
+                " / ".join(map(str, (v.get("variant") or {}).values())),
+                _mean(v.get("expected_reward")),
+                v.get("prob_best"),
+                v.get("weight"),
+            ]
+            for v in body.get("variants", [])
+        ],
+    )
+
+
+def _mean(value: dict[str, Any] | None) -> str:
+    if not value or value.get("mean") is None:
+        return "-"
+    return f"{value['mean']:.4f} [{value['lo']:.4f}, {value['hi']:.4f}]"
+
+
+@app.command
+def train(model_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+    """Train now: a new immutable model version from the matured data."""
+    body = call(lambda api: api.post(f"/api/v2/models/{model_id}/train"), url_flag=api_url_flag)
+    if json:
+        emit_json(body)
+    else:
+        notice(f"trained version {body.get('version') or body.get('current_version')}")
+
+
+@app.command
+def delete(
+    model_id: str, *, yes: YesFlag = False, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
+) -> None:
+    """Delete a model (soft delete). Prompts unless -y."""
+    confirm(f"Delete model {model_id}?", yes)
+    body = call(lambda api: api.delete(f"/api/v2/models/{model_id}"), url_flag=api_url_flag)
+    if json:
+        emit_json(body)
+    else:
+        notice(f"deleted model {model_id}")
