@@ -12,6 +12,7 @@ from cli import (
     config,
     dashboard,
     db,
+    demo,
     ingest,
     metrics,
     models,
@@ -41,6 +42,7 @@ app.command(api_keys.app)
 app.command(ingest.app)
 app.command(serve.serve)
 app.command(dashboard.dashboard)
+app.command(demo.demo)
 app.command(server.app)
 app.command(db.app)
 
