@@ -36,3 +36,22 @@ def test_levered_help_is_fast_to_import() -> None:
         [sys.executable, "-m", "cli.app", "--help"], capture_output=True, text=True, check=True
     )
     assert "server" in out.stdout
+
+
+def test_a_management_command_stays_light() -> None:
+    """`levered optimizations list --json` (here against a closed port) loads no heavy stack."""
+    code = (
+        "import sys, os\n"
+        "os.environ['LEVERED_API_URL'] = 'http://127.0.0.1:9'\n"
+        "os.environ['LEVERED_API_KEY'] = 'lvk_aaaaaaaa_x'\n"
+        "from cli.app import main\n"
+        "try:\n    main(['optimizations', 'list', '--json'])\nexcept SystemExit as e:\n"
+        "    code = e.code\n"
+        "print(code)\nprint('\\n'.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "6"  # unavailable: the command really ran
+    loaded = {name.split(".")[0] for name in out[1:]}
+    assert not loaded & {"numba", "asyncpg", "textual", "litestar", "numpy"}
