@@ -20,6 +20,7 @@ from levered.db.pool import create_pool
 from levered.errors import ConfigurationError
 from levered.server.auth import DEPENDENCIES
 from levered.server.envelope import EXCEPTION_HANDLERS
+from levered.server.models import scheduler_lifespan
 from levered.server.routes import ROUTE_HANDLERS
 from levered.server.serving import serving_lifespan
 from levered.settings import Settings, load_settings
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=ROUTE_HANDLERS,
-        lifespan=[database, serving_lifespan(settings)],
+        lifespan=[database, serving_lifespan(settings), scheduler_lifespan(settings)],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,

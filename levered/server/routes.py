@@ -9,9 +9,11 @@ from levered.server.health import HealthController
 from levered.server.ingest import IngestController
 from levered.server.me import MeController
 from levered.server.metrics import MetricController
+from levered.server.models import ModelController
 from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.observations import ObservationController
 from levered.server.optimizations import OptimizationController
+from levered.server.results import ResultsController
 from levered.server.serving import ServingController
 from levered.server.warehouse import WarehouseController
 
@@ -27,4 +29,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     MetricController,
     ObservationController,
     ServingController,
+    ModelController,
+    ResultsController,
 ]

@@ -1,0 +1,119 @@
+"""Wire Structs of ``/api/v2/models`` (PRODUCT.md §2 Model, §4.3, §6). Decisions:
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from levered.schemas.common import ResponseMeta
+
+ModelStatus = Literal["untrained", "training", "trained", "failed"]
+Level = str | bool
+
+
+class Model(msgspec.Struct, frozen=True):
+    """One model as the API shows it (also each item of a list)."""
+
+    id: UUID
+    optimization_id: UUID
+    optimization_name: str
+    optimization_status: str
+    model_type: str
+    status: ModelStatus
+    current_version: int | None
+    """The version serving uses; null before the first successful training."""
+    trained_at: datetime | None
+    """When the current version was trained."""
+    last_error: str | None
+    """Why the last training failed (status ``failed``); serving keeps the current version."""
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelResponse(Model, frozen=True, kw_only=True):
+    meta: ResponseMeta
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    models: list[Model]
+    meta: ResponseMeta
+
+
+class ModelVersion(msgspec.Struct, frozen=True):
+    """One immutable training result (the posterior itself is not shown, only its kind)."""
+
+    model_id: UUID
+    optimization_id: UUID
+    version: int
+    kind: str
+    """``beta`` / ``nig`` (mab), ``laplace_logistic`` / ``laplace_gaussian`` (cmab)."""
+    window_start: datetime | None
+    """First exposure time trained on; null = all history."""
+    window_end: datetime
+    """The as-of time: exposures whose window closed by then are the observations."""
+    counts: dict[str, Any]
+    seed: int
+    trained_at: datetime
+
+
+class ModelVersionResponse(ModelVersion, frozen=True, kw_only=True):
+    meta: ResponseMeta
+
+
+class Interval(msgspec.Struct, frozen=True):
+    """A posterior mean with its 95 % credible interval."""
+
+    mean: float
+    lo: float
+    hi: float
+
+
+class VariantState(msgspec.Struct, frozen=True):
+    number: int
+    variant_key: str
+    variant: dict[str, Level]
+    expected_reward: Interval | None
+    prob_best: float | None
+    weight: float
+    """Traffic share: prob_best × (1 − holdout); uniform over allowed variants untrained."""
+
+
+class ModelState(msgspec.Struct, frozen=True):
+    model_id: UUID
+    optimization_id: UUID
+    status: ModelStatus
+    version: int | None
+    kind: str | None
+    trained_at: datetime | None
+    window_start: datetime | None
+    window_end: datetime | None
+    counts: dict[str, Any] | None
+    seed: int | None
+    holdout_percentage: float
+    variants: list[VariantState]
+    """Allowed variants, highest weight first, at most ``limit``."""
+    variants_total: int
+    """Allowed variants in all (before ``limit``)."""
+    note: str | None
+    meta: ResponseMeta
+
+
+class ModelDeleted(msgspec.Struct, frozen=True):
+    id: UUID
+    deleted: bool
+    replacement_id: UUID
+    """The optimization's new, untrained model (serving falls back to uniform)."""
+    meta: ResponseMeta
+
+
+def with_meta(model: Model, meta: ResponseMeta) -> ModelResponse:
+    return ModelResponse(**msgspec.structs.asdict(model), meta=meta)
+
+
+def version_with_meta(version: ModelVersion, meta: ResponseMeta) -> ModelVersionResponse:
+    return ModelVersionResponse(**msgspec.structs.asdict(version), meta=meta)

@@ -1,0 +1,149 @@
+"""Wire Structs of ``GET /api/v2/optimizations/{id}/results`` (PRODUCT.md §7). Formulas and
+decisions: docs/training.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from uuid import UUID
+
+import msgspec
+
+from levered.schemas.common import ResponseMeta
+from levered.schemas.models import Interval, Level
+
+
+class Spread(msgspec.Struct, frozen=True):
+    """Posterior mean and quartiles of a share (0–1)."""
+
+    mean: float
+    q1: float
+    q3: float
+
+
+class VariantResult(msgspec.Struct, frozen=True):
+    number: int
+    variant: dict[str, Level]
+    variant_key: str
+    exposures: int
+    """Matured exposures (observations) of the variant, holdout ones included for variant 1."""
+    conversions: int | None
+    """Bool metrics: observations credited a reward. Null for numeric metrics."""
+    reward_sum: float | None
+    """Numeric metrics: Σ reward. Null for bool metrics."""
+    rate: float | None
+    """conversions (or reward_sum) / exposures; null without exposures."""
+    expected_reward: Interval | None
+    prob_best: float | None
+    weight: float | None
+    """prob_best × (1 − holdout); null until trained."""
+
+
+class MeasuredLift(msgspec.Struct, frozen=True):
+    """Optimized traffic vs the randomized holdout, per user, pooled."""
+
+    optimized_rate: float | None
+    holdout_rate: float | None
+    optimized_users: int
+    holdout_users: int
+    lift_percent: float | None
+    ci: list[float] | None
+    """95 % interval of lift_percent (delta method); only with ≥ 100 users per arm."""
+    p_value: float | None
+    """Two-sided z-test of the difference of means; only with ≥ 100 users per arm."""
+
+
+class Modeled(msgspec.Struct, frozen=True):
+    estimated_improvement_percent: Interval | None
+    best_vs_baseline_percent: Interval | None
+    estimated_progress: float | None
+
+
+class LevelEffect(msgspec.Struct, frozen=True):
+    level: Level
+    effect: Interval
+    """E[reward | this level] − E[reward | first level], averaged over the other factors."""
+
+
+class FactorImportance(msgspec.Struct, frozen=True):
+    name: str
+    mean: float
+    q1: float
+    q3: float
+    levels: list[LevelEffect]
+
+
+class PairImportance(msgspec.Struct, frozen=True):
+    factors: list[str]
+    mean: float
+    q1: float
+    q3: float
+
+
+class InteractionImportance(msgspec.Struct, frozen=True):
+    mean: float
+    q1: float
+    q3: float
+    pairs: list[PairImportance]
+
+
+class ContextImportance(msgspec.Struct, frozen=True):
+    name: str
+    mean: float
+    """Share of variation from the context value and value × design together."""
+    q1: float
+    q3: float
+    context: Spread
+    interaction: Spread
+
+
+class DayVariant(msgspec.Struct, frozen=True):
+    number: int
+    exposures: int
+    reward: float
+
+
+class DayArm(msgspec.Struct, frozen=True):
+    exposures: int
+    matured: int
+    reward: float
+
+
+class DayPoint(msgspec.Struct, frozen=True):
+    date: date
+    exposures: int
+    """All exposures of the day (matured and pending)."""
+    matured: int
+    reward: float
+    """Σ reward of the day's matured exposures."""
+    rate: float | None
+    """reward / matured."""
+    variants: list[DayVariant]
+    """Optimized (non-holdout) traffic per variant."""
+    holdout: DayArm
+
+
+class ResultsModel(msgspec.Struct, frozen=True):
+    id: UUID
+    status: str
+    version: int | None
+    trained_at: datetime | None
+    pending: int
+    """Exposures still inside their conversion window now."""
+
+
+class Results(msgspec.Struct, frozen=True):
+    optimization_id: UUID
+    reward_type: str | None
+    as_of: datetime
+    variants: list[VariantResult]
+    variants_total: int
+    measured_lift: MeasuredLift
+    modeled: Modeled | None
+    factor_importance: list[FactorImportance]
+    interaction_importance: InteractionImportance | None
+    context_importance: list[ContextImportance]
+    time_series: list[DayPoint]
+    model: ResultsModel | None
+    note: str | None
+    meta: ResponseMeta

@@ -1,0 +1,295 @@
+"""Results of an optimization (PRODUCT.md §7): counts, measured lift, modeled lift, importance,
+daily series — from a fresh attribution (as of the request) and the current model version.
+
+Measured lift compares per-user pooled outcomes of optimized traffic (mean m_o over n_o users,
+sample variance s²_o) and the holdout (m_h, n_h, s²_h):
+
+- ``lift_percent`` = 100 · (m_o / m_h − 1);
+- its 95 % interval by the delta method on the ratio R = m_o / m_h:
+  Var(R) ≈ Var(m_o) / m_h² + m_o² · Var(m_h) / m_h⁴ with Var(m) = s² / n, so
+  ``ci`` = 100 · (R − 1 ± 1.96 · √Var(R));
+- ``p_value``: two-sided z-test of m_o − m_h (Welch standard error √(s²_o/n_o + s²_h/n_h)),
+  p = erfc(|z| / √2) — the null "no lift" is the same for the difference and the ratio;
+- CI and p only when both arms have at least :data:`MIN_ARM_USERS` users.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from typing import Final
+from uuid import UUID
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+
+from levered.bandit import results as bandit_results
+from levered.db.attribution import Arm
+from levered.errors import Conflict
+from levered.schemas.common import ResponseMeta
+from levered.schemas.results import (
+    ContextImportance,
+    DayArm,
+    DayPoint,
+    DayVariant,
+    FactorImportance,
+    InteractionImportance,
+    LevelEffect,
+    MeasuredLift,
+    Modeled,
+    PairImportance,
+    Results,
+    ResultsModel,
+    Spread,
+    VariantResult,
+)
+from levered.services import models
+from levered.services.observations import Attribution, attribute
+from levered.services.warehouse import Warehouse
+
+MIN_ARM_USERS: Final = 100
+Z95: Final = 1.959963984540054
+
+
+def _mean_var(arm: Arm) -> tuple[float, float]:
+    """Mean and variance of the mean, Var(m) = s² / n with the sample variance s²."""
+    n = arm.users
+    mean = arm.outcome_sum / n
+    s2 = max(arm.outcome_sumsq - arm.outcome_sum * arm.outcome_sum / n, 0.0) / (n - 1)
+    return mean, s2 / n
+
+
+def _plain(arm: Arm) -> Arm:
+    """The SQL sums arrive as ``numeric`` (Decimal); the formulas want int/float."""
+    return Arm(int(arm.users), float(arm.outcome_sum), float(arm.outcome_sumsq))
+
+
+def measured_lift(optimized: Arm, holdout: Arm, min_users: int = MIN_ARM_USERS) -> MeasuredLift:
+    """Optimized vs holdout per user (module doc for the formulas)."""
+    optimized, holdout = _plain(optimized), _plain(holdout)
+    o_rate = optimized.outcome_sum / optimized.users if optimized.users else None
+    h_rate = holdout.outcome_sum / holdout.users if holdout.users else None
+    lift = None
+    if o_rate is not None and h_rate is not None and h_rate != 0.0:
+        lift = 100.0 * (o_rate / h_rate - 1.0)
+    ci: list[float] | None = None
+    p_value = None
+    if optimized.users >= min_users and holdout.users >= min_users:
+        m_o, v_o = _mean_var(optimized)
+        m_h, v_h = _mean_var(holdout)
+        se = math.sqrt(v_o + v_h)
+        diff = m_o - m_h
+        p_value = math.erfc(abs(diff / se) / math.sqrt(2.0)) if se > 0 else float(diff == 0.0)
+        if m_h != 0.0:
+            ratio = m_o / m_h
+            se_ratio = math.sqrt(v_o / m_h**2 + m_o**2 * v_h / m_h**4)
+            ci = [100.0 * (ratio - 1.0 - Z95 * se_ratio), 100.0 * (ratio - 1.0 + Z95 * se_ratio)]
+    return MeasuredLift(
+        optimized_rate=o_rate,
+        holdout_rate=h_rate,
+        optimized_users=optimized.users,
+        holdout_users=holdout.users,
+        lift_percent=lift,
+        ci=ci,
+        p_value=p_value,
+    )
+
+
+async def results(
+    wh: Warehouse,
+    organization_id: UUID,
+    optimization_id: UUID,
+    *,
+    limit: int,
+    meta: ResponseMeta,
+    as_of: datetime | None = None,
+) -> Results:
+    """Every field of PRODUCT.md §7; 404 for another organization's optimization."""
+    as_of = as_of or datetime.now(UTC)
+    async with wh.pool.acquire() as conn:
+        s = await models.subject(conn, organization_id, optimization_id)
+    note = None
+    try:
+        att: Attribution | None = await attribute(wh, organization_id, optimization_id, as_of=as_of)
+    except Conflict as exc:
+        if exc.code != "no_reward_metric":
+            raise
+        att, note = None, "the optimization has no reward metric: nothing can be measured yet"
+    summary = await models.summarize(s)
+    if note is None and s.version is None:
+        note = models.UNTRAINED_NOTE
+    elif note is None and summary is None:
+        note = "the current model version was trained on another design; retrain the model"
+    return await anyio.to_thread.run_sync(
+        lambda: _assemble(s, att, summary, limit, as_of, note, meta)
+    )
+
+
+def _per_variant(
+    att: Attribution | None, size: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    if att is None or att.cells.size == 0:
+        return np.zeros(size), np.zeros(size)
+    c = att.cells
+    ok = c.variant_number <= size  # hand-sent exposures may carry impossible numbers
+    idx = c.variant_number[ok] - 1
+    return (
+        np.bincount(idx, weights=c.count[ok], minlength=size).astype(np.float64),
+        np.bincount(idx, weights=c.reward_sum[ok], minlength=size).astype(np.float64),
+    )
+
+
+def _assemble(
+    s: models.Subject,
+    att: Attribution | None,
+    summary: bandit_results.Results | None,
+    limit: int,
+    as_of: datetime,
+    note: str | None,
+    meta: ResponseMeta,
+) -> Results:
+    reward_type = None if att is None else att.reward_type
+    counts, sums = _per_variant(att, s.space.size)
+    variants: list[VariantResult] = []
+    for i in models.ranked(s.allowed, None if summary is None else summary.weight, limit):
+        number = i + 1
+        n = int(counts[i])
+        total = float(sums[i])
+        variants.append(
+            VariantResult(
+                number=number,
+                variant=s.space.variant(number),
+                variant_key=s.space.key(number),
+                exposures=n,
+                conversions=round(total) if reward_type == "bool" else None,
+                reward_sum=total if reward_type != "bool" else None,
+                rate=total / n if n else None,
+                expected_reward=None
+                if summary is None
+                else models.interval(summary.expected_reward[i]),
+                prob_best=None if summary is None else float(summary.prob_best[i]),
+                weight=None if summary is None else float(summary.weight[i]),
+            )
+        )
+    empty = Arm(0, 0.0, 0.0)
+    lift = measured_lift(
+        empty if att is None else att.optimized_users, empty if att is None else att.holdout_users
+    )
+    v = s.version
+    model = None
+    if s.model_id is not None:
+        model = ResultsModel(
+            id=s.model_id,
+            status=s.model_status or "untrained",
+            version=None if v is None else v.version,
+            trained_at=None if v is None else v.trained_at,
+            pending=0 if att is None else int(att.pending),
+        )
+    return Results(
+        optimization_id=s.optimization_id,
+        reward_type=reward_type,
+        as_of=as_of,
+        variants=variants,
+        variants_total=int(s.allowed.sum()),
+        measured_lift=lift,
+        modeled=None if summary is None else _modeled(summary),
+        factor_importance=[] if summary is None else _factors(s, summary),
+        interaction_importance=None if summary is None else _interactions(s, summary),
+        context_importance=[] if summary is None else _contexts(summary),
+        time_series=[] if att is None else _days(att),
+        model=model,
+        note=note,
+        meta=meta,
+    )
+
+
+def _modeled(summary: bandit_results.Results) -> Modeled:
+    return Modeled(
+        estimated_improvement_percent=models.interval(summary.estimated_improvement_percent),
+        best_vs_baseline_percent=models.interval(summary.best_vs_baseline_percent),
+        estimated_progress=summary.estimated_progress,
+    )
+
+
+def _spread(x: bandit_results.Spread) -> Spread:
+    return Spread(x.mean, x.q1, x.q3)
+
+
+def _factors(s: models.Subject, summary: bandit_results.Results) -> list[FactorImportance]:
+    out = []
+    for f in summary.factor_importance:
+        factor = s.space.factors[f.factor]
+        levels = [
+            LevelEffect(level, models.interval(effect))  # type: ignore[arg-type]
+            for level, effect in zip(factor.levels, f.level_effects, strict=True)
+        ]
+        imp = f.importance
+        out.append(FactorImportance(factor.name, imp.mean, imp.q1, imp.q3, levels))
+    return out
+
+
+def _interactions(s: models.Subject, summary: bandit_results.Results) -> InteractionImportance:
+    names = [f.name for f in s.space.factors]
+    pairs = [
+        PairImportance([names[f], names[g]], x.mean, x.q1, x.q3)
+        for (f, g), x in sorted(summary.pair_importance.items(), key=lambda kv: -kv[1].mean)
+    ]
+    x = summary.interaction_importance
+    return InteractionImportance(x.mean, x.q1, x.q3, pairs)
+
+
+def _contexts(summary: bandit_results.Results) -> list[ContextImportance]:
+    out = []
+    for name, parts in summary.context_importance.items():
+        total = parts["total"]
+        out.append(
+            ContextImportance(
+                name,
+                total.mean,
+                total.q1,
+                total.q3,
+                _spread(parts["context"]),
+                _spread(parts["interaction"]),
+            )
+        )
+    return sorted(out, key=lambda c: -c.mean)
+
+
+def _days(att: Attribution) -> list[DayPoint]:
+    d = att.days
+    by_day: dict[date, list[int]] = defaultdict(list)
+    for i, day in enumerate(d.day):
+        by_day[day].append(i)
+    out = []
+    for day in sorted(by_day):
+        rows = by_day[day]
+        exposures = int(sum(d.exposures[i] for i in rows))
+        matured = int(sum(d.matured[i] for i in rows))
+        reward = float(sum(d.reward_sum[i] for i in rows))
+        held = [i for i in rows if d.holdout[i]]
+        per_variant: dict[int, list[float]] = defaultdict(lambda: [0, 0.0])
+        for i in rows:
+            if not d.holdout[i]:
+                per_variant[d.variant_number[i]][0] += d.exposures[i]
+                per_variant[d.variant_number[i]][1] += d.reward_sum[i]
+        out.append(
+            DayPoint(
+                date=day,
+                exposures=exposures,
+                matured=matured,
+                reward=reward,
+                rate=reward / matured if matured else None,
+                variants=[
+                    DayVariant(number, int(n), float(r))
+                    for number, (n, r) in sorted(per_variant.items())
+                ],
+                holdout=DayArm(
+                    int(sum(d.exposures[i] for i in held)),
+                    int(sum(d.matured[i] for i in held)),
+                    float(sum(d.reward_sum[i] for i in held)),
+                ),
+            )
+        )
+    return out
