@@ -51,6 +51,8 @@ from levered.services.warehouse import Warehouse
 
 MIN_ARM_USERS: Final = 100
 Z95: Final = 1.959963984540054
+DEGRADED: Final = frozenset({"no_reward_metric", "metric_failed", "metric_timeout"})
+"""Attribution errors that leave results without counts (with a note) rather than failing."""
 
 
 def _mean_var(arm: Arm) -> tuple[float, float]:
@@ -114,9 +116,16 @@ async def results(
     try:
         att: Attribution | None = await attribute(wh, organization_id, optimization_id, as_of=as_of)
     except Conflict as exc:
-        if exc.code != "no_reward_metric":
+        # The model's view stays useful while the metric is missing or broken: answer with
+        # what the posterior says, zero counts and the reason, rather than an error.
+        if exc.code not in DEGRADED:
             raise
-        att, note = None, "the optimization has no reward metric: nothing can be measured yet"
+        att = None
+        note = (
+            "the optimization has no reward metric: nothing can be measured yet"
+            if exc.code == "no_reward_metric"
+            else f"counts are unavailable ({exc.code}): {exc.message}"
+        )
     summary = await models.summarize(s)
     if note is None and s.version is None:
         note = models.UNTRAINED_NOTE

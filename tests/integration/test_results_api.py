@@ -155,6 +155,15 @@ async def test_untrained_results_have_counts_and_a_note(
     assert "no reward metric" in body["note"] and body["reward_type"] is None
     assert body["time_series"] == [] and body["measured_lift"]["optimized_users"] == 0
 
+    await conn.execute(
+        "UPDATE metrics SET sql = 'SELECT nothing FROM nowhere' WHERE organization_id = $1",
+        org.id,
+    )
+    response = await client.get(url(optimization_id), headers=org.headers)
+    assert response.status_code == 200
+    assert "metric_failed" in response.json()["note"]
+    assert response.json()["variants"][0]["exposures"] == 0
+
 
 async def test_another_organizations_results_are_not_found(
     client: Client, conn: asyncpg.Connection, org: Org, other_org: Org
