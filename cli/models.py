@@ -57,7 +57,7 @@ def state(model_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = Fa
     if body.get("note"):
         notice(body["note"])
     notice(
-        f"model {body.get('id', model_id)}: {body.get('status')}, version "
+        f"model {body.get('model_id', model_id)}: {body.get('status')}, version "
         f"{body.get('version') or body.get('current_version') or '-'}"
     )
     emit_table(

@@ -316,8 +316,8 @@ def _print_results(body: dict[str, Any]) -> None:
     if modeled:
         notice(
             f"modeled improvement vs baseline: "
-            f"{_interval(modeled.get('estimated_improvement'), '{:+.2f}%')}; best vs "
-            f"baseline {_interval(modeled.get('best_vs_baseline'), '{:+.2f}%')}; "
+            f"{_interval(modeled.get('estimated_improvement_percent'), '{:+.2f}%')}; best vs "
+            f"baseline {_interval(modeled.get('best_vs_baseline_percent'), '{:+.2f}%')}; "
             f"progress {modeled.get('estimated_progress') or 0:.0%}"
         )
     emit_table(

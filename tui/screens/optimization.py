@@ -41,50 +41,83 @@ def describe(o: dict[str, Any]) -> str:
 
 
 def traffic(results: dict[str, Any] | None, width: int = 30) -> str:
-    if not results or not results.get("variants"):
+    variants = (results or {}).get("variants") or []
+    if not variants:
         return "Traffic is uniform over the allowed variants until the first training."
-    variants = sorted(results["variants"], key=lambda v: -(v.get("weight") or 0))
-    lines = []
+    trained = any(v.get("weight") is not None for v in variants)
+    variants = sorted(variants, key=lambda v: -(v.get("weight") or 0))
+    lines = (
+        []
+        if trained
+        else ["Untrained: traffic is uniform over the allowed variants until the first training."]
+    )
     for v in variants[:TOP_VARIANTS]:
         er = v.get("expected_reward") or {}
         interval = (
-            f"{er.get('mean', 0):.3f} [{er.get('lo', 0):.3f}, {er.get('hi', 0):.3f}]" if er else "-"
+            f"{er['mean']:.3f} [{er['lo']:.3f}, {er['hi']:.3f}]"
+            if er.get("mean") is not None
+            else "-"
         )
         label = " / ".join(map(str, (v.get("variant") or {}).values()))[:40]
+        weight = v.get("weight") or 0.0
         lines.append(
-            f"{v['number']:>5} {label:<40} {bar(v.get('weight') or 0, width)} "
-            f"{(v.get('weight') or 0):6.1%}  {interval}"
+            f"{v['number']:>5} {label:<40} {bar(weight, width)} {weight:6.1%}  "
+            f"{v.get('exposures', 0):>7,} seen  {interval}"
         )
-    if len(variants) > TOP_VARIANTS:
-        lines.append(f"… showing the top {TOP_VARIANTS} of {len(variants):,} variants by traffic")
+    total = (results or {}).get("variants_total") or len(variants)
+    if total > TOP_VARIANTS:
+        lines.append(
+            f"… showing the top {min(TOP_VARIANTS, len(variants))} of {total:,} variants by traffic"
+        )
     return "\n".join(lines)
 
 
 def importance(results: dict[str, Any] | None) -> str:
     factors = (results or {}).get("factor_importance") or []
+    contexts = (results or {}).get("context_importance") or []
     if not factors:
         return "Factor importance appears after the first training."
-    return "\n".join(
-        f"{f['name']:<20} {bar(f.get('mean', 0), 20)} {f.get('mean', 0):6.1%} "
-        f"(IQR {f.get('q1', 0):.1%}–{f.get('q3', 0):.1%})"
+    lines = [
+        f"{f['name']:<20} {bar(f.get('mean') or 0, 20)} {f.get('mean') or 0:6.1%} "
+        f"(IQR {f.get('q1') or 0:.1%}–{f.get('q3') or 0:.1%})"
         for f in factors
-    )
+    ]
+    lines += [
+        f"context {c['name']:<12} {bar(c.get('mean') or 0, 20)} {c.get('mean') or 0:6.1%}"
+        for c in contexts
+    ]
+    return "\n".join(lines)
 
 
 def holdout(results: dict[str, Any] | None) -> str:
     lift = (results or {}).get("measured_lift")
-    if not lift:
-        return "No holdout comparison yet."
+    if not lift or not (lift.get("optimized_users") or lift.get("holdout_users")):
+        return "No holdout comparison yet (no matured users)."
     ci = lift.get("ci")
     ci_text = (
-        f" (95% CI {ci[0]:+.1f}% … {ci[1]:+.1f}%, p={lift.get('p_value'):.3g})"
+        f" (95% CI {ci[0]:+.1f}% … {ci[1]:+.1f}%, p={lift.get('p_value') or 0:.3g})"
         if ci
         else " (interval once both arms have ≥ 100 users)"
     )
     return (
-        f"optimized {lift.get('optimized_rate', 0):.3%} vs holdout "
-        f"{lift.get('holdout_rate', 0):.3%}: lift {lift.get('lift_percent') or 0:+.1f}%{ci_text}"
+        f"optimized {lift.get('optimized_rate') or 0:.3%} ({lift.get('optimized_users')} "
+        f"users) vs holdout {lift.get('holdout_rate') or 0:.3%} "
+        f"({lift.get('holdout_users')} users): lift {lift.get('lift_percent') or 0:+.1f}%"
+        f"{ci_text}"
     )
+
+
+def model_state(results: dict[str, Any] | None) -> str:
+    model = (results or {}).get("model")
+    note = (results or {}).get("note")
+    if not model:
+        return note or "No model yet."
+    trained = str(model.get("trained_at") or "never")[:19]
+    text = (
+        f"model {model.get('status')}, version {model.get('version') or '-'}, trained "
+        f"{trained}, {model.get('pending', 0):,} exposures pending (window still open)"
+    )
+    return f"{text}\n{note}" if note else text
 
 
 class OptimizationScreen(Screen[None]):
@@ -111,6 +144,8 @@ class OptimizationScreen(Screen[None]):
             yield Static("", id="importance")
             yield Static("Holdout vs optimized", classes="section")
             yield Static("", id="holdout")
+            yield Static("Model state", classes="section")
+            yield Static("", id="model")
         yield StatusLine()
         yield Footer()
 
@@ -138,6 +173,7 @@ class OptimizationScreen(Screen[None]):
         self.query_one("#traffic", Static).update(traffic(results))
         self.query_one("#importance", Static).update(importance(results))
         self.query_one("#holdout", Static).update(holdout(results))
+        self.query_one("#model", Static).update(model_state(results))
         series = [float(day.get("rate") or 0) for day in (results or {}).get("time_series", [])]
         self.query_one("#series", Sparkline).data = series or [0.0]
         status.ok()

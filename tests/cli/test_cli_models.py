@@ -1,0 +1,95 @@
+"""Training, model state and results from the CLI, on simulated data with a planted winner."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import asyncpg
+
+from tests.cli.conftest import levered
+from tests.conftest import Org
+
+FACTORS = '[{"name": "headline", "levels": ["a", "b", "c"]}]'
+RATES = {1: 0.05, 2: 0.30, 3: 0.05}
+
+
+async def _seed(conn: asyncpg.Connection, org: Org, opt_id: str) -> None:
+    rng = random.Random(7)
+    exposures, rewards = [], []
+    for i in range(900):
+        number = rng.choice([1, 2, 3])
+        user = f"u{i}"
+        exposures.append(
+            (org.id, opt_id, user, {"headline": "abc"[number - 1]}, number, i % 10 == 0)
+        )
+        if rng.random() < RATES[number]:
+            rewards.append((org.id, user))
+    await conn.executemany(
+        "INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, "
+        "variant, variant_number, holdout, timestamp) VALUES ($1, $2, $3, $4, $5, $6, "
+        "now() - interval '3 hours')",
+        exposures,
+    )
+    await conn.executemany(
+        "INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, timestamp) "
+        "VALUES ($1, $2, 'signup', now() - interval '170 minutes')",
+        rewards,
+    )
+
+
+async def test_train_state_results(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    metric = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards "
+        "WHERE name = ''signup''', 'anonymous_id', 'timestamp', 'bool') RETURNING id",
+        org.id,
+    )
+    created = await levered(
+        "optimizations",
+        "create",
+        "--name",
+        "Headlines",
+        "--design-factors",
+        FACTORS,
+        "--reward-metric-id",
+        str(metric),
+        "--model-type",
+        "mab",
+        "--conversion-window-hours",
+        "1",
+        "--json",
+        env=env,
+    )
+    body: Any = created.json()
+    opt_id, model_id = body["id"], body["model"]["id"]
+    await _seed(conn, org, opt_id)
+
+    untrained = await levered("models", "state", model_id, "--json", env=env)
+    assert untrained.json()["version"] is None  # type: ignore[index]
+
+    trained = await levered("models", "train", model_id, "--json", env=env)
+    assert trained.code == 0, trained.stderr
+    assert trained.json()["version"] == 1  # type: ignore[index]
+
+    state: Any = (await levered("models", "state", model_id, "--json", env=env)).json()
+    best = max(state["variants"], key=lambda v: v["prob_best"])
+    assert best["number"] == 2
+
+    listed = await levered("models", "list", env=env)
+    assert "Headlines" in listed.stdout and "trained" in listed.stdout
+
+    results = await levered("optimizations", "results", opt_id, env=env)
+    assert results.code == 0, results.stderr
+    assert "measured lift vs holdout" in results.stderr and "PROB_BEST" in results.stdout
+    as_json: Any = (await levered("optimizations", "results", opt_id, "--json", env=env)).json()
+    assert sum(v["exposures"] for v in as_json["variants"]) == 900
+    lift = as_json["measured_lift"]
+    assert (lift["optimized_users"], lift["holdout_users"]) == (810, 90)
+
+    deleted = await levered("models", "delete", model_id, "-y", env=env)
+    assert deleted.code == 0
+    assert (await levered("models", "state", model_id, env=env)).code == 4
