@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from litestar import Controller, Litestar, Request, post
-from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 
 from levered.bandit.sampler import warm_up
@@ -51,7 +50,10 @@ class ServingRuntime:
     require_key: bool
 
 
-async def provide_serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
+async def serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
+    """The API key's principal when one is sent (or required), else None after metering the
+    client address. Called by the handlers directly: a Litestar dependency costs ≈ 18 µs per
+    request, a tenth of a serve."""
     runtime: ServingRuntime = request.app.state.serving
     headers = request.headers
     if runtime.require_key or "authorization" in headers or "x-api-key" in headers:
@@ -67,9 +69,6 @@ async def provide_serve_caller(request: Request[Any, Any, Any]) -> Principal | N
     return None
 
 
-_DEPENDENCIES: Final = {"serve_caller": Provide(provide_serve_caller)}
-
-
 class ServingController(Controller):
     path = "/api/v2/optimizations"
     tags = ("serving",)
@@ -77,40 +76,38 @@ class ServingController(Controller):
     @post(
         "/{optimization_id:uuid}/serve",
         status_code=200,
-        dependencies=_DEPENDENCIES,
         summary="Pick the variant to show this user now.",
         description=_DESCRIPTION,
     )
     async def serve_one(
         self,
         request: Request[Any, Any, Any],
-        serve_caller: NamedDependency[Principal | None],
         optimization_id: FromPath[UUID],
         data: JSONBody[ServeRequest | None] = None,
     ) -> ServeResponse:
+        caller = await serve_caller(request)
         runtime: ServingRuntime = request.app.state.serving
         served, organization_id = await serve(
             runtime.state,
             runtime.buffer,
             optimization_id,
             data or ServeRequest(),
-            serve_caller.organization_id if serve_caller else None,
+            caller.organization_id if caller else None,
         )
         return with_meta(served, meta(request, organization_id))
 
     @post(
         "/best-variant",
         status_code=200,
-        dependencies=_DEPENDENCIES,
         summary="Same as `/{id}/serve`, with `optimization_id` in the body.",
         description=_DESCRIPTION,
     )
     async def best_variant(
         self,
         request: Request[Any, Any, Any],
-        serve_caller: NamedDependency[Principal | None],
         data: JSONBody[BestVariantRequest],
     ) -> ServeResponse:
+        caller = await serve_caller(request)
         runtime: ServingRuntime = request.app.state.serving
         body = ServeRequest(
             anonymous_id=data.anonymous_id, context=data.context, dry_run=data.dry_run
@@ -120,7 +117,7 @@ class ServingController(Controller):
             runtime.buffer,
             data.optimization_id,
             body,
-            serve_caller.organization_id if serve_caller else None,
+            caller.organization_id if caller else None,
         )
         return with_meta(served, meta(request, organization_id))
 
