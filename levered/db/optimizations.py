@@ -50,10 +50,12 @@ SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors
        o.reward_metric_id, o.attribution, o.holdout_percentage, o.excluded_combinations,
        o.sticky, o.summary, o.created_at, o.updated_at,
        mt.name AS metric_name, mt.reward_type AS metric_reward_type,
-       m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version
+       m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version,
+       mv.trained_at AS model_trained_at
 FROM optimizations o
 LEFT JOIN metrics mt ON mt.id = o.reward_metric_id AND mt.organization_id = o.organization_id
 LEFT JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
+LEFT JOIN model_versions mv ON mv.model_id = m.id AND mv.version = m.current_version
 """
 
 SELECT_OPTIMIZATION: Final = _VIEW + "WHERE o.organization_id = $1 AND o.id = $2"

@@ -135,6 +135,7 @@ class LinkedModel(msgspec.Struct, frozen=True):
     id: UUID
     status: ModelStatus
     current_version: int | None
+    trained_at: datetime | None = None
 
 
 class Optimization(msgspec.Struct, frozen=True):

@@ -349,7 +349,12 @@ def _view(row: asyncpg.Record) -> Optimization:
         )
     model = None
     if row["model_id"] is not None:
-        model = LinkedModel(row["model_id"], row["model_status"], row["model_current_version"])
+        model = LinkedModel(
+            row["model_id"],
+            row["model_status"],
+            row["model_current_version"],
+            row["model_trained_at"],
+        )
     return Optimization(
         id=row["id"],
         name=row["name"],

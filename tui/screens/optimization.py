@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 TOP_VARIANTS = 15
 
 
+def _hours(hours: float | None) -> str:
+    if hours is None:
+        return "-"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:g} h"
+
+
 def describe(o: dict[str, Any]) -> str:
     model = o.get("model") or {}
     metric = o.get("reward_metric") or {}
@@ -31,7 +37,7 @@ def describe(o: dict[str, Any]) -> str:
         f"model: {model.get('status', 'untrained')}, version {model.get('current_version') or '-'}"
         f"  ·  metric: {metric.get('name', '-')} ({metric.get('reward_type', '?')})",
         f"variants: {o.get('variants_count', '-')}  ·  holdout {o.get('holdout_percentage')}%"
-        f"  ·  conversion window {window} h",
+        f"  ·  conversion window {_hours(window)}",
     ]
     for factor in o.get("design_factors", []):
         lines.append(f"  {factor['name']}: {', '.join(map(str, factor['levels']))}")

@@ -21,6 +21,12 @@ COLUMNS = ("name", "status", "model", "variants", "exposures", "lift", "last tra
 SORT_KEYS = ("created", "name", "status", "exposures")
 
 
+def _trained(model: dict[str, Any]) -> str:
+    if not model.get("trained_at"):
+        return "never" if model.get("status") != "failed" else "failed"
+    return f"v{model.get('current_version')} {str(model['trained_at'])[:19].replace('T', ' ')}"
+
+
 def _row(o: dict[str, Any]) -> tuple[str, ...]:
     summary = o.get("summary") or {}
     lift = summary.get("lift")
@@ -32,7 +38,7 @@ def _row(o: dict[str, Any]) -> tuple[str, ...]:
         str(o.get("variants_count", "-")),
         f"{summary.get('exposures', 0):,}" if summary else "-",
         f"{lift:+.1f}%" if isinstance(lift, (int, float)) else "-",
-        str(model.get("trained_at") or "never")[:19],
+        _trained(model),
     )
 
 

@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 class StatusLine(Static):
     DEFAULT_CSS = """
-    StatusLine { dock: bottom; height: 1; padding: 0 1; background: $panel; color: $text-muted; }
+    StatusLine { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
     StatusLine.-error { background: $error 40%; color: $text; }
     """
 
