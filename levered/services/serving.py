@@ -70,7 +70,7 @@ def holdout_bucket(optimization_id: UUID | bytes, anonymous_id: str) -> float:
 
 
 def in_holdout(optimization_id: UUID | bytes, anonymous_id: str, percentage: float) -> bool:
-    return holdout_bucket(optimization_id, anonymous_id) * 100.0 < percentage
+    return holdout_bucket(optimization_id, anonymous_id) < percentage / 100.0
 
 
 def kernel_seed(model_version: int | None, decision_id: UUID) -> int:
@@ -133,6 +133,7 @@ def decide(
         return Decision(BASELINE, False, 1.0, config.model_version, decision_id)
     if mode == "winner":
         return Decision(winner(config, context), False, 1.0, config.model_version, decision_id)
+    # in_holdout's rule, with the fraction precomputed (percentage / 100) in the config.
     holdout = config.holdout_fraction > 0 and (
         holdout_bucket(config.id_bytes, anonymous_id) < config.holdout_fraction
     )

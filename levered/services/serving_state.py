@@ -118,7 +118,8 @@ def build_config(
 
     The sampler, propensities and winners are reused from ``previous`` when the model and the
     allowed variants are the same (a status change does not throw away warm caches), and so are
-    the in-process sticky assignments while the optimization stays live in the same period.
+    the in-process sticky assignments while the optimization stays live in the same period
+    (a retrain does not move assigned users).
     """
     space = VariantSpace.of(row["design_factors"])
     excluded = row["excluded_combinations"] or []
@@ -159,7 +160,6 @@ def build_config(
         and previous.status == "live"
         and status == "live"
         and previous.live_since == row["live_since"]
-        and same_model
     )
     config = ServingConfig(
         id=row["id"],
