@@ -1,8 +1,9 @@
 """``POST /api/v2/optimizations/{id}/serve`` and ``POST /api/v2/optimizations/best-variant``.
 
 Public by default (they reveal only a variant), metered per client address by a token bucket;
-``LEVERED_SERVE_REQUIRE_KEY=true`` makes them take an API key. A request that carries an API
-key is checked (401 when it is wrong) and is not metered: it is an identified back end.
+``LEVERED_SERVE_REQUIRE_KEY=true`` makes them take an API key. A request that carries
+credentials anyway (an API key, or a user's token from ``levered login``) is checked (401 when
+wrong), is not metered, and sees only its own organization's optimizations.
 The lifespan here owns the per-process serving state (cache + LISTEN connection), the exposure
 buffer (flushed on shutdown) and the numba warm-up.
 """
@@ -22,7 +23,7 @@ from litestar.params import FromPath, JSONBody
 from levered.bandit.sampler import warm_up
 from levered.errors import RateLimited
 from levered.schemas.serving import BestVariantRequest, ServeRequest, ServeResponse, with_meta
-from levered.server.auth import provide_api_principal
+from levered.server.auth import provide_api_principal, provide_principal
 from levered.server.envelope import meta
 from levered.services.auth import Principal
 from levered.services.exposure_buffer import ExposureBuffer
@@ -56,8 +57,10 @@ async def serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
     request, a tenth of a serve."""
     runtime: ServingRuntime = request.app.state.serving
     headers = request.headers
-    if runtime.require_key or "authorization" in headers or "x-api-key" in headers:
+    if runtime.require_key or "x-api-key" in headers:
         return await provide_api_principal(request)
+    if "authorization" in headers:  # optional credentials: an API key or a user's token
+        return await provide_principal(request)
     if runtime.limiter is not None:
         address = request.client.host if request.client else "unknown"
         wait = runtime.limiter.acquire(address)

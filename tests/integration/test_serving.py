@@ -24,6 +24,7 @@ from levered.server.app import create_app
 from levered.services.serving import replay
 from levered.settings import Settings
 from tests.conftest import Org
+from tests.integration.test_me import access_token, bearer
 
 # Marked here (not only by conftest's hook) so that parametrized async tests keep their params.
 pytestmark = pytest.mark.anyio
@@ -495,12 +496,16 @@ async def test_serving_is_public_and_the_exposure_belongs_to_the_optimizations_o
     assert anonymous.json()["meta"]["organization_id"] == str(org.id)
     own = await client.post(f"{API}/{opt}/serve", json={"anonymous_id": "k"}, headers=org.headers)
     assert own.status_code == 200
+    # What `levered serve` sends after `levered login`: the user's access token.
+    token = await access_token(conn, org)
+    user = await client.post(f"{API}/{opt}/serve", json={}, headers=bearer(token))
+    assert user.status_code == 200
     # Another organization's key does not see this optimization; a wrong key is a 401.
     foreign = await client.post(f"{API}/{opt}/serve", json={}, headers=other_org.headers)
     assert foreign.status_code == 404
     wrong = await client.post(f"{API}/{opt}/serve", json={}, headers={"X-API-Key": "lvk_nope"})
     assert wrong.status_code == 401
-    rows = await wait_for_exposures(conn, opt, 2)
+    rows = await wait_for_exposures(conn, opt, 3)
     assert {r["organization_id"] for r in rows} == {org.id}
     assert (
         await conn.fetchval(
