@@ -14,14 +14,16 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from litestar import Controller, Litestar, Request, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from levered.bandit.sampler import warm_up
 from levered.errors import RateLimited
+from levered.schemas.common import ErrorEnvelope
 from levered.schemas.serving import BestVariantRequest, ServeRequest, ServeResponse, with_meta
 from levered.server.auth import provide_api_principal, provide_principal
 from levered.server.envelope import meta
@@ -72,6 +74,18 @@ async def serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
     return None
 
 
+_ERRORS: Final = {
+    status: ResponseSpec(data_container=ErrorEnvelope, description=text)
+    for status, text in (
+        (401, "A wrong API key or token was sent, or a key is required and missing."),
+        (404, "No such optimization (or another organization's, for a caller with a key)."),
+        (409, "`not_live`: the optimization is a draft or archived; show your fallback."),
+        (429, "`rate_limited`: too many requests from this address; see `Retry-After`."),
+        (503, "The database is unreachable for a load or a sticky claim; retry."),
+    )
+}
+
+
 class ServingController(Controller):
     path = "/api/v2/optimizations"
     tags = ("serving",)
@@ -79,6 +93,7 @@ class ServingController(Controller):
     @post(
         "/{optimization_id:uuid}/serve",
         status_code=200,
+        responses=_ERRORS,
         summary="Pick the variant to show this user now.",
         description=_DESCRIPTION,
     )
@@ -102,6 +117,7 @@ class ServingController(Controller):
     @post(
         "/best-variant",
         status_code=200,
+        responses=_ERRORS,
         summary="Same as `/{id}/serve`, with `optimization_id` in the body.",
         description=_DESCRIPTION,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -20,7 +21,9 @@ from levered.bandit.mab import fit_mab
 from levered.bandit.posterior import Posterior
 from levered.bandit.sampler import Sampler
 from levered.bandit.variants import VariantSpace
+from levered.db.pool import create_pool
 from levered.server.app import create_app
+from levered.services.exposure_buffer import ExposureBuffer
 from levered.services.serving import replay
 from levered.settings import Settings
 from tests.conftest import Org
@@ -590,3 +593,39 @@ async def test_a_clean_shutdown_loses_no_exposure(
 
 def _fields(settings: Settings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__struct_fields__}
+
+
+async def test_the_buffer_keeps_rows_while_the_database_refuses_them(
+    db_url: str, conn: asyncpg.Connection, org: Org
+) -> None:
+    class DownPool:
+        def acquire(self) -> Any:
+            raise OSError("connection refused")
+
+    opt = uuid4()
+
+    def row(i: int) -> Any:
+        return (org.id, opt, f"u{i}", {"a": "b"}, 1, {}, datetime.now(UTC), 0.5, uuid4(), 1, False)
+
+    buffer = ExposureBuffer(DownPool(), max_pending=3)  # type: ignore[arg-type]
+    for i in range(2):
+        buffer.add(row(i))
+    assert not await buffer.flush()
+    assert buffer.pending == 2 and buffer.stats.failed_flushes == 1
+    for i in range(2, 4):
+        buffer.add(row(i))
+    assert not await buffer.flush()
+    assert buffer.pending == 3 and buffer.stats.dropped == 1  # the oldest row made room
+    pool = await create_pool(db_url, min_size=1, max_size=1)
+    try:
+        buffer._pool = pool
+        assert await buffer.flush()
+    finally:
+        await pool.close()
+    stored = await conn.fetch(
+        "SELECT anonymous_id FROM warehouse.exposures WHERE optimization_id = $1 "
+        "ORDER BY anonymous_id",
+        opt,
+    )
+    assert [r["anonymous_id"] for r in stored] == ["u1", "u2", "u3"]
+    assert buffer.pending == 0 and buffer.stats.written == 3
