@@ -167,37 +167,51 @@ async def other_org(conn: asyncpg.Connection) -> Org:
     return await make_org(conn, "Globex")
 
 
-@pytest.fixture(scope="session")
-def server_url(migrated_url: str) -> Iterator[str]:
-    """A real `levered server start` process on loopback, on the session's test database
-    (tests that need their own event loop or a separate process, like the CLI and TUI)."""
-    port = free_port()
+def launch_server(database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start `levered server start` on ``port`` against ``database_url`` and wait until ready.
+
+    The scheduler is off: tests train explicitly, so no background training races them.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
     env |= {
-        "LEVERED_DATABASE_URL": migrated_url,
+        "LEVERED_DATABASE_URL": database_url,
         "LEVERED_PORT": str(port),
-        "LEVERED_DATA_DIR": str(reachable_tempdir("levered-cli-")),
+        "LEVERED_DATA_DIR": str(reachable_tempdir("levered-srv-")),
         "LEVERED_LOG_LEVEL": "warning",
+        "LEVERED_SCHEDULER": "false",
     }
-    log = Path(reachable_tempdir("levered-cli-log-")) / "server.log"
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli.app", "server", "start"],
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
         assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"server not ready:\n{log.read_text()}")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    process.wait(60)
+
+
+@pytest.fixture(scope="session")
+def server_url(migrated_url: str) -> Iterator[str]:
+    """A real `levered server start` process on loopback, on the session's test database
+    (tests that need their own event loop or a separate process, like the CLI and TUI)."""
+    port = free_port()
+    process = launch_server(migrated_url, port, reachable_tempdir("levered-log-") / "server.log")
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
+        stop_server(process)

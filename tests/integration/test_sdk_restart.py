@@ -3,53 +3,21 @@ every event arrives exactly once."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from levered.client import Ingestor
-from levered.db.embedded import free_port, reachable_tempdir
+from levered.db.embedded import free_port
 from levered.db.pool import connect
-from tests.conftest import Org, make_org
+from tests.conftest import Org, launch_server, make_org, stop_server
 
 pytestmark = pytest.mark.slow
 EVENTS = 3000
-
-
-def _server(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
-    env |= {
-        "LEVERED_DATABASE_URL": url,
-        "LEVERED_PORT": str(port),
-        "LEVERED_DATA_DIR": str(reachable_tempdir("levered-sdk-")),
-        "LEVERED_LOG_LEVEL": "warning",
-        "LEVERED_SCHEDULER": "false",
-    }
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.app", "server", "start"],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError(log.read_text())
 
 
 def test_events_survive_a_server_restart_exactly_once(migrated_url: str, tmp_path: Path) -> None:
@@ -63,7 +31,7 @@ def test_events_survive_a_server_restart_exactly_once(migrated_url: str, tmp_pat
     org = anyio.run(setup)
     port = free_port()
     log = tmp_path / "server.log"
-    server = _server(migrated_url, port, log)
+    server = launch_server(migrated_url, port, log)
     sender = Ingestor(
         f"http://127.0.0.1:{port}",
         org.api_key,
@@ -84,16 +52,14 @@ def test_events_survive_a_server_restart_exactly_once(migrated_url: str, tmp_pat
     producer.start()
     try:
         time.sleep(0.5)  # mid-stream
-        server.send_signal(signal.SIGINT)
-        server.wait(60)
+        stop_server(server)
         time.sleep(1.0)  # the SDK meets connection errors and backs off
-        server = _server(migrated_url, port, log)
+        server = launch_server(migrated_url, port, log)
         producer.join(60)
         assert sent.is_set()
         sender.close(timeout=60)
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(60)
+        stop_server(server)
 
     async def stored() -> tuple[int, int]:
         conn = await connect(migrated_url)

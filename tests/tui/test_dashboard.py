@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import httpx
 from textual.widgets import DataTable, Static
 
-from tests.conftest import Org
+from levered.db.embedded import free_port
+from tests.conftest import Org, launch_server, stop_server
 from tui.app import DashboardApp
 from tui.screens.optimization import OptimizationScreen
 from tui.widgets.status_line import StatusLine
@@ -97,3 +100,21 @@ async def test_bad_credentials_are_a_status_line(server_url: str, db_url: str) -
         status = app.screen.query_one(StatusLine)
         await _settle(pilot, lambda: status.problem is not None)
         assert "API key" in str(status.render())
+
+
+async def test_dashboard_recovers_when_the_server_comes_back(
+    migrated_url: str, org: Org, tmp_path: Path
+) -> None:
+    port = free_port()
+    app = DashboardApp(f"http://127.0.0.1:{port}", org.api_key, refresh_seconds=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        status = app.screen.query_one(StatusLine)
+        await _settle(pilot, lambda: status.problem is not None)
+        server = await anyio.to_thread.run_sync(
+            launch_server, migrated_url, port, tmp_path / "server.log"
+        )
+        try:
+            await _settle(pilot, lambda: status.problem is None, tries=400)
+            assert "refreshed" in str(status.render())
+        finally:
+            await anyio.to_thread.run_sync(stop_server, server)
