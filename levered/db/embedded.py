@@ -302,15 +302,36 @@ class EmbeddedPostgres:
         return None
 
     def _launch(self) -> None:
-        attempts = 1 if self.requested_port else 5
-        for _ in range(attempts):
-            port = self.requested_port or free_port()
+        """Start on the requested port, else the port of the last run, else a free one.
+
+        Keeping the last port means clients holding the old URL (a server whose PostgreSQL was
+        restarted by another ``levered`` process) reconnect instead of failing for good.
+        """
+        if self.requested_port:
+            candidates = [self.requested_port]
+        else:
+            candidates = [p for p in (self._last_port(),) if p] + [free_port() for _ in range(4)]
+        for port in candidates:
             if self._spawn(port):
                 self.port = port
                 self.owned = True
+                (self.data_dir / "port").write_text(f"{port}\n")
                 atexit.register(self.stop)
                 return
         raise ConfigurationError(f"embedded PostgreSQL did not start; see {self._log_path()}")
+
+    def _last_port(self) -> int | None:
+        try:
+            port = int((self.data_dir / "port").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as postgres does
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return None  # taken by someone else now: pick a free one
+        return port
 
     def _spawn(self, port: int) -> bool:
         settings = {

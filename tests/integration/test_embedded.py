@@ -46,6 +46,7 @@ def test_first_start_then_restart_keeps_data() -> None:
     try:
         assert _query(url2, "SELECT to_regclass('kept') IS NOT NULL") == "True"
         assert again.owned
+        assert again.port == server.port  # the last port is kept while it is free
     finally:
         again.stop()
 
