@@ -44,7 +44,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Serve requests per second per client address without an API key; 0 turns it off."""
     serve_rate_burst: Annotated[int, Meta(ge=1)] = 200
     """Serve requests a client address may send at once before the rate applies."""
-    train_interval_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    train_interval: Annotated[float, Meta(gt=0)] = 60.0
     """How often the training scheduler looks for live optimizations with new matured data."""
     scheduler: bool = True
     """Run the training scheduler in this process (``false``: only ``POST .../train`` trains)."""

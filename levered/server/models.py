@@ -139,7 +139,7 @@ def scheduler_lifespan(
         if not settings.scheduler:
             yield
             return
-        task = Scheduler(Warehouse.from_state(app.state), settings.train_interval_seconds)
+        task = Scheduler(Warehouse.from_state(app.state), settings.train_interval)
         task.start()
         try:
             yield

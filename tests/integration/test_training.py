@@ -353,7 +353,7 @@ async def test_the_scheduler_in_the_server_trains_within_an_interval(
     optimization_id = await make_optimization(conn, org)
     await simulate(conn, org, optimization_id, users=200)
     settings = Settings(
-        database_url=db_url, pool_min_size=1, pool_max_size=5, train_interval_seconds=0.2
+        database_url=db_url, pool_min_size=1, pool_max_size=5, train_interval=0.2
     )
     async with AsyncTestClient(create_app(settings)):
         for _ in range(150):
@@ -369,7 +369,7 @@ async def test_a_disabled_scheduler_trains_nothing(
 ) -> None:
     optimization_id = await make_optimization(conn, org)
     await simulate(conn, org, optimization_id, users=50)
-    settings = Settings(database_url=db_url, train_interval_seconds=0.05, scheduler=False)
+    settings = Settings(database_url=db_url, train_interval=0.05, scheduler=False)
     async with AsyncTestClient(create_app(settings)):
         await asyncio.sleep(0.5)
     assert (await model_row(conn, optimization_id))["current_version"] is None
