@@ -132,21 +132,45 @@ def decision_latency(n_variants: int, decisions: int, rng: np.random.Generator) 
 
 UNIQUE_ID_LUA = """
 local counter = 0
-local thread_id = 0
-setup = function(thread) thread:set("tid", thread_id); thread_id = thread_id + 1 end
 request = function()
   counter = counter + 1
-  local body = '{"anonymous_id":"wrk-' .. tid .. '-' .. counter .. '","context":{"segment":"a"}}'
+  local body = '{"anonymous_id":"wrk-RUN-' .. counter .. '","context":{"segment":"a"}}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 """
 
+# The realistic mix: 90 % returning users (a pool of POOL ids with sticky assignments, warmed
+# before measuring), 5 % new caller-supplied ids (a sticky claim in the database each), 5 % new
+# users without an id (server-generated). Contexts split over both segments.
+MIX_LUA = """
+local counter = 0
+init = function(args) math.randomseed(SEED) end
+request = function()
+  counter = counter + 1
+  local r = math.random()
+  local body
+  if r < 0.90 then
+    local u = math.random(POOL)
+    local seg = (u % 2 == 0) and "a" or "b"
+    body = '{"anonymous_id":"pool-' .. u .. '","context":{"segment":"' .. seg .. '"}}'
+  elseif r < 0.95 then
+    body = '{"anonymous_id":"mix-RUN-' .. counter .. '","context":{"segment":"b"}}'
+  else
+    body = '{"context":{"segment":"a"}}'
+  end
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+"""
+MIX_POOL = 2_000
 
-def wrk_unique_ids(url: str, seconds: float, connections: int) -> Load:
-    """wrk with a new caller-supplied anonymous id on every request."""
+
+def wrk_script(url: str, seconds: float, connections: int, lua: str) -> Load:
+    """wrk with a Lua request generator (RUN: a token making new ids unique per run)."""
+    lua = lua.replace("RUN", uuid.uuid4().hex[:8]).replace("POOL", str(MIX_POOL))
+    lua = lua.replace("SEED", str(int(time.time())))
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "unique.lua"
-        script.write_text(UNIQUE_ID_LUA)
+        script = Path(tmp) / "load.lua"
+        script.write_text(lua)
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
         out = subprocess.run(
             [*argv, "-s", str(script), url], capture_output=True, text=True, check=True
@@ -307,6 +331,7 @@ def http_benchmark(
 ) -> None:
     returning = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'
     fresh = '{"context":{"segment":"a"}}'
+    load_before = _loadavg()
     with EmbeddedPostgres(reachable_tempdir("levered-bench-serve-") / "data") as database:
         optimizations = asyncio.run(seed_database(database.url, variants, rng))
         port = free_port()
@@ -328,8 +353,12 @@ def http_benchmark(
                     url, seconds=seconds, connections=connections, body=fresh
                 )
                 if shutil.which("wrk"):
-                    results[f"serve {n:,}v, new caller id (DB claim)"] = wrk_unique_ids(
-                        url, seconds, connections
+                    results[f"serve {n:,}v, new caller id (DB claim)"] = wrk_script(
+                        url, seconds, connections, UNIQUE_ID_LUA
+                    )
+                    wrk_script(url, 2, connections, MIX_LUA)  # the pool's users get assignments
+                    results[f"serve {n:,}v, mix 90/5/5"] = wrk_script(
+                        url, seconds, connections, MIX_LUA
                     )
             results["GET /health, again"] = run_load(
                 f"{base}/health", seconds=seconds, connections=connections
@@ -353,7 +382,8 @@ def http_benchmark(
     floor = results["GET /health"]
     print(
         f"\nHTTP, 1 worker (granian), {connections} connections, {seconds:.0f} s each, "
-        f"load by {floor.tool}, cmab trained, exposure logging on, rate limiter on"
+        f"load by {floor.tool}, cmab trained, exposure logging on, rate limiter on, "
+        f"load avg {load_before:.1f} → {_loadavg():.1f}"
     )
     print(f"{'endpoint':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'× health':>10}")
     for name, load in results.items():
@@ -371,6 +401,10 @@ def http_benchmark(
     )
 
 
+def _loadavg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=20_000)
@@ -381,7 +415,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(20261122)
     warm_up()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = _loadavg()
     print(
         f"decide() in process: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, load avg {load:.1f}, {args.decisions:,} decisions each"

@@ -209,13 +209,20 @@ async def serve(
     context = clean_context(config, request.context)
     generated = request.anonymous_id is None
     anonymous_id = request.anonymous_id or uuid.uuid4().hex
-    if config.mode == "explore" and config.sampler is not None:
-        key = config.known_context(context)
-        if key not in config.propensities:
-            await state.propensities(config, key)
-    decision = decide(config, anonymous_id, context, uuid.uuid4())
-    if config.mode == "explore" and config.sticky:
-        decision = await _sticky(state, buffer, config, anonymous_id, decision, generated, request)
+    explore = config.mode == "explore"
+    known = config.assignments.get(anonymous_id) if explore and config.sticky else None
+    if known is not None:  # a returning sticky user: no draw at all (the kernel is most of one)
+        decision = _from_assignment(known)
+    else:
+        if explore and config.sampler is not None:
+            key = config.known_context(context)
+            if key not in config.propensities:
+                await state.propensities(config, key)
+        decision = decide(config, anonymous_id, context, uuid.uuid4())
+        if explore and config.sticky:
+            decision = await _sticky(
+                state, buffer, config, anonymous_id, decision, generated, request
+            )
     variant, variant_key = config.variant(decision.variant_number)
     if not request.dry_run:
         buffer.add(
