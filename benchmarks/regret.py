@@ -295,9 +295,9 @@ def main() -> None:
             )
         mean = {label: float(np.mean(v)) for label, v in runs.items()}
         ratio = mean["cmab"] / mean["ind-TS"]
-        print(
-            f"  cmab / ind-TS = {ratio:.2f}  (target ≤ 0.5: {'met' if ratio <= 0.5 else 'MISSED'})"
-        )
+        verdict = "met" if ratio <= 0.5 else "MISSED"
+        target = "" if case.contextual else f"  (factorial target ≤ 0.5: {verdict})"
+        print(f"  cmab / ind-TS = {ratio:.2f}{target}")
         if case.contextual:
             others = {k: v for k, v in mean.items() if k != "cmab"}
             beaten = all(mean["cmab"] < v for v in others.values())
