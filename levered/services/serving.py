@@ -284,7 +284,7 @@ async def _sticky(
             buffer.add_assignment((config.id, anonymous_id, config.organization_id, *mine))
             config.remember(anonymous_id, mine)
         return fresh
-    async with state.pool.acquire() as conn:
+    async with state.claims.acquire() as conn:
         if request.dry_run:
             found = await db.select_assignment(conn, config.id, anonymous_id, config.live_since)
             if found is None:

@@ -39,6 +39,7 @@ from levered.bandit.posterior import Posterior, make_posterior
 from levered.bandit.sampler import PROPENSITY_DRAWS, Sampler
 from levered.bandit.variants import Level, VariantSpace
 from levered.db import serving as db
+from levered.db.pool import init_connection
 from levered.errors import NotFound
 from levered.services.lifecycle import SERVE_MODE, ServeMode
 
@@ -237,8 +238,21 @@ def _posterior_mean(posterior: Posterior) -> Posterior:
     )
 
 
+CLAIM_CONNECTIONS: Final = 8
+
+
+class _ClaimConnection(asyncpg.Connection):
+    """A connection used for one sticky-claim statement per acquire, which leaves no session
+    state behind: released without the pool's reset round trip (``RESET ALL; UNLISTEN *; …``,
+    as much work as the claim itself). An open transaction is still rolled back by asyncpg."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 class ServingState:
-    """The per-process cache of :class:`ServingConfig` with its LISTEN connection."""
+    """The per-process cache of :class:`ServingConfig` with its LISTEN connection, and a small
+    pool of its own for the sticky claims (:attr:`claims`)."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str | None) -> None:
         self.pool = pool
@@ -253,6 +267,13 @@ class ServingState:
         self.listening = asyncio.Event()
         self.reloads = 0
         self.reconnects = 0
+        self._claims: asyncpg.Pool | None = None
+
+    @property
+    def claims(self) -> asyncpg.Pool:
+        """Where sticky assignments are claimed and read: the claim pool once started, else the
+        app's pool."""
+        return self._claims or self.pool
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -261,6 +282,15 @@ class ServingState:
         after start can miss a notification."""
         if self._dsn is None or self._listener is not None:
             return
+        # min_size 0: no connection is opened here, so a database that is down only fails claims.
+        self._claims = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=CLAIM_CONNECTIONS,
+            init=init_connection,
+            connection_class=_ClaimConnection,
+            command_timeout=60,
+        )
         self._listener = asyncio.create_task(self._listen_forever(), name="levered-serving-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listening.wait(), 10)
@@ -273,6 +303,10 @@ class ServingState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._listener = None
+        if self._claims is not None:
+            claims, self._claims = self._claims, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(claims.close(), 5)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- reads -----------------------------------------------------------------------------
