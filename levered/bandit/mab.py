@@ -12,8 +12,12 @@ n, Σy and Σy², with ȳ = Σy/n and SS = Σy² − n ȳ²:
 
 and the marginal posterior of the mean is Student-t with 2αₙ degrees of freedom, location μₙ
 and scale √(βₙ / (αₙ κₙ)). The prior is weak and centred on the data: μ₀ = pooled mean,
-κ₀ = 1 pseudo-observation, α₀ = 1, β₀ = pooled variance — scale-free, so dollars and
-seconds behave alike, and an unseen variant is a wide t around the pooled mean.
+κ₀ = 0.01 pseudo-observations, α₀ = 1, β₀ = the pooled *within-variant* variance — scale-free,
+so dollars and seconds behave alike, and an unseen variant is a wide t around the pooled mean.
+Both choices matter for calibration: with κ₀ = 1 the prior–data conflict term
+κ₀ n (ȳ − μ₀)² / (2κₙ) and a β₀ that includes the spread *between* variants inflated the
+noise of variants far from the pooled mean, and 95 % intervals covered 97 % in repeated
+simulations (tests/unit/test_bandit_coverage.py); now they cover ≈ 95 %.
 
 Context is ignored (pooled per variant): contextual learning is what ``cmab`` is for.
 """
@@ -25,7 +29,7 @@ import numpy as np
 from levered.bandit.cells import Cells
 from levered.bandit.posterior import Posterior, make_posterior
 
-KAPPA0 = 1.0
+KAPPA0 = 0.01
 ALPHA0 = 1.0
 
 
@@ -46,11 +50,12 @@ def fit_mab(cells: Cells, level_counts: tuple[int, ...] | list[int], reward_type
         raise ValueError(f"unknown reward type {reward_type!r}")
     total = float(n.sum())
     mu0 = float(s.sum()) / total if total > 0 else 0.0
-    pooled_var = float(q.sum()) / total - mu0 * mu0 if total > 1 else 1.0
-    beta0 = pooled_var if pooled_var > 1e-12 else 1.0
     safe_n = np.where(n > 0, n, 1.0)
     ybar = np.where(n > 0, s / safe_n, mu0)
     ss = np.maximum(q - n * ybar * ybar, 0.0)
+    seen = int((n > 0).sum())
+    within_var = float(ss.sum()) / (total - seen) if total - seen > 0 else 0.0
+    beta0 = ALPHA0 * within_var if within_var > 1e-12 else 1.0
     kappa = KAPPA0 + n
     mu = (KAPPA0 * mu0 + n * ybar) / kappa
     alpha = ALPHA0 + n / 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from levered.bandit.cells import Cells
-from levered.bandit.mab import fit_mab
+from levered.bandit.mab import ALPHA0, KAPPA0, fit_mab
 from levered.bandit.sampler import Sampler
 from tests import naive
 
@@ -31,9 +31,10 @@ def test_nig_posterior_equals_sequential_textbook_update() -> None:
     )
     post = fit_mab(cells, (3,), "numeric")
     pooled = np.concatenate(ys)
-    mu0, beta0 = pooled.mean(), pooled.var()
+    within = sum(((y - y.mean()) ** 2).sum() for y in ys if y.size) / (pooled.size - 2)
+    mu0, beta0 = pooled.mean(), ALPHA0 * within  # the prior of levered.bandit.mab
     for v, y in enumerate(ys):
-        mu, kappa, alpha, beta = mu0, 1.0, 1.0, beta0
+        mu, kappa, alpha, beta = mu0, KAPPA0, ALPHA0, beta0
         for x in y:  # one observation at a time
             kappa_new = kappa + 1
             beta += kappa * (x - mu) ** 2 / (2 * kappa_new)
