@@ -219,8 +219,11 @@ def summarize(
     holdout_fraction: float = 0.0,
     n_draws: int = 2000,
     seed: int = 0,
+    context: Mapping[str, Any] | None = None,
 ) -> Results:
-    """Every numeric result of PRODUCT.md §7 that comes from the model (population context)."""
+    """Every numeric result of PRODUCT.md §7 that comes from the model, for one context
+    (None: the population model; unseen context values fall back to it, as when serving).
+    ``mab`` ignores context."""
     n_variants = posterior.n_variants
     mask = np.ones(n_variants, np.bool_) if allowed is None else np.asarray(allowed, np.bool_)
     s = max(100, min(n_draws, MAX_CELLS // max(n_variants, 1)))
@@ -228,7 +231,7 @@ def summarize(
     theta = None
     if posterior.model_type == "cmab":
         theta = theta_draws(posterior, s, rng)
-        draws = linear_to_reward(posterior, linear_predictor_draws(posterior, theta, None))
+        draws = linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
     else:
         draws = reward_draws(posterior, s, rng)
     pb = prob_best(draws, mask)

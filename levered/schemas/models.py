@@ -101,6 +101,8 @@ class ModelState(msgspec.Struct, frozen=True):
     """Allowed variants in all (before ``limit``)."""
     note: str | None
     meta: ResponseMeta
+    context: dict[str, Any] | None = None
+    """The context the expected rewards and weights describe; None: the population."""
 
 
 class ModelDeleted(msgspec.Struct, frozen=True):

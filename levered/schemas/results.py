@@ -5,6 +5,7 @@ decisions: docs/training.md.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -147,3 +148,6 @@ class Results(msgspec.Struct, frozen=True):
     model: ResultsModel | None
     note: str | None
     meta: ResponseMeta
+    context: dict[str, Any] | None = None
+    """The context the posterior fields describe (``?context=``); None: the population.
+    Counts, measured lift and the time series always cover all traffic."""

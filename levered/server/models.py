@@ -20,6 +20,7 @@ from levered.schemas.models import (
     version_with_meta,
     with_meta,
 )
+from levered.server.context_query import ContextQuery, parse_context
 from levered.server.envelope import meta
 from levered.services import models as service
 from levered.services import training
@@ -82,6 +83,7 @@ class ModelController(Controller):
         principal: NamedDependency[Principal],
         model_id: FromPath[UUID],
         limit: VariantLimit = 100,
+        context: ContextQuery = None,
     ) -> ModelState:
         return await service.model_state(
             request.app.state.pool,
@@ -89,6 +91,7 @@ class ModelController(Controller):
             model_id,
             limit=limit,
             meta=meta(request, principal.organization_id),
+            context=parse_context(context),
         )
 
     @post(

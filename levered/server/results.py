@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from levered.schemas.results import Results
+from levered.server.context_query import ContextQuery, parse_context
 from levered.server.envelope import meta
 from levered.services import results as service
 from levered.services.auth import Principal
@@ -36,6 +37,7 @@ class ResultsController(Controller):
         principal: NamedDependency[Principal],
         optimization_id: FromPath[UUID],
         limit: VariantLimit = 100,
+        context: ContextQuery = None,
     ) -> Results:
         return await service.results(
             Warehouse.from_state(request.app.state),
@@ -43,4 +45,5 @@ class ResultsController(Controller):
             optimization_id,
             limit=limit,
             meta=meta(request, principal.organization_id),
+            context=parse_context(context),
         )

@@ -10,6 +10,7 @@ docs/training.md.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -17,6 +18,7 @@ from uuid import UUID
 
 import anyio
 import asyncpg
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -157,18 +159,24 @@ def fits_space(version: Version, space: VariantSpace) -> bool:
 _summaries: OrderedDict[tuple[Any, ...], bandit_results.Results] = OrderedDict()
 
 
-async def summarize(s: Subject) -> bandit_results.Results | None:
-    """The current version's posterior summary (cached; computed on a worker thread)."""
+async def summarize(
+    s: Subject, context: Mapping[str, Any] | None = None
+) -> bandit_results.Results | None:
+    """The current version's posterior summary for ``context`` (None: the population), cached
+    per version and context and computed on a worker thread."""
     v = s.version
     if v is None or not fits_space(v, s.space):
         return None
-    key = (v.model_id, v.version, s.holdout_fraction, s.allowed.tobytes())
+    context_key = msgspec.json.encode(dict(sorted((context or {}).items())))
+    key = (v.model_id, v.version, s.holdout_fraction, s.allowed.tobytes(), context_key)
     cached = _summaries.get(key)
     if cached is not None:
         _summaries.move_to_end(key)
         return cached
     result = await anyio.to_thread.run_sync(
-        lambda: bandit_results.summarize(v.posterior, s.allowed, s.holdout_fraction, seed=v.seed)
+        lambda: bandit_results.summarize(
+            v.posterior, s.allowed, s.holdout_fraction, seed=v.seed, context=context
+        )
     )
     _summaries[key] = result
     while len(_summaries) > SUMMARY_CACHE_SIZE:
@@ -191,14 +199,20 @@ def ranked(
 
 
 async def model_state(
-    pool: asyncpg.Pool, organization_id: UUID, model_id: UUID, *, limit: int, meta: ResponseMeta
+    pool: asyncpg.Pool,
+    organization_id: UUID,
+    model_id: UUID,
+    *,
+    limit: int,
+    meta: ResponseMeta,
+    context: Mapping[str, Any] | None = None,
 ) -> ModelState:
     async with pool.acquire() as conn:
         row = await db.select_model(conn, organization_id, model_id)
         if row is None:
             raise _not_found(model_id)
         s = await subject(conn, organization_id, row["optimization_id"])
-    summary = await summarize(s)
+    summary = await summarize(s, context)
     v = s.version
     n_allowed = int(s.allowed.sum())
     variants: list[VariantState] = []
@@ -233,6 +247,7 @@ async def model_state(
         variants_total=n_allowed,
         note=note,
         meta=meta,
+        context=None if context is None else dict(context),
     )
 
 

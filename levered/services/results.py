@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 import anyio
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -107,6 +109,7 @@ async def results(
     limit: int,
     meta: ResponseMeta,
     as_of: datetime | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Results:
     """Every field of PRODUCT.md §7; 404 for another organization's optimization."""
     as_of = as_of or datetime.now(UTC)
@@ -126,13 +129,16 @@ async def results(
             if exc.code == "no_reward_metric"
             else f"counts are unavailable ({exc.code}): {exc.message}"
         )
-    summary = await models.summarize(s)
+    summary = await models.summarize(s, context)
     if note is None and s.version is None:
         note = models.UNTRAINED_NOTE
     elif note is None and summary is None:
         note = "the current model version was trained on another design; retrain the model"
     return await anyio.to_thread.run_sync(
-        lambda: _assemble(s, att, summary, limit, as_of, note, meta)
+        lambda: msgspec.structs.replace(
+            _assemble(s, att, summary, limit, as_of, note, meta),
+            context=None if context is None else dict(context),
+        )
     )
 
 
