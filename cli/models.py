@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from cyclopts import App
+from cyclopts import App, Parameter
 
 from cli.console import confirm, notice
 from cli.flags import ApiUrlFlag, JsonFlag, YesFlag
@@ -48,9 +48,20 @@ def list_(
 
 
 @app.command
-def state(model_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+def state(
+    model_id: str,
+    *,
+    context: Annotated[
+        str | None, Parameter(help='Posterior for one context, e.g. \'{"device": "mobile"}\'.')
+    ] = None,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
     """Print the model state: traffic distribution and expected reward per variant."""
-    body = call(lambda api: api.get(f"/api/v2/models/{model_id}/state"), url_flag=api_url_flag)
+    body = call(
+        lambda api: api.get(f"/api/v2/models/{model_id}/state", {"context": context}),
+        url_flag=api_url_flag,
+    )
     if json:
         emit_json(body)
         return

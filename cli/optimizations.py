@@ -276,12 +276,19 @@ def results(
     optimization_id: str,
     *,
     limit: int = 20,
+    context: Annotated[
+        str | None, Parameter(help="""Posterior for one context, e.g. '{"device": "mobile"}'.""")
+    ] = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
     """Print results: lift over the holdout, expected reward per variant, factor importance."""
+    _json_flag("--context", context)
     body = call(
-        lambda api: api.get(f"/api/v2/optimizations/{optimization_id}/results", {"limit": limit}),
+        lambda api: api.get(
+            f"/api/v2/optimizations/{optimization_id}/results",
+            {"limit": limit, "context": context},
+        ),
         url_flag=api_url_flag,
     )
     if json:

@@ -90,6 +90,13 @@ async def test_train_state_results(
     lift = as_json["measured_lift"]
     assert (lift["optimized_users"], lift["holdout_users"]) == (810, 90)
 
+    for_context = await levered(
+        "optimizations", "results", opt_id, "--context", '{"country": "US"}', "--json", env=env
+    )
+    assert for_context.json()["context"] == {"country": "US"}  # type: ignore[index]
+    bad_context = await levered("models", "state", model_id, "--context", "[1]", env=env)
+    assert bad_context.code == 2 and "context" in bad_context.stderr
+
     deleted = await levered("models", "delete", model_id, "-y", env=env)
     assert deleted.code == 0
     assert (await levered("models", "state", model_id, env=env)).code == 4

@@ -118,3 +118,38 @@ async def test_dashboard_recovers_when_the_server_comes_back(
             assert "refreshed" in str(status.render())
         finally:
             await anyio.to_thread.run_sync(stop_server, server)
+
+
+async def test_context_key_cycles_the_posterior_view(
+    server_url: str, conn: asyncpg.Connection, org: Org
+) -> None:
+    metric = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
+        "RETURNING id",
+        org.id,
+    )
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        created = await http.post(
+            "/api/v2/optimizations",
+            headers=org.headers,
+            json={
+                "name": "Per device",
+                "design_factors": HERO,
+                "reward_metric_id": str(metric),
+                "context_factors": [{"name": "device", "levels": ["mobile", "desktop"]}],
+            },
+        )
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await _settle(pilot, lambda: table.row_count == 1)
+        await pilot.press("enter")
+        await _settle(pilot, lambda: isinstance(app.screen, OptimizationScreen))
+        traffic = app.screen.query_one("#traffic", Static)
+        await _settle(pilot, lambda: "population" in str(traffic.render()))
+        await pilot.press("c")
+        await _settle(pilot, lambda: "device=mobile" in str(traffic.render()))
+        await pilot.press("c")
+        await _settle(pilot, lambda: "device=desktop" in str(traffic.render()))
+    assert created.status_code == 201

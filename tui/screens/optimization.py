@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import msgspec
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -26,6 +27,24 @@ def _hours(hours: float | None) -> str:
     if hours is None:
         return "-"
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:g} h"
+
+
+def context_choices(o: dict[str, Any], limit: int = 50) -> list[dict[str, Any] | None]:
+    """The population, then every combination of the declared context levels (cmab only)."""
+    if o.get("model_type") != "cmab":
+        return [None]
+    combos: list[dict[str, Any]] = [{}]
+    for factor in o.get("context_factors", []):
+        levels = factor.get("levels") or []
+        if levels:
+            combos = [c | {factor["name"]: level} for c in combos for level in levels][:limit]
+    return [None, *[c for c in combos if c]]
+
+
+def context_label(context: dict[str, Any] | None) -> str:
+    if not context:
+        return "all traffic (population)"
+    return ", ".join(f"{k}={v}" for k, v in context.items())
 
 
 def describe(o: dict[str, Any]) -> str:
@@ -128,11 +147,16 @@ def model_state(results: dict[str, Any] | None) -> str:
 
 class OptimizationScreen(Screen[None]):
     CSS_PATH = "optimization.tcss"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,backspace", "back", "Back")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("c", "next_context", "Context"),
+    ]
 
     def __init__(self, optimization_id: str) -> None:
         super().__init__()
         self.optimization_id = optimization_id
+        self.contexts: list[dict[str, Any] | None] = [None]
+        self.context_index = 0
 
     @property
     def dashboard(self) -> DashboardApp:
@@ -166,8 +190,11 @@ class OptimizationScreen(Screen[None]):
         try:
             optimization = await api.get(f"/api/v2/optimizations/{self.optimization_id}")
             try:
+                self.contexts = context_choices(optimization)
+                context = self.contexts[self.context_index % len(self.contexts)]
+                params = {"context": msgspec.json.encode(context).decode()} if context else None
                 results: dict[str, Any] | None = await api.get(
-                    f"/api/v2/optimizations/{self.optimization_id}/results"
+                    f"/api/v2/optimizations/{self.optimization_id}/results", params
                 )
             except NotFound:
                 results = None
@@ -176,7 +203,10 @@ class OptimizationScreen(Screen[None]):
             return
         self.title = optimization["name"]
         self.query_one("#summary", Static).update(describe(optimization))
-        self.query_one("#traffic", Static).update(traffic(results))
+        label = context_label((results or {}).get("context"))
+        self.query_one("#traffic", Static).update(
+            f"[i]{label}[/i] (c: next context)\n" + traffic(results)
+        )
         self.query_one("#importance", Static).update(importance(results))
         self.query_one("#holdout", Static).update(holdout(results))
         self.query_one("#model", Static).update(model_state(results))
@@ -186,3 +216,13 @@ class OptimizationScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_next_context(self) -> None:
+        """Cycle the posterior view: population, then each combination of declared levels."""
+        if len(self.contexts) == 1:
+            self.notify("no context factors with declared levels to switch between")
+            return
+        self.context_index = (self.context_index + 1) % len(self.contexts)
+        context = self.contexts[self.context_index]
+        self.notify(f"context: {context_label(context)}")
+        self.refresh_data()
