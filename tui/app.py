@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import ClassVar
 
 import httpx
@@ -28,12 +30,14 @@ class DashboardApp(App[None]):
         *,
         refresh_seconds: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         super().__init__()
         self.api = LeveredAPI(
             api_url, token, transport=transport, timeout=httpx.Timeout(5.0, connect=2.0)
         )
         self.refresh_seconds = refresh_seconds
+        self.clock = clock  # what the status line calls "now" (fixed in snapshot tests)
         self.sub_title = api_url
 
     def on_mount(self) -> None:

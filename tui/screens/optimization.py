@@ -70,6 +70,7 @@ def traffic(results: dict[str, Any] | None, width: int = 30) -> str:
     if not variants:
         return "Traffic is uniform over the allowed variants until the first training."
     trained = any(v.get("weight") is not None for v in variants)
+    total_allowed = (results or {}).get("variants_total") or len(variants)
     variants = sorted(variants, key=lambda v: -(v.get("weight") or 0))
     lines = (
         []
@@ -84,7 +85,7 @@ def traffic(results: dict[str, Any] | None, width: int = 30) -> str:
             else "-"
         )
         label = " / ".join(map(str, (v.get("variant") or {}).values()))[:40]
-        weight = v.get("weight") or 0.0
+        weight = (v.get("weight") if trained else 1.0 / total_allowed) or 0.0
         lines.append(
             f"{v['number']:>5} {label:<40} {bar(weight, width)} {weight:6.1%}  "
             f"{v.get('exposures', 0):>7,} seen  {interval}"
@@ -170,6 +171,7 @@ class OptimizationScreen(Screen[None]):
             yield Static("", id="traffic")
             yield Static("Reward rate over time", classes="section")
             yield Sparkline([], id="series")
+            yield Static("", id="series-note")
             yield Static("Factor importance", classes="section")
             yield Static("", id="importance")
             yield Static("Holdout vs optimized", classes="section")
@@ -202,6 +204,7 @@ class OptimizationScreen(Screen[None]):
             status.fail(exc.message)
             return
         self.title = optimization["name"]
+        self.sub_title = f"{optimization['status']} · {optimization['model_type']}"
         self.query_one("#summary", Static).update(describe(optimization))
         label = context_label((results or {}).get("context"))
         self.query_one("#traffic", Static).update(
@@ -211,8 +214,15 @@ class OptimizationScreen(Screen[None]):
         self.query_one("#holdout", Static).update(holdout(results))
         self.query_one("#model", Static).update(model_state(results))
         series = [float(day.get("rate") or 0) for day in (results or {}).get("time_series", [])]
-        self.query_one("#series", Sparkline).data = series or [0.0]
-        status.ok()
+        sparkline = self.query_one("#series", Sparkline)
+        sparkline.data = series
+        sparkline.display = len(series) >= 2
+        self.query_one("#series-note", Static).update(
+            ""
+            if len(series) >= 2
+            else f"{len(series)} day(s) of data so far: the daily rate appears from day two."
+        )
+        status.ok(self.dashboard.clock())
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -90,7 +90,7 @@ class OverviewScreen(Screen[None]):
             status.fail(exc.message)
             return
         self.optimizations = list(body.get("optimizations", []))
-        status.ok()
+        status.ok(self.dashboard.clock())
 
     def watch_optimizations(self) -> None:
         self._render_rows()

@@ -28,9 +28,9 @@ class StatusLine(Static):
     def watch_problem(self, problem: str | None) -> None:
         self.set_class(problem is not None, "-error")
 
-    def ok(self) -> None:
+    def ok(self, now: datetime | None = None) -> None:
         self.problem = None
-        self.refreshed_at = datetime.now()
+        self.refreshed_at = now or datetime.now()
 
     def fail(self, message: str) -> None:
         self.problem = message
