@@ -7,7 +7,6 @@ Isolation: every test starts from truncated tables (≈ 4 ms), never from mocks.
 
 from __future__ import annotations
 
-import inspect
 import os
 import signal
 import subprocess
@@ -33,15 +32,9 @@ from levered.services.tokens import digest, new_api_key
 from levered.settings import Settings
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every ``async def`` test under anyio's asyncio backend without per-test marks."""
-    for item in items:
-        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
-
-
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    """Every ``async def`` test runs on asyncio (``anyio_mode = "auto"`` in pyproject)."""
     return "asyncio"
 
 
