@@ -338,7 +338,8 @@ def serving_lifespan(
         await state.start()
         buffer.start()
         litestar_handler = app.asgi_handler
-        app.asgi_handler = FastServe(litestar_handler, runtime)
+        if app.cors_config is None:  # FastServe sits outside Litestar's CORS middleware
+            app.asgi_handler = FastServe(litestar_handler, runtime)
         try:
             yield
         finally:
