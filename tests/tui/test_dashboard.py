@@ -153,3 +153,31 @@ async def test_context_key_cycles_the_posterior_view(
         await pilot.press("c")
         await _settle(pilot, lambda: "device=desktop" in str(traffic.render()))
     assert created.status_code == 201
+
+
+async def test_ten_thousand_variants_show_the_top_with_a_hint_even_narrow(
+    server_url: str, conn: asyncpg.Connection, org: Org
+) -> None:
+    metric = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
+        "RETURNING id",
+        org.id,
+    )
+    design = [{"name": f"f{i}", "levels": [f"l{j}" for j in range(10)]} for i in range(4)]
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        created = await http.post(
+            "/api/v2/optimizations",
+            headers=org.headers,
+            json={"name": "Huge", "design_factors": design, "reward_metric_id": str(metric)},
+        )
+    assert created.status_code == 201, created.text
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(50, 16)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await _settle(pilot, lambda: table.row_count == 1)
+        await pilot.press("enter")
+        await _settle(pilot, lambda: isinstance(app.screen, OptimizationScreen))
+        traffic = app.screen.query_one("#traffic", Static)
+        await _settle(pilot, lambda: "of 10,000 variants" in str(traffic.render()), tries=300)
+        assert app.is_running
