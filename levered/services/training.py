@@ -219,16 +219,19 @@ def _summary(
         posterior, target.allowed, target.holdout_fraction, n_draws=CONFIDENCE_DRAWS, seed=seed
     )
     measured = measured_lift(attribution.optimized_users, attribution.holdout_users)
+    lift_ci: list[float] | None = None
     if measured.ci is not None and measured.lift_percent is not None:
-        lift, source = measured.lift_percent, "measured"
+        lift, source, lift_ci = measured.lift_percent, "measured", list(measured.ci)
     elif modeled.estimated_improvement_percent is not None:
-        lift, source = modeled.estimated_improvement_percent.mean, "modeled"
+        interval = modeled.estimated_improvement_percent
+        lift, source, lift_ci = interval.mean, "modeled", [interval.lo, interval.hi]
     else:
         lift, source = None, None
     return {
         "variants_count": int(target.allowed.sum()),
         "exposures": int(attribution.matured + attribution.pending),
         "lift": lift,
+        "lift_ci": lift_ci,  # 95 %: delta method (measured) or posterior interval (modeled)
         "lift_source": source,
         "confidence": _confidence(posterior, target.allowed, modeled.prob_best, seed),
     }

@@ -21,6 +21,17 @@ COLUMNS = ("name", "status", "model", "variants", "exposures", "lift", "last tra
 SORT_KEYS = ("created", "name", "status", "exposures")
 
 
+def _lift(summary: dict[str, Any]) -> str:
+    """Lift with its 95 % interval; ``~`` marks a modeled (not yet measured) lift."""
+    lift, ci = summary.get("lift"), summary.get("lift_ci")
+    if not isinstance(lift, (int, float)):
+        return "-"
+    mark = "" if summary.get("lift_source") == "measured" else "~"
+    if ci:
+        return f"{mark}{lift:+.1f}% [{ci[0]:+.0f}, {ci[1]:+.0f}]"
+    return f"{mark}{lift:+.1f}%"
+
+
 def _trained(model: dict[str, Any]) -> str:
     if not model.get("trained_at"):
         return "never" if model.get("status") != "failed" else "failed"
@@ -29,7 +40,6 @@ def _trained(model: dict[str, Any]) -> str:
 
 def _row(o: dict[str, Any]) -> tuple[str, ...]:
     summary = o.get("summary") or {}
-    lift = summary.get("lift")
     model = o.get("model") or {}
     return (
         o["name"],
@@ -37,7 +47,7 @@ def _row(o: dict[str, Any]) -> tuple[str, ...]:
         o["model_type"],
         str(o.get("variants_count", "-")),
         f"{summary.get('exposures', 0):,}" if summary else "-",
-        f"{lift:+.1f}%" if isinstance(lift, (int, float)) else "-",
+        _lift(summary),
         _trained(model),
     )
 
