@@ -65,7 +65,14 @@ def describe(o: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def traffic(results: dict[str, Any] | None, width: int = 30) -> str:
+FIXED_COLUMNS = 55  # number, percentages, counts and the interval around label and bar
+
+
+def traffic(results: dict[str, Any] | None, screen_width: int = 130) -> str:
+    """One line per variant; label and bar shrink with the terminal so lines never wrap."""
+    room = max(15, screen_width - FIXED_COLUMNS)
+    label_width = max(10, min(40, room * 55 // 100))
+    width = max(5, min(30, room - label_width))
     variants = (results or {}).get("variants") or []
     if not variants:
         return "Traffic is uniform over the allowed variants until the first training."
@@ -84,10 +91,10 @@ def traffic(results: dict[str, Any] | None, width: int = 30) -> str:
             if er.get("mean") is not None
             else "-"
         )
-        label = " / ".join(map(str, (v.get("variant") or {}).values()))[:40]
+        label = " / ".join(map(str, (v.get("variant") or {}).values()))[:label_width]
         weight = (v.get("weight") if trained else 1.0 / total_allowed) or 0.0
         lines.append(
-            f"{v['number']:>5} {label:<40} {bar(weight, width)} {weight:6.1%}  "
+            f"{v['number']:>5} {label:<{label_width}} {bar(weight, width)} {weight:6.1%}  "
             f"{v.get('exposures', 0):>7,} seen  {interval}"
         )
     total = (results or {}).get("variants_total") or len(variants)
@@ -208,7 +215,7 @@ class OptimizationScreen(Screen[None]):
         self.query_one("#summary", Static).update(describe(optimization))
         label = context_label((results or {}).get("context"))
         self.query_one("#traffic", Static).update(
-            f"[i]{label}[/i] (c: next context)\n" + traffic(results)
+            f"[i]{label}[/i] (c: next context)\n" + traffic(results, self.size.width)
         )
         self.query_one("#importance", Static).update(importance(results))
         self.query_one("#holdout", Static).update(holdout(results))
