@@ -352,9 +352,7 @@ async def test_the_scheduler_in_the_server_trains_within_an_interval(
 ) -> None:
     optimization_id = await make_optimization(conn, org)
     await simulate(conn, org, optimization_id, users=200)
-    settings = Settings(
-        database_url=db_url, pool_min_size=1, pool_max_size=5, train_interval=0.2
-    )
+    settings = Settings(database_url=db_url, pool_min_size=1, pool_max_size=5, train_interval=0.2)
     async with AsyncTestClient(create_app(settings)):
         for _ in range(150):
             if (await model_row(conn, optimization_id))["current_version"] == 1:
