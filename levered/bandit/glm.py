@@ -20,6 +20,8 @@ O(cells · k²) for k active columns per cell plus O(p³) for the factorization.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -156,6 +158,26 @@ def fit_gaussian(
     return _solve(precision, xty / sigma2), precision, sigma2, iterations
 
 
+TRAFFIC_MIX_CONTEXTS = 10
+
+
+def traffic_mix(cells: Cells, top: int = TRAFFIC_MIX_CONTEXTS) -> list[list[Any]]:
+    """The most frequent context cells with their exposure counts, ``[[context, count], …]``
+    (``{}`` for no context): what "the population" means in results. Averaging predictions
+    over the observed mix, instead of reading the no-context prediction, matters because the
+    intercept and a fully observed context factor's one-hot columns are collinear: with every
+    exposure carrying a known device, the no-context prediction is pinned only by the prior."""
+    totals: dict[int, float] = {}
+    for index, count in zip(cells.context_index.tolist(), cells.count.tolist(), strict=True):
+        totals[index] = totals.get(index, 0.0) + count
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:top]
+    return [
+        [dict(cells.contexts[i]) if i >= 0 else {}, float(count)]
+        for i, count in ranked
+        if count > 0
+    ]
+
+
 def fit_cmab(
     cells: Cells,
     level_counts: tuple[int, ...] | list[int],
@@ -176,6 +198,7 @@ def fit_cmab(
     meta: dict[str, object] = {"exposures": total, "reward_sum": float(s.sum())}
     meta["cells"] = int(active.shape[0])
     meta["features"] = design.n_features
+    meta["traffic_mix"] = traffic_mix(cells)
     if reward_type == "bool":
         if np.any(s < 0) or np.any(s > n + 1e-9):
             raise ValueError("bool rewards need 0 ≤ successes ≤ count in every cell")

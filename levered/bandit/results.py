@@ -133,6 +133,20 @@ def linear_predictor_draws(
     return np.asarray(eta, dtype=np.float64)
 
 
+def population_draws(posterior: Posterior, theta: F64) -> F64:
+    """Expected reward draws for the observed traffic mix: the count-weighted average of the
+    per-context predictions (glm.traffic_mix); the no-context prediction when no mix is known."""
+    mix = posterior.meta.get("traffic_mix") or []
+    if not any(context for context, _ in mix):
+        return linear_to_reward(posterior, linear_predictor_draws(posterior, theta, None))
+    total = sum(float(count) for _, count in mix)
+    out = np.zeros((theta.shape[0], posterior.n_variants))
+    for context, count in mix:
+        eta = linear_predictor_draws(posterior, theta, context or None)
+        out += (float(count) / total) * linear_to_reward(posterior, eta)
+    return out
+
+
 def linear_to_reward(posterior: Posterior, eta: F64) -> F64:
     if posterior.reward_type == "bool":
         return np.asarray(1.0 / (1.0 + np.exp(-eta)), dtype=np.float64)
@@ -231,7 +245,11 @@ def summarize(
     theta = None
     if posterior.model_type == "cmab":
         theta = theta_draws(posterior, s, rng)
-        draws = linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
+        draws = (
+            population_draws(posterior, theta)
+            if context is None
+            else linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
+        )
     else:
         draws = reward_draws(posterior, s, rng)
     pb = prob_best(draws, mask)
