@@ -73,6 +73,24 @@ class Interval(msgspec.Struct, frozen=True):
     hi: float
 
 
+class Coefficient(msgspec.Struct, frozen=True):
+    """One GLM column: its name, kind (main, pair, context, context_interaction), posterior mean
+    and 95 % interval on the link scale (log-odds for bool, standardized for numeric)."""
+
+    name: str
+    kind: str
+    mean: float
+    lo: float
+    hi: float
+
+
+class ContextCell(msgspec.Struct, frozen=True):
+    """A frequent context cell of the training data (``{}``: exposures without context)."""
+
+    context: dict[str, Any]
+    exposures: float
+
+
 class VariantState(msgspec.Struct, frozen=True):
     number: int
     variant_key: str
@@ -103,6 +121,10 @@ class ModelState(msgspec.Struct, frozen=True):
     meta: ResponseMeta
     context: dict[str, Any] | None = None
     """The context the expected rewards and weights describe; None: the population."""
+    coefficients: list[Coefficient] | None = None
+    """cmab: the 50 largest coefficients by |mean| with 95 % intervals; None for mab."""
+    context_cells: list[ContextCell] | None = None
+    """cmab: the most frequent context cells in training (what the population averages)."""
 
 
 class ModelDeleted(msgspec.Struct, frozen=True):

@@ -30,12 +30,15 @@ from levered.db import models as db
 from levered.errors import NotFound
 from levered.schemas.common import ResponseMeta
 from levered.schemas.models import (
+    Coefficient,
+    ContextCell,
     Interval,
     Model,
     ModelDeleted,
     ModelState,
     VariantState,
 )
+from levered.services.coefficients import summarize_coefficients
 
 SUMMARY_CACHE_SIZE: Final = 16
 UNTRAINED_NOTE: Final = (
@@ -248,7 +251,22 @@ async def model_state(
         note=note,
         meta=meta,
         context=None if context is None else dict(context),
+        coefficients=_coefficients(v, s.space) if summary is not None else None,
+        context_cells=_context_cells(v) if summary is not None else None,
     )
+
+
+def _coefficients(v: Version | None, space: VariantSpace) -> list[Coefficient] | None:
+    if v is None or v.posterior.model_type != "cmab":
+        return None
+    return summarize_coefficients(v.posterior, space)
+
+
+def _context_cells(v: Version | None) -> list[ContextCell] | None:
+    if v is None or v.posterior.model_type != "cmab":
+        return None
+    mix = v.posterior.meta.get("traffic_mix") or []
+    return [ContextCell(dict(context), float(count)) for context, count in mix]
 
 
 def _not_found(model_id: UUID) -> NotFound:

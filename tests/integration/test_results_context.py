@@ -100,6 +100,13 @@ async def test_each_context_has_its_own_winner(
     assert state["context"] == {"device": "desktop"} and _best(state["variants"]) == 1
     population = (await client.get(state_url, headers=org.headers)).json()
     assert population["context"] is None
+    coefficients = {c["name"]: c for c in population["coefficients"]}
+    mobile_b = coefficients["device=mobile × headline=b"]
+    desktop_b = coefficients["device=desktop × headline=b"]
+    assert mobile_b["lo"] <= mobile_b["mean"] <= mobile_b["hi"]
+    assert mobile_b["mean"] > desktop_b["mean"]  # mobile users prefer b, desktop users a
+    cells = {c["context"]["device"]: c["exposures"] for c in population["context_cells"]}
+    assert cells["mobile"] + cells["desktop"] == 3000
 
 
 async def test_a_malformed_context_is_a_400(
