@@ -33,7 +33,6 @@ import io
 import os
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -192,28 +191,6 @@ async def seed(conn: Any, org: uuid.UUID, opt: uuid.UUID, size: int, as_of: date
     return rewards
 
 
-def _timed(fn: Callable[..., Any], into: dict[str, float], key: str) -> Callable[..., Any]:
-    if asyncio.iscoroutinefunction(fn):
-
-        async def wrapped_async(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                into[key] = time.perf_counter() - started
-
-        return wrapped_async
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            into[key] = time.perf_counter() - started
-
-    return wrapped
-
-
 async def run_size(url: str, size: int) -> Timing:
     conn = await connect(url)
     try:
@@ -227,18 +204,14 @@ async def run_size(url: str, size: int) -> Timing:
         seed_s = time.perf_counter() - started
     finally:
         await conn.close()
-    phases: dict[str, float] = {}
-    attribute, fit = training.attribute, training._fit
-    training.attribute = _timed(attribute, phases, "attribution")  # type: ignore[assignment]
-    training._fit = _timed(fit, phases, "fit")  # type: ignore[assignment]
     pool = await create_pool(url, min_size=1, max_size=4)
     try:
         started = time.perf_counter()
         version = await training.train(Warehouse(pool), org, opt, as_of=as_of, seed=1)
         train_s = time.perf_counter() - started
     finally:
-        training.attribute, training._fit = attribute, fit  # type: ignore[assignment]
         await pool.close()
+    phases = version.counts["seconds"]  # measured by the training service itself
     return Timing(
         size,
         seed_s,
@@ -270,7 +243,10 @@ def main() -> None:
                 flush=True,
             )
     base = results[0]
-    per = lambda t: t.train_s / t.size * 1e5  # noqa: E731
+
+    def per(t: Timing) -> float:
+        return t.train_s / t.size * 1e5
+
     print(f"\n{os.cpu_count()} CPUs; training = lock + attribution + fit + summary + publish")
     header = (
         f"{'exposures':>11} {'matured':>11} {'cells':>6} | {'SQL attribution s':>17} "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -147,8 +148,16 @@ async def _train_locked(
         target = await load_target(conn, organization_id, optimization_id)
         await db.set_status(conn, target.model_id, "training")
     try:
+        started = time.perf_counter()
         attribution = await attribute(wh, organization_id, optimization_id, as_of=as_of)
+        attributed = time.perf_counter()
         fitted = await anyio.to_thread.run_sync(_fit, target, attribution, seed)
+        # Where training time goes (SQL vs fit), kept with the version for operators and
+        # benchmarks/training.py.
+        fitted.counts["seconds"] = {
+            "attribution": round(attributed - started, 6),
+            "fit": round(time.perf_counter() - attributed, 6),
+        }
         return await _publish(wh, target, attribution, fitted, seed)
     except asyncio.CancelledError:
         with anyio.CancelScope(shield=True):

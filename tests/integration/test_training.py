@@ -224,6 +224,8 @@ async def test_training_writes_a_version_and_the_best_variant_wins(
     assert counts["exposures"] == {str(k): v for k, v in sorted(traffic.exposures.items())}
     assert counts["holdout_users"] == len(traffic.holdout)
     assert counts["optimized_users"] == len(traffic.optimized)
+    assert set(counts["seconds"]) == {"attribution", "fit"}
+    assert all(isinstance(s, float) and s >= 0 for s in counts["seconds"].values())
     posterior = Posterior.decode(row["posterior"])
     assert posterior.kind == kind and posterior.level_counts == [3]
     assert best_index(posterior) == 2  # variant 3 has the planted best rate
