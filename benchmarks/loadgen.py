@@ -61,9 +61,16 @@ def _wrk(
             for key, value in headers.items():
                 argv += ["-H", f"{key}: {value}"]
         out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Load:
+    """Requests/s, p50/p99 (``--latency``) and errors from wrk's report."""
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no Requests/sec line:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|errors: \w+ )(\d+)", out))
-    return Load("wrk", rps, _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), errors)
+    return Load("wrk", float(found.group(1)), _wrk_ms(out, "50%"), _wrk_ms(out, "99%"), errors)
 
 
 def _wrk_ms(out: str, label: str) -> float:
@@ -100,5 +107,14 @@ async def _python(
         await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = time.perf_counter() - began
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return Load("python-httpx", len(latencies) / elapsed, pick(0.5), pick(0.99), errors)
+    return Load(
+        "python-httpx",
+        len(latencies) / elapsed,
+        _quantile_ms(latencies, 0.5),
+        _quantile_ms(latencies, 0.99),
+        errors,
+    )
+
+
+def _quantile_ms(sorted_seconds: list[float], q: float) -> float:
+    return sorted_seconds[min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))] * 1000

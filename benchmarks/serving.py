@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -44,7 +43,7 @@ import httpx
 import msgspec
 import numpy as np
 
-from benchmarks.loadgen import Load, run_load
+from benchmarks.loadgen import Load, parse_wrk, run_load
 from levered.bandit.cells import Cells
 from levered.bandit.glm import fit_cmab
 from levered.bandit.posterior import Posterior
@@ -175,17 +174,7 @@ def wrk_script(url: str, seconds: float, connections: int, lua: str) -> Load:
         out = subprocess.run(
             [*argv, "-s", str(script), url], capture_output=True, text=True, check=True
         ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    return Load("wrk", rps, _ms(out, "50%"), _ms(out, "99%"), errors)
-
-
-def _ms(out: str, label: str) -> float:
-    match = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out)
-    if match is None:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return parse_wrk(out)
 
 
 async def seed_database(
@@ -209,7 +198,7 @@ async def seed_database(
 async def _trained(
     conn: Any, org: uuid.UUID, metric: uuid.UUID, counts: tuple[int, ...], rng: np.random.Generator
 ) -> uuid.UUID:
-    optimization = await conn.fetchval(
+    optimization: uuid.UUID = await conn.fetchval(
         "INSERT INTO optimizations (organization_id, name, status, model_type, design_factors,"
         " context_factors, reward_metric_id, attribution, holdout_percentage) VALUES ($1, "
         "'bench', 'live', 'cmab', $2, $3, $4, $5, 10) RETURNING id",
@@ -236,7 +225,7 @@ async def _trained(
     await conn.execute(
         "UPDATE models SET current_version = 1, status = 'trained' WHERE id = $1", model
     )
-    return optimization  # type: ignore[no-any-return]
+    return optimization
 
 
 async def count_exposures(url: str) -> int:

@@ -22,8 +22,13 @@ from levered.errors import AuthenticationError
 T = TypeVar("T")
 CLIENT_ID = "levered-cli"
 
+
 # Tests swap in an in-process transport (httpx.ASGITransport) here.
-transport_factory: Callable[[], httpx.AsyncBaseTransport | None] = lambda: None  # noqa: E731
+def _default_transport() -> httpx.AsyncBaseTransport | None:
+    return None  # httpx's own network transport
+
+
+transport_factory: Callable[[], httpx.AsyncBaseTransport | None] = _default_transport
 
 
 def api_url(flag: str | None = None) -> str:
