@@ -149,6 +149,21 @@ async def make_org(conn: asyncpg.Connection, name: str) -> Org:
     return Org(org_id, key, key_id, user_id, email, password)
 
 
+SIGNUP_SQL = "SELECT anonymous_id, timestamp FROM rewards WHERE name = 'signup'"
+
+
+async def make_metric(conn: asyncpg.Connection, org: Org, sql: str = SIGNUP_SQL) -> UUID:
+    """A bool metric stored directly (no dry run): tests that need one but not the sandbox."""
+    metric_id: UUID = await conn.fetchval(
+        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
+        "reward_type) VALUES ($1, 'Sign-ups', $2, 'anonymous_id', 'timestamp', 'bool') "
+        "RETURNING id",
+        org.id,
+        sql,
+    )
+    return metric_id
+
+
 @pytest.fixture
 async def org(conn: asyncpg.Connection) -> Org:
     return await make_org(conn, "Acme")

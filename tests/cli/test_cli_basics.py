@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from tests.cli.conftest import levered
-from tests.conftest import Org
+from tests.conftest import Org, make_metric
 
 HERO_FACTORS = (
     '[{"name": "headline", "levels": ["Ship faster", "Build better", "Scale up", '
@@ -19,14 +19,7 @@ HERO_FACTORS = (
 
 
 async def _metric(conn: asyncpg.Connection, org: Org) -> str:
-    return str(
-        await conn.fetchval(
-            "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-            "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards', "
-            "'anonymous_id', 'timestamp', 'bool') RETURNING id",
-            org.id,
-        )
-    )
+    return str(await make_metric(conn, org))
 
 
 def _keyed(env: dict[str, str], org: Org) -> dict[str, str]:
@@ -197,12 +190,7 @@ async def test_observations_from_the_cli(
     cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
 ) -> None:
     env = _keyed(cli_env, org)
-    metric_id = await conn.fetchval(
-        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-        "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards "
-        "WHERE name = ''signup''', 'anonymous_id', 'timestamp', 'bool') RETURNING id",
-        org.id,
-    )
+    metric_id = await make_metric(conn, org)
     created = await levered(
         "optimizations",
         "create",

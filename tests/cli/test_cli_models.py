@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from tests.cli.conftest import levered
-from tests.conftest import Org
+from tests.conftest import Org, make_metric
 
 FACTORS = '[{"name": "headline", "levels": ["a", "b", "c"]}]'
 RATES = {1: 0.05, 2: 0.30, 3: 0.05}
@@ -42,12 +42,7 @@ async def test_train_state_results(
     cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
 ) -> None:
     env = cli_env | {"LEVERED_API_KEY": org.api_key}
-    metric = await conn.fetchval(
-        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-        "reward_type) VALUES ($1, 'Sign-ups', 'SELECT anonymous_id, timestamp FROM rewards "
-        "WHERE name = ''signup''', 'anonymous_id', 'timestamp', 'bool') RETURNING id",
-        org.id,
-    )
+    metric = await make_metric(conn, org)
     created = await levered(
         "optimizations",
         "create",

@@ -14,7 +14,7 @@ import httpx
 from textual.widgets import DataTable, Static
 
 from levered.db.embedded import free_port
-from tests.conftest import Org, launch_server, stop_server
+from tests.conftest import Org, launch_server, make_metric, stop_server
 from tui.app import DashboardApp
 from tui.screens.optimization import OptimizationScreen
 from tui.widgets.status_line import StatusLine
@@ -26,12 +26,7 @@ HERO = [
 
 
 async def _create(server_url: str, conn: asyncpg.Connection, org: Org, name: str) -> str:
-    metric = await conn.fetchval(
-        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
-        "RETURNING id",
-        org.id,
-    )
+    metric = await make_metric(conn, org)
     async with httpx.AsyncClient(base_url=server_url) as http:
         response = await http.post(
             "/api/v2/optimizations",
@@ -123,12 +118,7 @@ async def test_dashboard_recovers_when_the_server_comes_back(
 async def test_context_key_cycles_the_posterior_view(
     server_url: str, conn: asyncpg.Connection, org: Org
 ) -> None:
-    metric = await conn.fetchval(
-        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
-        "RETURNING id",
-        org.id,
-    )
+    metric = await make_metric(conn, org)
     async with httpx.AsyncClient(base_url=server_url) as http:
         created = await http.post(
             "/api/v2/optimizations",
@@ -158,12 +148,7 @@ async def test_context_key_cycles_the_posterior_view(
 async def test_ten_thousand_variants_show_the_top_with_a_hint_even_narrow(
     server_url: str, conn: asyncpg.Connection, org: Org
 ) -> None:
-    metric = await conn.fetchval(
-        "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, "
-        "reward_type) VALUES ($1, 'm', 'SELECT 1', 'anonymous_id', 'timestamp', 'bool') "
-        "RETURNING id",
-        org.id,
-    )
+    metric = await make_metric(conn, org)
     design = [{"name": f"f{i}", "levels": [f"l{j}" for j in range(10)]} for i in range(4)]
     async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
         created = await http.post(

@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from levered.db.pool import connect
-from tests.conftest import Org, make_org
+from tests.conftest import Org, make_metric, make_org
 from tui.app import DashboardApp
 from tui.screens.optimization import OptimizationScreen
 
@@ -32,13 +32,7 @@ def _org_with(names: list[str], migrated_url: str, server_url: str) -> Org:
         conn = await connect(migrated_url)
         try:
             org = await make_org(conn, f"Snap {uuid.uuid4().hex[:8]}")
-            metric = await conn.fetchval(
-                "INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, "
-                "timestamp_col, reward_type) VALUES ($1, 'Sign-ups', $2, "
-                "'anonymous_id', 'timestamp', 'bool') RETURNING id",
-                org.id,
-                "SELECT anonymous_id, timestamp FROM rewards WHERE name = 'signup'",
-            )
+            metric = await make_metric(conn, org)
         finally:
             await conn.close()
         async with httpx.AsyncClient(base_url=server_url) as http:
