@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 class LeveredError(Exception):
     """Base of every error Levered raises on purpose."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"
+    """Stable machine-readable code: a class default that one raise may override."""
     status: ClassVar[int] = 500
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
@@ -20,7 +21,7 @@ class LeveredError(Exception):
         self.message = message
         self.details = details
         if code is not None:
-            self.code = code  # type: ignore[misc]
+            self.code = code
 
 
 class ConfigurationError(LeveredError):

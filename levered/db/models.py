@@ -161,13 +161,13 @@ async def select_version(
 
 async def soft_delete(conn: Connection, organization_id: UUID, model_id: UUID) -> UUID | None:
     """Mark the model deleted; its optimization's id, or None when nothing matched."""
-    return await conn.fetchval(SOFT_DELETE, organization_id, model_id)  # type: ignore[no-any-return]
+    value: UUID | None = await conn.fetchval(SOFT_DELETE, organization_id, model_id)
+    return value
 
 
 async def insert_model(conn: Connection, organization_id: UUID, optimization_id: UUID) -> UUID:
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        INSERT_MODEL, organization_id, optimization_id
-    )
+    value: UUID = await conn.fetchval(INSERT_MODEL, organization_id, optimization_id)
+    return value
 
 
 async def try_training_lock(conn: Connection, optimization_id: UUID) -> bool:
@@ -201,7 +201,7 @@ async def insert_version(
     seed: int,
 ) -> datetime:
     """Write one immutable version; its ``trained_at``."""
-    return await conn.fetchval(  # type: ignore[no-any-return]
+    value: datetime = await conn.fetchval(
         INSERT_VERSION,
         model_id,
         version,
@@ -213,6 +213,7 @@ async def insert_version(
         counts,
         seed,
     )
+    return value
 
 
 async def publish_version(conn: Connection, model_id: UUID, version: int) -> bool:

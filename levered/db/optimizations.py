@@ -40,10 +40,6 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING id
 """
 
-INSERT_MODEL: Final = """
-INSERT INTO models (organization_id, optimization_id) VALUES ($1, $2) RETURNING id
-"""
-
 # The view the API shows: the optimization, its linked metric and its (non-deleted) model.
 _VIEW: Final = """
 SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors,
@@ -99,15 +95,8 @@ async def find_metric(
 async def insert_optimization(
     conn: Connection, organization_id: UUID, values: OptimizationValues
 ) -> UUID:
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        INSERT_OPTIMIZATION, organization_id, *values
-    )
-
-
-async def insert_model(conn: Connection, organization_id: UUID, optimization_id: UUID) -> UUID:
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        INSERT_MODEL, organization_id, optimization_id
-    )
+    value: UUID = await conn.fetchval(INSERT_OPTIMIZATION, organization_id, *values)
+    return value
 
 
 async def select_optimization(
@@ -139,6 +128,5 @@ async def delete_draft(
     conn: Connection, organization_id: UUID, optimization_id: UUID
 ) -> UUID | None:
     """Delete a draft (its model row and assignments cascade); None when nothing matched."""
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        DELETE_DRAFT, organization_id, optimization_id
-    )
+    value: UUID | None = await conn.fetchval(DELETE_DRAFT, organization_id, optimization_id)
+    return value

@@ -26,15 +26,15 @@ async def count_organizations(conn: Connection) -> int:
 
 
 async def insert_organization(conn: Connection, name: str) -> UUID:
-    return await conn.fetchval(INSERT_ORGANIZATION, name)  # type: ignore[no-any-return]
+    value: UUID = await conn.fetchval(INSERT_ORGANIZATION, name)
+    return value
 
 
 async def insert_user(
     conn: Connection, organization_id: UUID, email: str, name: str, password_hash: str
 ) -> UUID:
-    return await conn.fetchval(  # type: ignore[no-any-return]
-        INSERT_USER, organization_id, email, name, password_hash
-    )
+    value: UUID = await conn.fetchval(INSERT_USER, organization_id, email, name, password_hash)
+    return value
 
 
 async def insert_api_key(

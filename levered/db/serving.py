@@ -110,7 +110,8 @@ async def select_config(conn: Connection, optimization_id: UUID) -> asyncpg.Reco
 
 
 async def select_posterior(conn: Connection, model_id: UUID, version: int) -> bytes | None:
-    return await conn.fetchval(SELECT_POSTERIOR, model_id, version)  # type: ignore[no-any-return]
+    value: bytes | None = await conn.fetchval(SELECT_POSTERIOR, model_id, version)
+    return value
 
 
 def _assignment(row: asyncpg.Record) -> Assignment:

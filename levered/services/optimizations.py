@@ -21,6 +21,7 @@ from msgspec import UNSET
 
 from levered.bandit.variants import Factor, VariantSpace
 from levered.db import Connection
+from levered.db import models as models_db
 from levered.db import optimizations as db
 from levered.errors import Conflict, NotFound, ValidationError
 from levered.schemas.optimizations import (
@@ -428,7 +429,7 @@ async def create_optimization(
     async with pool.acquire() as conn, conn.transaction():
         await _check_metric(conn, organization_id, body.reward_metric_id)
         optimization_id = await db.insert_optimization(conn, organization_id, values)
-        await db.insert_model(conn, organization_id, optimization_id)
+        await models_db.insert_model(conn, organization_id, optimization_id)
         return await _fetch_view(conn, organization_id, optimization_id)
 
 
