@@ -353,7 +353,9 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # Ctrl-C reaches us; we stop postgres after the app
-                **self._user_kwargs(),  # type: ignore[call-overload]
+                user=self._uid,
+                group=self._gid,
+                extra_groups=self._extra_groups,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -437,10 +439,19 @@ class EmbeddedPostgres:
         assert self._bindir is not None
         return self._bindir / name
 
-    def _user_kwargs(self) -> dict[str, object]:
-        if self._run_as is None:
-            return {}
-        return {"user": self._run_as.uid, "group": self._run_as.gid, "extra_groups": []}
+    # Who PostgreSQL's processes run as: ourselves (None), or the unprivileged account as root
+    # (no supplementary groups: root's must not leak into the cluster's processes).
+    @property
+    def _uid(self) -> int | None:
+        return None if self._run_as is None else self._run_as.uid
+
+    @property
+    def _gid(self) -> int | None:
+        return None if self._run_as is None else self._run_as.gid
+
+    @property
+    def _extra_groups(self) -> list[int] | None:
+        return None if self._run_as is None else []
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(
@@ -449,8 +460,10 @@ class EmbeddedPostgres:
             text=True,
             cwd=self.data_dir,
             check=False,
-            **self._user_kwargs(),
-        )  # type: ignore[call-overload]
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._extra_groups,
+        )
         if result.returncode != 0:
             raise ConfigurationError(f"{Path(argv[0]).name} failed:\n{result.stderr.strip()}")
 

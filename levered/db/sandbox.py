@@ -158,16 +158,13 @@ async def tenant_session(
     ``admin`` is the app's own (privileged) connection; ``dsn`` where to log in (default: where
     ``admin`` is connected). Failing to log in is :class:`~levered.errors.Unavailable`.
     """
-    # levered.db.warehouse types its connections as plain asyncpg.Connection; a pool proxy
-    # forwards every call those functions make.
-    plain: asyncpg.Connection = admin  # type: ignore[assignment]
-    role = await ensure_tenant_role(plain, organization_id)
+    role = await ensure_tenant_role(admin, organization_id)
     await configure_tenant_role(admin, role)
     target = dsn or await server_dsn(admin)
     async with AsyncExitStack() as stack:
         try:
             conn = await stack.enter_async_context(
-                tenant_connection(plain, target, organization_id)
+                tenant_connection(admin, target, organization_id)
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise Unavailable(

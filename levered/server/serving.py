@@ -180,6 +180,7 @@ class FastServe:
         self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Litestar types HTTP methods as an enum-like Literal set; ASGI delivers a plain str.
         if scope["type"] != "http" or cast("HTTPScope", scope)["method"] != "POST":  # type: ignore[comparison-overlap]
             return await self.inner(scope, receive, send)
         path: str = scope["path"]

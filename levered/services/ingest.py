@@ -199,6 +199,7 @@ def _parse(
     """Every event decoded in one pass when all are valid; else event by event, with paths."""
     if b"\\u0000" not in body:  # (a NUL needs the per-field check of _decode_events)
         try:
+            # mypy cannot tie the batch decoder's event type to E (a union of two decoders).
             events: list[E] = whole.decode(body).events  # type: ignore[assignment]
         except ValueError:
             pass  # something is wrong somewhere: the slow path below says what and where

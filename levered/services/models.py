@@ -187,8 +187,12 @@ async def summarize(
     return result
 
 
-def interval(x: bandit_results.Interval | None) -> Interval | None:
-    return None if x is None else Interval(x.mean, x.lo, x.hi)
+def interval(x: bandit_results.Interval) -> Interval:
+    return Interval(x.mean, x.lo, x.hi)
+
+
+def optional_interval(x: bandit_results.Interval | None) -> Interval | None:
+    return None if x is None else interval(x)
 
 
 def ranked(

@@ -222,8 +222,10 @@ def _assemble(
 
 def _modeled(summary: bandit_results.Results) -> Modeled:
     return Modeled(
-        estimated_improvement_percent=models.interval(summary.estimated_improvement_percent),
-        best_vs_baseline_percent=models.interval(summary.best_vs_baseline_percent),
+        estimated_improvement_percent=models.optional_interval(
+            summary.estimated_improvement_percent
+        ),
+        best_vs_baseline_percent=models.optional_interval(summary.best_vs_baseline_percent),
         estimated_progress=summary.estimated_progress,
     )
 
@@ -237,7 +239,7 @@ def _factors(s: models.Subject, summary: bandit_results.Results) -> list[FactorI
     for f in summary.factor_importance:
         factor = s.space.factors[f.factor]
         levels = [
-            LevelEffect(level, models.interval(effect))  # type: ignore[arg-type]
+            LevelEffect(level, models.interval(effect))
             for level, effect in zip(factor.levels, f.level_effects, strict=True)
         ]
         imp = f.importance

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 from uuid import UUID
 
 import asyncpg
@@ -41,6 +41,7 @@ from levered.bandit.variants import Level, VariantSpace
 from levered.db import serving as db
 from levered.db.pool import init_connection
 from levered.errors import NotFound
+from levered.schemas.optimizations import Status
 from levered.services.lifecycle import SERVE_MODE, ServeMode
 
 log = logging.getLogger("levered.serving")
@@ -167,7 +168,7 @@ def build_config(
         id_bytes=row["id"].bytes,
         organization_id=row["organization_id"],
         status=status,
-        mode=SERVE_MODE[status],  # type: ignore[index]
+        mode=SERVE_MODE[cast(Status, status)],  # the CHECK constraint admits only Status values
         space=space,
         allowed_idx=allowed_idx,
         holdout_fraction=float(row["holdout_percentage"]) / 100.0,
