@@ -7,8 +7,10 @@ on synthetic bool cells with one context factor (two known values) and decisions
 by one for a request carrying a context, through ``Sampler.choose`` — the serving path: context
 lookup, kernel call, seeding included. The baseline is the numpy twin (``tests/naive.py``
 ``glm_choose_dense``) with the variants' design matrix for the context precomputed, so it does
-only the two matrix-vector products. Also reported: the mab (Beta) sampler, one Monte Carlo
-propensity estimate (1,000 draws, cached per version and context when serving) and the fit.
+only the two matrix-vector products. Also reported: the mab (Beta) sampler, the cost of one
+context's serving pool (the winners of the version's 1,000 posterior samples, computed once per
+version and context when serving; the samples themselves drawn on first use), a pooled decision
+(``Pool.number``: what serving does per request) and the fit.
 """
 
 from __future__ import annotations
@@ -73,14 +75,15 @@ def _row(n_variants: int, counts: tuple[int, ...], rng: np.random.Generator, n: 
     mab = Sampler(fit_mab(cells, counts, "bool"))
     mab_t = _time(lambda s: mab.choose(s), n)
     t0 = time.perf_counter()
-    Sampler(post, model_version=1).propensities(CONTEXT, n_draws=1000)
-    prop_ms = (time.perf_counter() - t0) * 1e3
+    pool = Sampler(post, model_version=1).pool(CONTEXT)
+    pool_ms = (time.perf_counter() - t0) * 1e3
+    pooled = _time(pool.number, n)
     return (
         f"{n_variants:>8,} {post.array('mean').size:>8} | "
         f"{fast[0]:>8.1f}/{fast[1]:>8.1f} {fast[2]:>8,.0f} | "
         f"{slow[0]:>8.1f}/{slow[1]:>8.1f} {slow[2]:>8,.0f} | "
         f"{slow[0] / fast[0]:>7.1f}× | {mab_t[0]:>7.1f}/{mab_t[1]:>7.1f} | "
-        f"{prop_ms:>8.1f} | {fit_s:>6.2f}"
+        f"{pool_ms:>8.1f} | {pooled[0]:>6.2f}/{pooled[1]:>6.2f} | {fit_s:>6.2f}"
     )
 
 
@@ -97,7 +100,7 @@ def main() -> None:
     header = (
         f"{'variants':>8} {'features':>8} | {'numba p50/p99 µs':>17} {'dec/s':>8} | "
         f"{'numpy p50/p99 µs':>17} {'dec/s':>8} | {'speed-up':>8} | "
-        f"{'mab p50/p99 µs':>15} | {'prop. ms':>8} | {'fit s':>6}"
+        f"{'mab p50/p99 µs':>15} | {'pool ms':>8} | {'pooled µs':>13} | {'fit s':>6}"
     )
     print(header)
     print("-" * len(header))

@@ -5,10 +5,10 @@
 1. **Decision latency, in process** — for 12 (3×2×2), 1,000 (10×10×10) and 10,000 (10⁴)
    variants, a cmab posterior fitted on synthetic bool cells with one context factor; the
    serve path's synchronous part timed call by call: context check, decision id (uuid4),
-   holdout hash, Thompson draw (``Sampler.choose``), propensity lookup, variant/key lookup and
-   the exposure row appended to a buffer list. Propensities are warm (the server computes one
-   vector per model version and known context, off the event loop, on first use); that cold
-   cost is printed separately.
+   holdout hash, Thompson decision (a pick from the context's pool of the version's 1,000
+   posterior samples' winners) with its propensity, variant/key lookup and the exposure row
+   appended to a buffer list. Pools are warm (the server computes one per model version and
+   known context, off the event loop, on first use); that cold cost is printed separately.
 2. **HTTP** — a durable embedded PostgreSQL, the 1,000-variant optimization trained (model
    version 1), ``levered server start`` (granian, one worker, the rate limiter on with a rate
    too high to refuse anything, so its cost is included), loaded by ``wrk`` (Python fallback):
@@ -52,7 +52,7 @@ from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 from levered.db.pool import connect
 from levered.services.serving import clean_context, decide
-from levered.services.serving_state import ServingConfig, build_config, compute_propensities
+from levered.services.serving_state import ServingConfig, build_config, compute_pool
 
 SPACES: dict[int, tuple[int, ...]] = {12: (3, 2, 2), 1_000: (10, 10, 10), 10_000: (10,) * 4}
 CONTEXTS = ({"segment": "a"}, {"segment": "b"})
@@ -99,9 +99,9 @@ def decision_latency(n_variants: int, decisions: int, rng: np.random.Generator) 
     posterior = fitted(counts, rng)
     config = config_for(counts, posterior)
     began = time.perf_counter()
-    compute_propensities(config, config.known_context(CONTEXTS[0]))
+    compute_pool(config, config.known_context(CONTEXTS[0]))
     cold_ms = (time.perf_counter() - began) * 1e3
-    compute_propensities(config, config.known_context(CONTEXTS[1]))
+    compute_pool(config, config.known_context(CONTEXTS[1]))
     users = [f"user-{i}" for i in range(decisions)]
     sink: list[tuple[Any, ...]] = []
 
@@ -412,7 +412,7 @@ def main() -> None:
     print(
         f"{'variants':>8} {'features':>9} {'p50 µs':>9} {'p90 µs':>9} {'p99 µs':>9}"
         f" {'decisions/s':>12}"
-        f" {'propensity ms':>14}"
+        f" {'cold pool ms':>14}"
     )
     for n_variants in SPACES:
         print(decision_latency(n_variants, args.decisions, rng), flush=True)

@@ -112,6 +112,30 @@ def glm_choose_dense(
     return int(np.argmax(scores)) + 1
 
 
+def glm_pool_winners(
+    seed: int,
+    size: int,
+    mean: F64,
+    chol: F64,
+    level_counts: Sequence[int],
+    vocab: Sequence[tuple[str, Any]],
+    context: Mapping[str, Any] | None,
+    allowed: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.int64]:
+    """A version's pool by the book: ``size`` draws θ = μ + L z with z from
+    ``RandomState(seed)`` for every coefficient before the intercept (the rest, constant across
+    variants, left at the mean), dense scores of every variant, argmax over allowed; 0-based."""
+    n = int(np.prod(level_counts))
+    x = design_matrix(level_counts, vocab, list(range(1, n + 1)), [context] * n)
+    top = feature_names(level_counts, vocab).index(("intercept",))
+    z = np.zeros((size, mean.shape[0]))
+    z[:, :top] = np.random.RandomState(seed).standard_normal((size, top))
+    thetas = mean + z @ chol.T
+    thetas[:, top:] = mean[top:]
+    scores = np.where(allowed, thetas @ x.T, -np.inf)
+    return np.argmax(scores, axis=1).astype(np.int64)
+
+
 def mab_draws(rng: np.random.Generator, kind: str, arrays: Mapping[str, F64], size: int) -> F64:
     """``size`` joint posterior draws (rows) of every variant's mean reward."""
     if kind == "beta":

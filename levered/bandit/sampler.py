@@ -11,23 +11,33 @@ variant, so a variant is served with exactly its posterior probability of being 
 - mab: one draw per allowed variant from its own posterior — Beta for bool, NIG for numeric
   (σ² = β / Gamma(α, 1), then μ ~ N(μₙ, σ²/κ)).
 
+Two ways to use the draws:
+
+- :meth:`Sampler.choose` makes a fresh draw per decision (simulations, the regret benchmark,
+  the posterior-mean "winner").
+- Serving uses a :class:`Pool`: each model version draws ``pool_size`` (1,000) posterior
+  samples once, from a seed fixed by the version; for a context the winner of every sample is
+  computed once (≈ the cost of 1,000 fresh decisions, off the request path), and a decision
+  then picks one of them uniformly with its seed. That *is* Thompson sampling, from the
+  version's 1,000-sample approximation of the posterior: every decision still serves the
+  argmax of a posterior draw, at the cost of an array lookup, and the logged propensity — the
+  share of the pool's samples the served variant wins — is the exact probability of the
+  serving policy, not a Monte Carlo estimate of it (what inverse-propensity estimates need).
+  The pool's sampling error (≈ √(p(1−p)/1000) on a variant's share) is redrawn with every
+  model version.
+
 Replay: numba's generator is separate from numpy's and per thread, so every kernel seeds it
 itself (MT19937, the same stream as ``numpy.random.RandomState``) from the explicit ``seed``.
 Serving derives that seed with :func:`decision_seed` from (model version, decision seed); the
 same posterior, context, allowed set and seed always give the same variant.
-
-Propensity: P(v | context) under Thompson sampling has no closed form; it is estimated from
-``n_draws`` decisions with a seed derived from (model version, context), so the estimate itself
-is reproducible and can be cached per (version, context) — :class:`Sampler` caches it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -40,8 +50,9 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 
-PROPENSITY_DRAWS = 1000
-PROPENSITY_CACHE = 4096
+POOL_SIZE: Final = 1000
+"""Posterior samples per model version that serving decisions pick from (see the docstring)."""
+CONTEXT_CACHE: Final = 4096
 _KIND_CODE = {"beta": 0, "nig": 1}
 
 
@@ -55,9 +66,10 @@ def decision_seed(model_version: int, seed: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def context_key(context: Mapping[str, Any] | None) -> str:
-    """A canonical string for a context (cache key and propensity-seed input)."""
-    return json.dumps(dict(context or {}), sort_keys=True, separators=(",", ":"), default=str)
+def pool_seed(model_version: int) -> int:
+    """The 32-bit seed of a model version's posterior samples (:class:`Pool`)."""
+    digest = hashlib.blake2b(f"pool:{model_version}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 # --------------------------------------------------------------------------- cmab kernels
@@ -158,33 +170,23 @@ def glm_choose(
 
 
 @njit(cache=True, nogil=True)
-def glm_counts(
-    seed: int,
-    n_draws: int,
-    mean: F64,
-    chol: F64,
-    ranges: I64,
+def glm_winners(
+    thetas: F64,
     main_idx: I64,
     pair_idx: I64,
     cd_idx: I64,
     ctx_cols: I64,
     terms: npt.NDArray[np.int32],
     allowed_idx: I64,
-    n_variants: int,
 ) -> I64:
-    """How often each variant wins over ``n_draws`` Thompson decisions (one seeded stream)."""
-    np.random.seed(seed)
-    p = mean.shape[0]
-    z = np.empty(p)
-    theta = np.zeros(p)
+    """The served variant's 0-based index for each row of ``thetas`` (posterior draws)."""
     k = main_idx.shape[1]
     table = np.empty(main_idx.shape[0] * k + pair_idx.shape[0] * k * k)
-    counts = np.zeros(n_variants, dtype=np.int64)
-    for _ in range(n_draws):
-        _draw_theta(mean, chol, ranges, z, theta)
-        _fill_table(theta, main_idx, pair_idx, cd_idx, ctx_cols, table)
-        counts[_argmax_score(table, terms, allowed_idx)] += 1
-    return counts
+    out = np.empty(thetas.shape[0], dtype=np.int64)
+    for j in range(thetas.shape[0]):
+        _fill_table(thetas[j], main_idx, pair_idx, cd_idx, ctx_cols, table)
+        out[j] = _argmax_score(table, terms, allowed_idx)
+    return out
 
 
 # --------------------------------------------------------------------------- mab kernels
@@ -216,40 +218,73 @@ def mab_choose(seed: int, kind: int, a: F64, b: F64, c: F64, d: F64, allowed_idx
 
 
 @njit(cache=True, nogil=True)
-def mab_counts(
+def mab_winners(
     seed: int, n_draws: int, kind: int, a: F64, b: F64, c: F64, d: F64, allowed_idx: I64
 ) -> I64:
+    """The winners of ``n_draws`` Thompson decisions of independent arms (one seeded stream)."""
     np.random.seed(seed)
-    counts = np.zeros(a.shape[0], dtype=np.int64)
-    for _ in range(n_draws):
-        counts[_mab_argmax(kind, a, b, c, d, allowed_idx)] += 1
-    return counts
+    out = np.empty(n_draws, dtype=np.int64)
+    for j in range(n_draws):
+        out[j] = _mab_argmax(kind, a, b, c, d, allowed_idx)
+    return out
 
 
 # --------------------------------------------------------------------------- façade
 
 
-class Sampler:
-    """A posterior prepared for serving: contiguous arrays, allowed variants, propensity cache.
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A model version's serving decisions for one context: the winner of each of its posterior
+    samples, and the exact probability of each variant under "pick a sample uniformly"."""
 
-    Build one per (model version, allowed mask) when a version is loaded; ``choose`` is then a
-    dictionary lookup for the context plus one kernel call. Thread-safe for ``choose`` (the
-    kernels release the GIL and numba's generator state is per thread).
+    winners: I64
+    """0-based index of the variant each posterior sample serves."""
+    probs: F64
+    """Serving probability per variant (index = number − 1): its share of ``winners``."""
+
+    @classmethod
+    def of(cls, winners: I64, n_variants: int) -> Pool:
+        probs = np.bincount(winners, minlength=n_variants).astype(np.float64) / winners.size
+        probs.setflags(write=False)
+        winners.setflags(write=False)
+        return cls(winners, probs)
+
+    def number(self, seed: int) -> int:
+        """The served variant's number for a decision's kernel seed."""
+        return int(self.winners[seed % self.winners.shape[0]]) + 1
+
+
+class Sampler:
+    """A posterior prepared for serving: contiguous arrays, allowed variants, the version's
+    posterior samples.
+
+    Build one per (model version, allowed mask) when a version is loaded. :meth:`pool` gives a
+    context's serving decisions (callers cache it per context); :meth:`choose` makes one fresh
+    Thompson draw. Thread-safe (the kernels release the GIL, numba's generator state is per
+    thread, and the lazily drawn samples are a pure function of the version).
     """
 
     def __init__(
-        self, posterior: Posterior, allowed: B | None = None, model_version: int = 0
+        self,
+        posterior: Posterior,
+        allowed: B | None = None,
+        model_version: int = 0,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.posterior = posterior
         self.model_version = model_version
+        self.pool_size = int(pool_size)
         n = posterior.n_variants
         mask = np.ones(n, dtype=np.bool_) if allowed is None else np.asarray(allowed, np.bool_)
         if mask.shape != (n,):
             raise ValueError(f"allowed mask has shape {mask.shape}, expected ({n},)")
         if not mask.any():
             raise ValueError("no variant is allowed")
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
         self.allowed_idx = np.ascontiguousarray(np.flatnonzero(mask).astype(np.int64))
-        self._cache: OrderedDict[str, F64] = OrderedDict()
+        self._thetas: F64 | None = None
+        self._mab_pool: Pool | None = None
         if posterior.model_type == "mab":
             self._kind = _KIND_CODE[posterior.kind]
             names = ("alpha", "beta") if self._kind == 0 else ("mu", "kappa", "alpha", "beta")
@@ -293,13 +328,14 @@ class Sampler:
                 ranges.append(np.array([[block.min(), block.max() + 1]], dtype=np.int64))
         out = (cols, np.ascontiguousarray(np.vstack(ranges), dtype=np.int64))
         if key is not None:
-            if len(self._contexts) >= PROPENSITY_CACHE:
+            if len(self._contexts) >= CONTEXT_CACHE:
                 self._contexts.clear()
             self._contexts[key] = out
         return out
 
     def choose(self, seed: int, context: Mapping[str, Any] | None = None) -> int:
-        """The served variant's number for a kernel seed (see :func:`decision_seed`)."""
+        """The variant number of one fresh Thompson draw for a kernel seed
+        (see :func:`decision_seed`)."""
         seed = int(seed) & 0xFFFFFFFF
         if self.posterior.model_type == "mab":
             a, b, c, d = self._mab
@@ -320,55 +356,43 @@ class Sampler:
         )
         return int(v) + 1
 
-    def propensities(
-        self, context: Mapping[str, Any] | None = None, n_draws: int = PROPENSITY_DRAWS
-    ) -> F64:
-        """Monte Carlo P(variant | context) under Thompson sampling, index = number − 1.
-
-        Reproducible (seeded from model version and context) and cached per context.
-        """
-        key = f"{n_draws}|{context_key(context)}"
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        seed = int.from_bytes(
-            hashlib.blake2b(f"{self.model_version}|{key}".encode(), digest_size=4).digest(),
-            "little",
-        )
-        if self.posterior.model_type == "mab":
-            a, b, c, d = self._mab
-            counts = mab_counts(seed, n_draws, self._kind, a, b, c, d, self.allowed_idx)
-        else:
-            cols, ranges = self._context_args(context)
-            ds = self.design
-            counts = glm_counts(
-                seed,
-                n_draws,
-                self.mean,
-                self.chol,
-                ranges,
-                ds.main_idx,
-                ds.pair_idx,
-                ds.cd_idx,
-                cols,
-                self.terms,
-                self.allowed_idx,
-                self.posterior.n_variants,
+    def thetas(self) -> F64:
+        """cmab: the version's ``pool_size`` posterior samples of the coefficients that differ
+        between variants (rows: θ = μ + L z for the columns before the intercept, z from
+        ``numpy.random.RandomState(pool_seed(version))``). Drawn once, on first use."""
+        if self._thetas is None:
+            top = self.design.intercept  # mains, pairs, context × design: all that scores
+            z = np.random.RandomState(pool_seed(self.model_version)).standard_normal(
+                (self.pool_size, top)
             )
-        probs = counts.astype(np.float64) / float(n_draws)
-        probs.setflags(write=False)
-        self._cache[key] = probs
-        if len(self._cache) > PROPENSITY_CACHE:
-            self._cache.popitem(last=False)
-        return probs
+            self._thetas = np.ascontiguousarray(self.mean[:top] + z @ self.chol[:top, :top].T)
+        return self._thetas
 
-    def propensity(
-        self, number: int, context: Mapping[str, Any] | None = None, n_draws: int = PROPENSITY_DRAWS
-    ) -> float:
-        """Estimated propensity of a served variant, floored at 1/(2·n_draws): a variant that
-        was just served has positive probability even when no Monte Carlo draw picked it."""
-        return max(float(self.propensities(context, n_draws)[number - 1]), 0.5 / n_draws)
+    def pool(self, context: Mapping[str, Any] | None = None) -> Pool:
+        """The serving decisions of this version for a context (≈ ``pool_size`` fresh draws of
+        work: cache the result per context)."""
+        n = self.posterior.n_variants
+        if self.posterior.model_type == "mab":  # independent arms ignore the context
+            if self._mab_pool is None:
+                a, b, c, d = self._mab
+                seed = pool_seed(self.model_version)
+                winners = mab_winners(
+                    seed, self.pool_size, self._kind, a, b, c, d, self.allowed_idx
+                )
+                self._mab_pool = Pool.of(winners, n)
+            return self._mab_pool
+        cols, _ranges = self._context_args(context)
+        ds = self.design
+        winners = glm_winners(
+            self.thetas(),
+            ds.main_idx,
+            ds.pair_idx,
+            ds.cd_idx,
+            cols,
+            self.terms,
+            self.allowed_idx,
+        )
+        return Pool.of(winners, n)
 
 
 def warm_up() -> None:
@@ -390,6 +414,6 @@ def warm_up() -> None:
             fit_mab(cells, (2, 2), reward_type),
             fit_cmab(cells, (2, 2), reward_type),
         ):
-            sampler = Sampler(posterior)
+            sampler = Sampler(posterior, pool_size=4)
             sampler.choose(1, {"c": "a"})
-            sampler.propensities({"c": "a"}, n_draws=4)
+            sampler.pool({"c": "a"})

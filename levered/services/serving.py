@@ -13,11 +13,15 @@ By status (``levered.services.lifecycle.SERVE_MODE``):
   best posterior-mean score (no exploration, propensity 1); the baseline before any training.
   Holdout applies only while live: outside it ``holdout`` is false.
 
+Thompson decisions pick one of the model version's posterior samples with the decision's seed
+(:class:`~levered.bandit.sampler.Pool`: the winners of the version's 1,000 samples are
+computed once per context, so a decision is a lookup).
+
 Propensity (live): the probability that the *logging policy* shows the served variant to a
 user with this context, before the holdout hash is known — holdout mixing included:
-``P(v) = h·[v = 1] + (1 − h)·p_TS(v | context)``, with ``p_TS`` the Monte Carlo Thompson
-probability (floored at 1/(2·draws)) or ``1 / allowed`` before training. The exposure also
-records ``holdout``, so an analysis can condition on it instead.
+``P(v) = h·[v = 1] + (1 − h)·p_TS(v | context)``, with ``p_TS`` the variant's share of the
+pool (exact for the policy that served it) or ``1 / allowed`` before training. The exposure
+also records ``holdout``, so an analysis can condition on it instead.
 
 Replay: a decision's kernel seed is ``decision_seed(model_version, decision_id.int)``
 (uuid as a 128-bit integer), so (model version, decision id, context) reproduce it:
@@ -36,15 +40,14 @@ from uuid import UUID
 
 import numpy as np
 
-from levered.bandit.sampler import PROPENSITY_DRAWS, Sampler, decision_seed
+from levered.bandit.sampler import Sampler, decision_seed
 from levered.db import serving as db
 from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
-from levered.services.serving_state import ServingConfig, ServingState, compute_propensities
+from levered.services.serving_state import ServingConfig, ServingState, compute_pool
 
 BASELINE: Final = 1
-MIN_PROPENSITY: Final = 0.5 / PROPENSITY_DRAWS
 _TWO_64: Final = float(2**64)
 
 
@@ -120,7 +123,7 @@ def decide(
 ) -> Decision:
     """One decision, synchronously (the in-process hot path; no I/O).
 
-    Expects ``context`` already cleaned. Propensities come from the config's cache; a miss is
+    Expects ``context`` already cleaned. Decision pools come from the config's cache; a miss is
     computed here (blocking) — the async :func:`serve` warms the cache off the loop first.
     """
     mode = config.mode
@@ -145,11 +148,9 @@ def decide(
         p_ts = 1.0 / n  # the baseline is always allowed (it cannot be excluded)
     else:
         key = config.known_context(context)
-        number = BASELINE if holdout else sampler.choose(seed, dict(key))
-        probs = config.propensities.get(key)
-        if probs is None:
-            probs = compute_propensities(config, key)
-        p_ts = max(float(probs[number - 1]), MIN_PROPENSITY)
+        pool = config.pools.get(key) or compute_pool(config, key)
+        number = BASELINE if holdout else pool.number(seed)
+        p_ts = float(pool.probs[number - 1])
     h = config.holdout_fraction
     propensity = (1.0 - h) * p_ts + (h if number == BASELINE else 0.0)
     return Decision(number, holdout, propensity, config.model_version, decision_id)
@@ -180,11 +181,12 @@ def replay(
 ) -> int:
     """The variant a (non-holdout, live) decision served, recomputed from its recipe: the model
     version's sampler (None before training), the allowed variants, the decision id and the
-    context as recorded in the exposure."""
+    context as recorded in the exposure (the context's pool is recomputed: one call costs as
+    much as a pool)."""
     seed = kernel_seed(model_version, decision_id)
     if sampler is None:
         return int(allowed_idx[seed % allowed_idx.shape[0]]) + 1
-    return sampler.choose(seed, context)
+    return sampler.pool(context).number(seed)
 
 
 # -- the use case -----------------------------------------------------------------------------
@@ -216,8 +218,8 @@ async def serve(
     else:
         if explore and config.sampler is not None:
             key = config.known_context(context)
-            if key not in config.propensities:
-                await state.propensities(config, key)
+            if key not in config.pools:
+                await state.decision_pool(config, key)
         decision = decide(config, anonymous_id, context, uuid.uuid4())
         if explore and config.sticky:
             decision = await _sticky(

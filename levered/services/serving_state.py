@@ -14,8 +14,9 @@ reconnect and reloaded on its next serve. While the database is unreachable, ser
 from the cache (stale but available).
 
 CPU-heavy work — decoding a posterior, building a :class:`~levered.bandit.sampler.Sampler`,
-Monte Carlo propensities (≈ 40 ms at 1,000 variants) — runs on one worker thread (the numba
-kernels release the GIL), never on the event loop.
+a context's decision pool (the winners of the version's 1,000 posterior samples: ≈ 5–20 ms at
+1,000 variants) — runs on one worker thread (the numba kernels release the GIL), never on the
+event loop.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from levered.bandit.posterior import Posterior, make_posterior
-from levered.bandit.sampler import PROPENSITY_DRAWS, Sampler
+from levered.bandit.sampler import Pool, Sampler
 from levered.bandit.variants import Level, VariantSpace
 from levered.db import serving as db
 from levered.db.pool import init_connection
@@ -55,7 +56,7 @@ MISSING_TTL_S: Final = 5.0
 """How long an unknown id is answered 404 from memory (creation also notifies)."""
 MAX_MISSING: Final = 10_000
 MAX_CONTEXTS: Final = 4_096
-"""Per config: cached propensity vectors and winners, one per known-context combination."""
+"""Per config: cached decision pools and winners, one per known-context combination."""
 MAX_STICKY: Final = 100_000
 """Per config: sticky assignments remembered in process (the database has all of them)."""
 LISTENER_NAME: Final = "levered-serving-listener"
@@ -87,7 +88,7 @@ class ServingConfig:
     mean_sampler: Sampler | None
     vocab: frozenset[tuple[str, type, Any]]
     mab_winner: int | None
-    propensities: dict[ContextKey, F64] = field(default_factory=dict)
+    pools: dict[ContextKey, Pool] = field(default_factory=dict)
     winners: dict[ContextKey, int] = field(default_factory=dict)
     variants: dict[int, tuple[dict[str, Level], str]] = field(default_factory=dict)
     assignments: dict[str, db.Assignment] = field(default_factory=dict)
@@ -118,7 +119,7 @@ def build_config(
 ) -> ServingConfig:
     """A config from its database row (CPU work: run it off the event loop).
 
-    The sampler, propensities and winners are reused from ``previous`` when the model and the
+    The sampler, decision pools and winners are reused from ``previous`` when the model and the
     allowed variants are the same (a status change does not throw away warm caches), and so are
     the in-process sticky assignments while the optimization stays live in the same period
     (a retrain does not move assigned users).
@@ -132,17 +133,13 @@ def build_config(
         allowed_idx = previous.allowed_idx
         sampler, mean_sampler = previous.sampler, previous.mean_sampler
         vocab, mab_winner = previous.vocab, previous.mab_winner
-        propensities, winners, variants = (
-            previous.propensities,
-            previous.winners,
-            previous.variants,
-        )
+        pools, winners, variants = previous.pools, previous.winners, previous.variants
     else:
         mask = space.allowed_mask(excluded)
         allowed_idx = np.ascontiguousarray(np.flatnonzero(mask).astype(np.int64))
         sampler = mean_sampler = None
         vocab, mab_winner = frozenset(), None
-        propensities, winners, variants = {}, {}, {}
+        pools, winners, variants = {}, {}, {}
         if posterior is not None and row["model_version"] is not None:
             decoded = Posterior.decode(posterior)
             if decoded.n_variants != space.size:
@@ -181,13 +178,13 @@ def build_config(
         mean_sampler=mean_sampler,
         vocab=vocab,
         mab_winner=mab_winner,
-        propensities=propensities,
+        pools=pools,
         winners=winners,
         variants=variants,
         assignments=previous.assignments if keep_sticky and previous is not None else {},
     )
     if sampler is not None and config.mode == "explore":
-        compute_propensities(config, ())  # the no-context vector, ready before the first serve
+        compute_pool(config, ())  # the no-context pool, ready before the first serve
     return config
 
 
@@ -202,17 +199,17 @@ def model_key_of(row: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def compute_propensities(config: ServingConfig, key: ContextKey) -> F64:
-    """Thompson propensities for a known context (blocking: ≈ 1–300 ms, run off the loop)."""
-    hit = config.propensities.get(key)
+def compute_pool(config: ServingConfig, key: ContextKey) -> Pool:
+    """The decision pool of a known context (blocking: ≈ 1–200 ms, run off the loop)."""
+    hit = config.pools.get(key)
     if hit is not None:
         return hit
     assert config.sampler is not None
-    probs = config.sampler.propensities(dict(key), PROPENSITY_DRAWS)
-    if len(config.propensities) >= MAX_CONTEXTS:
-        config.propensities.clear()
-    config.propensities[key] = probs
-    return probs
+    pool = config.sampler.pool(dict(key))
+    if len(config.pools) >= MAX_CONTEXTS:
+        config.pools.clear()
+    config.pools[key] = pool
+    return pool
 
 
 def _mab_winner(posterior: Posterior, allowed_idx: I64) -> int:
@@ -333,12 +330,12 @@ class ServingState:
     def cached(self, optimization_id: UUID) -> ServingConfig | None:
         return self._configs.get(optimization_id)
 
-    async def propensities(self, config: ServingConfig, key: ContextKey) -> F64:
-        hit = config.propensities.get(key)
+    async def decision_pool(self, config: ServingConfig, key: ContextKey) -> Pool:
+        hit = config.pools.get(key)
         if hit is not None:
             return hit
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, compute_propensities, config, key)
+        return await loop.run_in_executor(self._executor, compute_pool, config, key)
 
     # -- loading ---------------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ def test_cmab_recovers_the_best_variant_bool() -> None:
     n, s, q = naive.simulate_cells(rng, truth, 400)
     cells = Cells.of(np.arange(1, 25), n, s, q)
     sampler = Sampler(fit_cmab(cells, (4, 3, 2), "bool"))
-    probs = sampler.propensities()
+    probs = sampler.pool().probs
     assert int(np.argmax(probs)) == int(np.argmax(truth))
     assert probs[np.argmax(truth)] > 0.5
 
@@ -105,7 +105,7 @@ def test_cmab_recovers_the_best_variant_numeric() -> None:
     truth = 50.0 + 40.0 * _factorial_truth(rng)
     n, s, q = naive.simulate_cells(rng, truth, 200, "numeric", noise_sd=4.0)
     cells = Cells.of(np.arange(1, 25), n, s, q)
-    probs = Sampler(fit_cmab(cells, (4, 3, 2), "numeric")).propensities()
+    probs = Sampler(fit_cmab(cells, (4, 3, 2), "numeric")).pool().probs
     assert int(np.argmax(probs)) == int(np.argmax(truth))
 
 
@@ -127,8 +127,8 @@ def test_cmab_learns_a_context_dependent_best_variant() -> None:
     cells = Cells.of(numbers, n_all, s_all, context_index=ctx, contexts=contexts)
     post = fit_cmab(cells, counts, "bool")
     sampler = Sampler(post)
-    assert int(np.argmax(sampler.propensities({"segment": "A"}))) + 1 == 2
-    assert int(np.argmax(sampler.propensities({"segment": "B"}))) + 1 == 5
+    assert int(np.argmax(sampler.pool({"segment": "A"}).probs)) + 1 == 2
+    assert int(np.argmax(sampler.pool({"segment": "B"}).probs)) + 1 == 5
     for seed in range(50):
         assert sampler.choose(seed, {"segment": "Z"}) == sampler.choose(seed, None)
         assert sampler.choose(seed, {"segment": "Z", "x": 1}) == sampler.choose(seed, {})

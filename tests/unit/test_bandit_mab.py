@@ -49,10 +49,10 @@ def test_mab_recovers_the_best_variant() -> None:
     truth = np.full(12, 0.10)
     truth[8] = 0.16
     n, s, q = naive.simulate_cells(rng, truth, 800)
-    probs = Sampler(fit_mab(Cells.of(np.arange(1, 13), n, s, q), (3, 4), "bool")).propensities()
+    probs = Sampler(fit_mab(Cells.of(np.arange(1, 13), n, s, q), (3, 4), "bool")).pool().probs
     assert int(np.argmax(probs)) == 8 and probs[8] > 0.8
     n, s, q = naive.simulate_cells(rng, 20 + 10 * truth, 300, "numeric", noise_sd=1.0)
-    probs = Sampler(fit_mab(Cells.of(np.arange(1, 13), n, s, q), (3, 4), "numeric")).propensities()
+    probs = Sampler(fit_mab(Cells.of(np.arange(1, 13), n, s, q), (3, 4), "numeric")).pool().probs
     assert int(np.argmax(probs)) == 8 and probs[8] > 0.5
 
 

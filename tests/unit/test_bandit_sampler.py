@@ -9,7 +9,7 @@ from levered.bandit.cells import Cells
 from levered.bandit.glm import fit_cmab
 from levered.bandit.mab import fit_mab
 from levered.bandit.posterior import Posterior
-from levered.bandit.sampler import Sampler, decision_seed
+from levered.bandit.sampler import Sampler, decision_seed, pool_seed
 from levered.bandit.variants import VariantSpace
 from tests import naive
 
@@ -45,6 +45,36 @@ def test_glm_kernel_matches_the_numpy_twin(
         assert sampler.choose(seed, context) == expected
 
 
+@pytest.mark.parametrize("context", [None, {"country": "US", "device": "mobile"}, {"country": "?"}])
+def test_glm_pool_matches_the_numpy_twin(context: dict[str, str] | None) -> None:
+    post = _contextual_posterior()
+    allowed = np.ones(24, dtype=bool)
+    allowed[[2, 9]] = False
+    pool = Sampler(post, allowed, model_version=5, pool_size=300).pool(context)
+    mean, chol = post.array("mean"), post.array("chol")
+    want = naive.glm_pool_winners(
+        pool_seed(5), 300, mean, chol, COUNTS, post.context_vocab, context, allowed
+    )
+    assert np.array_equal(pool.winners, want)
+    assert np.array_equal(pool.probs, np.bincount(want, minlength=24) / 300)
+
+
+def test_pooled_decisions_follow_the_pool_exactly() -> None:
+    """A decision is the winner of the sample its seed picks, so over seeds the served shares
+    are the pool's probabilities, and one version's pool is the same in every process."""
+    post = _contextual_posterior()
+    pool = Sampler(post, model_version=2).pool({"device": "web"})
+    assert pool.winners.size == 1000 and np.isclose(pool.probs.sum(), 1.0)
+    served = np.array([pool.number(s) for s in range(50_000)])
+    assert np.array_equal(served[:1000], pool.winners + 1)
+    shares = np.bincount(served - 1, minlength=24) / served.size
+    assert np.allclose(shares, pool.probs, atol=1e-3)
+    again = Sampler(Posterior.decode(post.encode()), model_version=2).pool({"device": "web"})
+    assert np.array_equal(again.winners, pool.winners)
+    other = Sampler(post, model_version=3).pool({"device": "web"})
+    assert not np.array_equal(other.winners, pool.winners)
+
+
 def test_replay_is_deterministic_and_versions_differ() -> None:
     post = _contextual_posterior()
     a, b = Sampler(post), Sampler(Posterior.decode(post.encode()))
@@ -69,7 +99,7 @@ def test_mab_kernel_propensities_match_the_twin(kind: str) -> None:
     post = _mab_posterior(kind)
     allowed = np.ones(24, dtype=bool)
     allowed[[23, 3]] = False
-    got = Sampler(post, allowed).propensities(n_draws=20_000)
+    got = Sampler(post, allowed, pool_size=20_000).pool().probs
     arrays = {k: post.array(k) for k in post.arrays}
     want = naive.mab_propensities(0, kind, arrays, allowed, 20_000)
     # Two independent Monte Carlo estimates: |Δ| ≲ 4·sqrt(2 p (1-p) / n).
@@ -88,7 +118,7 @@ def test_excluded_variants_are_never_served(model: str) -> None:
     )
     post = _contextual_posterior() if model == "cmab" else _mab_posterior(model)
     # Exclude what the model likes most, so the exclusion really bites.
-    favourite = int(np.argmax(Sampler(post).propensities({"country": "US"}))) + 1
+    favourite = int(np.argmax(Sampler(post).pool({"country": "US"}).probs)) + 1
     rule = dict(
         zip(("a", "c"), (space.variant(favourite)["a"], space.variant(favourite)["c"]), strict=True)
     )
@@ -96,20 +126,20 @@ def test_excluded_variants_are_never_served(model: str) -> None:
     sampler = Sampler(post, allowed)
     served = {sampler.choose(s, {"country": "US"}) for s in range(3000)}
     assert served and all(allowed[v - 1] for v in served)
-    probs = sampler.propensities({"country": "US"}, n_draws=5000)
-    assert np.all(probs[~allowed] == 0)
+    pool = sampler.pool({"country": "US"})
+    assert np.all(pool.probs[~allowed] == 0) and np.all(allowed[pool.winners])
 
 
 @pytest.mark.parametrize("model", ["beta", "nig", "cmab"])
-def test_propensities_sum_to_one_and_are_cached(model: str) -> None:
+def test_pools_sum_to_one_and_depend_only_on_the_version(model: str) -> None:
     post = _contextual_posterior() if model == "cmab" else _mab_posterior(model)
     sampler = Sampler(post, model_version=3)
-    probs = sampler.propensities({"device": "web"})
-    assert probs.shape == (24,) and np.isclose(probs.sum(), 1.0)
-    assert sampler.propensities({"device": "web"}) is probs
-    assert np.array_equal(Sampler(post, model_version=3).propensities({"device": "web"}), probs)
-    served = sampler.choose(decision_seed(3, 99), {"device": "web"})
-    assert sampler.propensity(served, {"device": "web"}) > 0
+    pool = sampler.pool({"device": "web"})
+    assert pool.probs.shape == (24,) and np.isclose(pool.probs.sum(), 1.0)
+    again = Sampler(post, model_version=3).pool({"device": "web"})
+    assert np.array_equal(again.probs, pool.probs)
+    served = pool.number(decision_seed(3, 99))
+    assert pool.probs[served - 1] >= 1 / 1000
 
 
 def test_ten_thousand_variants() -> None:
@@ -131,7 +161,7 @@ def test_ten_thousand_variants() -> None:
     choices = [sampler.choose(s) for s in range(300)]
     assert all(allowed[c - 1] for c in choices)
     assert choices == [sampler.choose(s) for s in range(300)]
-    probs = sampler.propensities(n_draws=500)
+    probs = Sampler(post, allowed, pool_size=500).pool().probs
     assert np.isclose(probs.sum(), 1.0)
     top = np.argsort(probs)[::-1][:10]
     assert logit[top[0]] > np.quantile(logit, 0.99)
