@@ -5,15 +5,27 @@ docs/training.md.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 import msgspec
+from msgspec import Meta
 
 from levered.schemas.common import ResponseMeta
 
 ModelStatus = Literal["untrained", "training", "trained", "failed"]
 Level = str | bool
+
+MAX_BIAS: Final = 10.0
+"""Largest per-factor exploration bias: a coefficient's posterior sd grows at most 11-fold."""
+BiasMap = Annotated[
+    dict[str, float],
+    Meta(
+        description="Design factor name → exploration bias b, a number from 0 to 10: the "
+        "posterior sd of what the factor contributes is multiplied by 1 + b, means unchanged "
+        "(docs/training.md, Bias). Checked by the service, which names the offending key."
+    ),
+]
 
 
 class Model(msgspec.Struct, frozen=True):
@@ -33,6 +45,8 @@ class Model(msgspec.Struct, frozen=True):
     """Why the last training failed (status ``failed``); serving keeps the current version."""
     created_at: datetime
     updated_at: datetime
+    bias: dict[str, float] | None = None
+    """The exploration bias of the current version (null: none)."""
 
 
 class ModelResponse(Model, frozen=True, kw_only=True):
@@ -59,10 +73,20 @@ class ModelVersion(msgspec.Struct, frozen=True):
     counts: dict[str, Any]
     seed: int
     trained_at: datetime
+    bias: dict[str, float] | None = None
+    """The exploration bias the posterior was widened by (null: the plain posterior)."""
 
 
 class ModelVersionResponse(ModelVersion, frozen=True, kw_only=True):
     meta: ResponseMeta
+
+
+class TrainRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Optional body of ``POST /api/v2/models/{id}/train``."""
+
+    bias: BiasMap | None = None
+    """Per design factor, widen the posterior of what it contributes (more exploration of its
+    levels). Absent or null: keep the current version's bias; ``{}``: no bias."""
 
 
 class Interval(msgspec.Struct, frozen=True):
@@ -125,6 +149,9 @@ class ModelState(msgspec.Struct, frozen=True):
     """cmab: the 50 largest coefficients by |mean| with 95 % intervals; None for mab."""
     context_cells: list[ContextCell] | None = None
     """cmab: the most frequent context cells in training (what the population averages)."""
+    bias: dict[str, float] | None = None
+    """The current version's exploration bias (null: none); weights and intervals are those
+    of the widened posterior."""
 
 
 class ModelDeleted(msgspec.Struct, frozen=True):
