@@ -30,16 +30,18 @@ SELECT_TARGET: Final = """
 SELECT o.id AS optimization_id, o.organization_id, o.name AS optimization_name, o.status,
        o.model_type, o.design_factors, o.excluded_combinations, o.holdout_percentage,
        o.reward_metric_id,
-       m.id AS model_id, m.status AS model_status, m.current_version
+       m.id AS model_id, m.status AS model_status, m.current_version,
+       mv.bias AS current_bias
 FROM optimizations o
 LEFT JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
+LEFT JOIN model_versions mv ON mv.model_id = m.id AND mv.version = m.current_version
 WHERE o.organization_id = $1 AND o.id = $2
 """
 
 _MODEL_VIEW: Final = """
 SELECT m.id, m.optimization_id, o.name AS optimization_name, o.status AS optimization_status,
        o.model_type, m.status, m.current_version, m.last_error, m.created_at, m.updated_at,
-       mv.trained_at
+       mv.trained_at, mv.bias
 FROM models m
 JOIN optimizations o ON o.id = m.optimization_id AND o.organization_id = m.organization_id
 LEFT JOIN model_versions mv ON mv.model_id = m.id AND mv.version = m.current_version
@@ -59,7 +61,8 @@ LIMIT $2
 )
 
 SELECT_VERSION: Final = """
-SELECT model_id, version, kind, posterior, window_start, window_end, counts, seed, trained_at
+SELECT model_id, version, kind, posterior, window_start, window_end, counts, seed, trained_at,
+       bias
 FROM model_versions
 WHERE organization_id = $1 AND model_id = $2 AND version = $3
 """
@@ -96,8 +99,8 @@ SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = $1
 
 INSERT_VERSION: Final = """
 INSERT INTO model_versions (model_id, version, organization_id, kind, posterior, window_start,
-                            window_end, counts, seed)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            window_end, counts, seed, bias)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING trained_at
 """
 
@@ -199,6 +202,7 @@ async def insert_version(
     window_end: datetime,
     counts: dict[str, Any],
     seed: int,
+    bias: dict[str, float] | None = None,
 ) -> datetime:
     """Write one immutable version; its ``trained_at``."""
     value: datetime = await conn.fetchval(
@@ -212,6 +216,7 @@ async def insert_version(
         window_end,
         counts,
         seed,
+        bias,
     )
     return value
 

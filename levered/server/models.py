@@ -9,7 +9,7 @@ from uuid import UUID
 
 from litestar import Controller, Litestar, Request, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from levered.schemas.models import (
     ModelDeleted,
@@ -17,6 +17,7 @@ from levered.schemas.models import (
     ModelResponse,
     ModelState,
     ModelVersionResponse,
+    TrainRequest,
     version_with_meta,
     with_meta,
 )
@@ -99,6 +100,10 @@ class ModelController(Controller):
         summary="Train now and publish a new version (serving picks it up within seconds). "
         "409 `training_in_progress` when another run holds the model, `no_reward_metric`, "
         "`metric_failed`, `training_failed` (the model is then `failed`).",
+        description='Optional body `{"bias": {factor: b}}` (0 ≤ b ≤ 10): widen the posterior '
+        "of each named design factor's effects (sd × (1 + b), means unchanged) so Thompson "
+        "sampling explores its levels more. Without `bias` the current version's bias is kept "
+        "(the scheduler's retrains keep it too); `{}` clears it. An unknown factor is a 400.",
     )
     async def train(
         self,
@@ -106,9 +111,14 @@ class ModelController(Controller):
         principal: NamedDependency[Principal],
         model_id: FromPath[UUID],
         seed: Seed = None,
+        data: JSONBody[TrainRequest | None] = None,
     ) -> ModelVersionResponse:
         version = await training.train_model(
-            Warehouse.from_state(request.app.state), principal.organization_id, model_id, seed=seed
+            Warehouse.from_state(request.app.state),
+            principal.organization_id,
+            model_id,
+            seed=seed,
+            bias=None if data is None else data.bias,
         )
         return version_with_meta(version, meta(request, principal.organization_id))
 

@@ -60,6 +60,7 @@ class Version:
     counts: dict[str, Any]
     seed: int
     trained_at: datetime
+    bias: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def _model(row: asyncpg.Record) -> Model:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        bias=row["bias"],
     )
 
 
@@ -142,6 +144,7 @@ async def subject(conn: Connection, organization_id: UUID, optimization_id: UUID
                 counts=found["counts"],
                 seed=found["seed"],
                 trained_at=found["trained_at"],
+                bias=found["bias"],
             )
     return Subject(
         optimization_id=optimization_id,
@@ -257,6 +260,7 @@ async def model_state(
         context=None if context is None else dict(context),
         coefficients=_coefficients(v, s.space) if summary is not None else None,
         context_cells=_context_cells(v) if summary is not None else None,
+        bias=None if v is None else v.bias,
     )
 
 

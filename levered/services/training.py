@@ -6,15 +6,18 @@ One run (:func:`train`):
    dedicated pooled connection, keyed by the optimization — or fail at once with 409
    ``training_in_progress`` (never wait: the other trainer is already reading the same data,
    and the scheduler simply tries again next interval);
-2. mark the model ``training`` and run attribution in the warehouse as the organization
+2. resolve the exploration ``bias`` (:mod:`levered.services.bias`: the request's, else the
+   current version's; a bad one is a 400 that leaves the model as it was), mark the model
+   ``training`` and run attribution in the warehouse as the organization
    (:func:`levered.services.observations.attribute`, all history up to ``as_of``);
 3. fit ``mab`` or ``cmab`` for the metric's reward type on a worker thread (the event loop keeps
-   serving), and summarize the posterior once for the optimization's ``summary``;
+   serving), widen the posterior by the bias (:mod:`levered.bandit.bias`), and summarize it
+   once for the optimization's ``summary``;
 4. in one transaction write a new immutable ``model_versions`` row (posterior, window, counts,
-   seed), point ``models.current_version`` at it with status ``trained`` (migration 0006's
+   seed, bias), point ``models.current_version`` at it with status ``trained`` (migration 0006's
    trigger tells every serving process) and update ``optimizations.summary``.
 
-Any failure after step 1 marks the model ``failed`` with the message in ``last_error`` and
+Any later failure marks the model ``failed`` with the message in ``last_error`` and
 leaves ``current_version`` alone, so serving keeps the previous version. Decisions and formulas:
 docs/training.md.
 """
@@ -25,6 +28,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -36,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from levered.bandit import results as bandit_results
+from levered.bandit.bias import apply_bias
 from levered.bandit.glm import fit_cmab
 from levered.bandit.mab import fit_mab
 from levered.bandit.posterior import Posterior
@@ -44,6 +49,7 @@ from levered.db import Connection
 from levered.db import models as db
 from levered.errors import Conflict, LeveredError, NotFound
 from levered.schemas.models import ModelVersion
+from levered.services.bias import Bias, resolve_bias
 from levered.services.observations import Attribution, attribute
 from levered.services.results import measured_lift
 from levered.services.warehouse import Warehouse
@@ -68,6 +74,8 @@ class Target:
     allowed: npt.NDArray[np.bool_]
     holdout_fraction: float
     previous_status: str
+    current_bias: dict[str, float] | None = None
+    """The bias of the current version, inherited by a run given none."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ async def load_target(conn: Connection, organization_id: UUID, optimization_id: 
         allowed=space.allowed_mask(row["excluded_combinations"]),
         holdout_fraction=float(row["holdout_percentage"]) / 100.0,
         previous_status=row["model_status"],
+        current_bias=row["current_bias"],
     )
 
 
@@ -103,13 +112,16 @@ async def train_model(
     *,
     as_of: datetime | None = None,
     seed: int | None = None,
+    bias: Mapping[str, float] | None = None,
 ) -> ModelVersion:
     """:func:`train` the optimization of a model (404 for a deleted or another org's model)."""
     async with wh.pool.acquire() as conn:
         row = await db.select_model(conn, organization_id, model_id)
     if row is None:
         raise NotFound(f"no model {model_id} in this organization")
-    return await train(wh, organization_id, row["optimization_id"], as_of=as_of, seed=seed)
+    return await train(
+        wh, organization_id, row["optimization_id"], as_of=as_of, seed=seed, bias=bias
+    )
 
 
 async def train(
@@ -119,9 +131,12 @@ async def train(
     *,
     as_of: datetime | None = None,
     seed: int | None = None,
+    bias: Mapping[str, float] | None = None,
 ) -> ModelVersion:
     """Train the optimization's model now and publish a new version (module doc).
 
+    ``bias``: design factor → exploration bias; None keeps the current version's, ``{}``
+    clears it (400 ``validation_error`` for an unknown factor or a value outside [0, 10]).
     404 unknown optimization; 409 ``training_in_progress`` when another trainer holds the lock;
     409 ``no_reward_metric`` / ``metric_failed`` / ``metric_timeout`` from attribution and
     ``training_failed`` when fitting fails (all of these mark the model ``failed``).
@@ -136,29 +151,35 @@ async def train(
                 code="training_in_progress",
             )
         try:
-            return await _train_locked(wh, organization_id, optimization_id, as_of, seed)
+            return await _train_locked(wh, organization_id, optimization_id, as_of, seed, bias)
         finally:
             await _unlock(lock, optimization_id)
 
 
 async def _train_locked(
-    wh: Warehouse, organization_id: UUID, optimization_id: UUID, as_of: datetime, seed: int
+    wh: Warehouse,
+    organization_id: UUID,
+    optimization_id: UUID,
+    as_of: datetime,
+    seed: int,
+    requested: Mapping[str, float] | None,
 ) -> ModelVersion:
     async with wh.pool.acquire() as conn:
         target = await load_target(conn, organization_id, optimization_id)
+        bias = resolve_bias(target.space, requested, target.current_bias)  # 400 before "training"
         await db.set_status(conn, target.model_id, "training")
     try:
         started = time.perf_counter()
         attribution = await attribute(wh, organization_id, optimization_id, as_of=as_of)
         attributed = time.perf_counter()
-        fitted = await anyio.to_thread.run_sync(_fit, target, attribution, seed)
+        fitted = await anyio.to_thread.run_sync(_fit, target, attribution, seed, bias)
         # Where training time goes (SQL vs fit), kept with the version for operators and
         # benchmarks/training.py.
         fitted.counts["seconds"] = {
             "attribution": round(attributed - started, 6),
             "fit": round(time.perf_counter() - attributed, 6),
         }
-        return await _publish(wh, target, attribution, fitted, seed)
+        return await _publish(wh, target, attribution, fitted, seed, bias)
     except asyncio.CancelledError:
         with anyio.CancelScope(shield=True):
             await _set_status(wh, target.model_id, target.previous_status, None)
@@ -194,14 +215,16 @@ def _message(exc: BaseException) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
-def _fit(target: Target, attribution: Attribution, seed: int) -> Fitted:
-    """Fit and summarize (CPU work: runs on a worker thread)."""
+def _fit(target: Target, attribution: Attribution, seed: int, bias: Bias | None = None) -> Fitted:
+    """Fit, widen by the bias, and summarize (CPU work: runs on a worker thread)."""
     level_counts = [len(f.levels) for f in target.space.factors]
     cells = attribution.cells
     if target.model_type == "mab":
         posterior = fit_mab(cells, level_counts, attribution.reward_type)
     else:
         posterior = fit_cmab(cells, level_counts, attribution.reward_type)
+    if bias is not None:
+        posterior = apply_bias(posterior, bias.per_factor)
     n, s, _ = cells.per_variant(target.space.size)
     held = attribution.holdout
     counts: dict[str, Any] = {
@@ -262,8 +285,14 @@ def _confidence(
 
 
 async def _publish(
-    wh: Warehouse, target: Target, attribution: Attribution, fitted: Fitted, seed: int
+    wh: Warehouse,
+    target: Target,
+    attribution: Attribution,
+    fitted: Fitted,
+    seed: int,
+    bias: Bias | None,
 ) -> ModelVersion:
+    recorded = None if bias is None else bias.by_name
     async with wh.pool.acquire() as conn, conn.transaction():
         version = await db.next_version(conn, target.model_id)
         trained_at = await db.insert_version(
@@ -277,6 +306,7 @@ async def _publish(
             attribution.as_of,
             fitted.counts,
             seed,
+            recorded,
         )
         if not await db.publish_version(conn, target.model_id, version):
             raise Conflict(
@@ -294,4 +324,5 @@ async def _publish(
         counts=msgspec.to_builtins(fitted.counts),
         seed=seed,
         trained_at=trained_at,
+        bias=recorded,
     )
