@@ -22,7 +22,7 @@ from levered.services.optimizations import Issue, member, raise_issues
 @dataclass(frozen=True)
 class Bias:
     by_name: dict[str, float]
-    """What the version records (design factor → b), as requested or inherited."""
+    """What the version records (design factor → b, sorted by name), requested or inherited."""
     per_factor: tuple[float, ...]
     """b per design factor in design order (0 for a factor not named)."""
 
@@ -67,6 +67,10 @@ def resolve_bias(
     return _bias(names, {k: float(v) for k, v in requested.items()}) if requested else None
 
 
+def recorded(value: Mapping[str, float] | None) -> dict[str, float] | None:
+    """A stored bias as the API shows it: keys sorted by name (jsonb keeps its own order)."""
+    return dict(sorted(value.items())) if value else None
+
+
 def _bias(names: list[str], by_name: dict[str, float]) -> Bias:
-    ordered = {n: by_name[n] for n in names if n in by_name}
-    return Bias(ordered, tuple(by_name.get(n, 0.0) for n in names))
+    return Bias(dict(sorted(by_name.items())), tuple(by_name.get(n, 0.0) for n in names))

@@ -38,6 +38,7 @@ from levered.schemas.models import (
     ModelState,
     VariantState,
 )
+from levered.services.bias import recorded
 from levered.services.coefficients import summarize_coefficients
 
 SUMMARY_CACHE_SIZE: Final = 16
@@ -89,7 +90,7 @@ def _model(row: asyncpg.Record) -> Model:
         last_error=row["last_error"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        bias=row["bias"],
+        bias=recorded(row["bias"]),
     )
 
 
@@ -144,7 +145,7 @@ async def subject(conn: Connection, organization_id: UUID, optimization_id: UUID
                 counts=found["counts"],
                 seed=found["seed"],
                 trained_at=found["trained_at"],
-                bias=found["bias"],
+                bias=recorded(found["bias"]),
             )
     return Subject(
         optimization_id=optimization_id,

@@ -136,6 +136,7 @@ async def test_bias_is_recorded_widens_the_allocation_and_lasts_until_cleared(
     assert biased["counts"]["matured"] == plain["counts"]["matured"]  # the same data
     shown = (await client.get(f"/api/v2/models/{model_id}", headers=org.headers)).json()
     assert (shown["current_version"], shown["bias"]) == (2, {"headline": 2.0, "cta": 0.0})
+    assert list(shown["bias"]) == list(biased["bias"]) == ["cta", "headline"]  # by name
     assert (await client.get("/api/v2/models", headers=org.headers)).json()["models"][0][
         "bias"
     ] == {"headline": 2.0, "cta": 0.0}
