@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-from cli.console import confirm, notice
+from cli.console import EXIT_USAGE, confirm, fail, notice
 from cli.flags import ApiUrlFlag, JsonFlag, YesFlag
 from cli.output import emit_json, emit_table
 from cli.session import call
@@ -69,7 +70,7 @@ def state(
         notice(body["note"])
     notice(
         f"model {body.get('model_id', model_id)}: {body.get('status')}, version "
-        f"{body.get('version') or body.get('current_version') or '-'}"
+        f"{body.get('version') or body.get('current_version') or '-'}{_bias_note(body)}"
     )
     emit_table(
         ["number", "variant", "expected_reward", "prob_best", "weight"],
@@ -92,14 +93,70 @@ def _mean(value: dict[str, Any] | None) -> str:
     return f"{value['mean']:.4f} [{value['lo']:.4f}, {value['hi']:.4f}]"
 
 
+def _bias_note(body: dict[str, Any]) -> str:
+    bias = body.get("bias")
+    if not bias:
+        return ""
+    return " (bias: " + ", ".join(f"{name}={value:g}" for name, value in bias.items()) + ")"
+
+
+def _bias_flag(values: list[str]) -> dict[str, float]:
+    """``--bias FACTOR=NUMBER`` (repeatable) as a map; the range is the server's to check."""
+    out: dict[str, float] = {}
+    for raw in values:
+        name, sep, number = raw.partition("=")
+        name = name.strip()
+        try:
+            value = float(number)
+        except ValueError:
+            value = math.nan
+        if not sep or not name or not math.isfinite(value):
+            fail(f"--bias expects FACTOR=NUMBER (e.g. headline=0.5), got {raw!r}", EXIT_USAGE)
+        if name in out:
+            fail(f"--bias names {name!r} more than once", EXIT_USAGE)
+        out[name] = value
+    return out
+
+
 @app.command
-def train(model_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+def train(
+    model_id: str,
+    *,
+    bias: Annotated[
+        list[str] | None,
+        Parameter(
+            name="--bias",
+            negative="",
+            consume_multiple=False,
+            help="Explore a design factor more: FACTOR=B with 0 ≤ B ≤ 10 widens the posterior "
+            "of its effects (sd × (1 + B)); repeat per factor. Kept by later trainings until "
+            "changed.",
+        ),
+    ] = None,
+    clear_bias: Annotated[
+        bool, Parameter(name="--clear-bias", negative="", help="Train without any bias.")
+    ] = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
     """Train now: a new immutable model version from the matured data."""
-    body = call(lambda api: api.post(f"/api/v2/models/{model_id}/train"), url_flag=api_url_flag)
+    if bias and clear_bias:
+        fail("--bias and --clear-bias exclude each other", EXIT_USAGE)
+    payload: dict[str, Any] | None = None
+    if bias:
+        payload = {"bias": _bias_flag(bias)}
+    elif clear_bias:
+        payload = {"bias": {}}
+    body = call(
+        lambda api: api.post(f"/api/v2/models/{model_id}/train", payload), url_flag=api_url_flag
+    )
     if json:
         emit_json(body)
     else:
-        notice(f"trained version {body.get('version') or body.get('current_version')}")
+        notice(
+            f"trained version {body.get('version') or body.get('current_version')}"
+            f"{_bias_note(body)}"
+        )
 
 
 @app.command
