@@ -39,7 +39,7 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=MAX_EVENTS)]
 
 
-class ExposureEvent(msgspec.Struct, forbid_unknown_fields=True):
+class ExposureEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     anonymous_id: AnonymousId
     optimization_id: UUID
     variant: dict[str, Any]
@@ -48,7 +48,7 @@ class ExposureEvent(msgspec.Struct, forbid_unknown_fields=True):
     idempotency_key: IdempotencyKey | None = None
 
 
-class RewardEvent(msgspec.Struct, forbid_unknown_fields=True):
+class RewardEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     anonymous_id: AnonymousId
     name: EventName
     value: float = 1.0

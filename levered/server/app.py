@@ -7,6 +7,7 @@ pool in ``app.state.pool`` and closes it on shutdown. The database URL comes fro
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,7 +54,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=ROUTE_HANDLERS,
-        lifespan=[database, serving_lifespan(settings), scheduler_lifespan(settings)],
+        lifespan=[
+            database,
+            serving_lifespan(settings),
+            scheduler_lifespan(settings),
+            freeze_startup_heap,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
@@ -67,3 +73,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+
+
+@asynccontextmanager
+async def freeze_startup_heap(app: Litestar) -> AsyncIterator[None]:
+    """Put what start-up allocated (imported modules — numba, llvmlite and litestar alone are
+    ~10⁵ objects —, compiled kernels, the pool) beyond the cyclic garbage collector's reach.
+
+    Measured under ingestion load (py-spy): a third of a worker's time went to full collections,
+    each walking that whole start-up heap (≈ 80 ms) although none of it ever becomes garbage;
+    request handling allocates thousands of short-lived containers per batch, so full
+    collections come often. ``gc.freeze()`` moves the survivors of one last collection to the
+    permanent generation, which later collections skip. Runs last, after every other lifespan.
+    """
+    gc.collect()
+    gc.freeze()
+    yield
