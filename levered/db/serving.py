@@ -65,6 +65,49 @@ FROM assignments
 WHERE optimization_id = $1 AND anonymous_id = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
 """
 
+# The batched CLAIM_ASSIGNMENT: one row per distinct (optimization, anonymous id) — ON CONFLICT
+# DO UPDATE cannot touch a row twice in one statement, so the caller removes repeats — and
+# each row's own validity bound (live_since, NULL = any). Keys in neither branch were committed
+# by another process after the snapshot: the caller claims those one by one.
+CLAIM_ASSIGNMENTS: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::boolean[],
+                         $6::uuid[], $7::float8[], $8::integer[], $9::timestamptz[])
+        AS t(optimization_id, anonymous_id, organization_id, variant_number, holdout,
+             decision_id, propensity, model_version, live_since)
+),
+claimed AS (
+    INSERT INTO assignments AS a (optimization_id, anonymous_id, organization_id, variant_number,
+                                  holdout, decision_id, propensity, model_version)
+    SELECT optimization_id, anonymous_id, organization_id, variant_number, holdout,
+           decision_id, propensity, model_version
+    FROM input
+    ON CONFLICT (optimization_id, anonymous_id) DO UPDATE
+        SET organization_id = EXCLUDED.organization_id,
+            variant_number = EXCLUDED.variant_number,
+            holdout = EXCLUDED.holdout,
+            decision_id = EXCLUDED.decision_id,
+            propensity = EXCLUDED.propensity,
+            model_version = EXCLUDED.model_version,
+            assigned_at = now()
+        WHERE a.assigned_at < (SELECT i.live_since FROM input i
+                               WHERE i.optimization_id = a.optimization_id
+                                 AND i.anonymous_id = a.anonymous_id)
+    RETURNING a.optimization_id, a.anonymous_id, a.variant_number, a.holdout, a.decision_id,
+              a.propensity, a.model_version
+)
+SELECT optimization_id, anonymous_id, variant_number, holdout, decision_id, propensity,
+       model_version
+FROM claimed
+UNION ALL
+SELECT a.optimization_id, a.anonymous_id, a.variant_number, a.holdout, a.decision_id,
+       a.propensity, a.model_version
+FROM assignments a JOIN input i USING (optimization_id, anonymous_id)
+WHERE NOT EXISTS (SELECT 1 FROM claimed c
+                  WHERE c.optimization_id = i.optimization_id
+                    AND c.anonymous_id = i.anonymous_id)
+"""
+
 EXPOSURE_COLUMNS: Final = (
     "organization_id",
     "optimization_id",
@@ -140,6 +183,16 @@ async def claim_assignment(
         if found is not None:
             return _assignment(found)
     raise RuntimeError("assignment neither stored nor found after 3 attempts")
+
+
+async def claim_assignments(
+    conn: Connection, rows: Sequence[AssignmentRow], live_since: Sequence[datetime | None]
+) -> dict[tuple[UUID, str], Assignment]:
+    """:func:`claim_assignment` for many distinct keys in one statement; returns the holding
+    assignment of every key it could settle (see ``CLAIM_ASSIGNMENTS`` for the others)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    found = await conn.fetch(CLAIM_ASSIGNMENTS, *columns, list(live_since))
+    return {(r["optimization_id"], r["anonymous_id"]): _assignment(r) for r in found}
 
 
 async def copy_exposures(conn: Connection, rows: Sequence[ExposureRow]) -> None:

@@ -268,8 +268,9 @@ async def _sticky(
     """The user's stored decision if any, else ``fresh`` (stored unless a dry run).
 
     A server-generated id cannot have an assignment anywhere yet, so its row joins the
-    exposure buffer (no round trip); a caller's id is claimed in the database (one round
-    trip, atomic against other processes) unless this process already knows it.
+    exposure buffer (no round trip); a caller's id is claimed in the database (atomic against
+    other processes; claims arriving together share a statement:
+    :mod:`levered.services.assignment_claims`) unless this process already knows it.
     """
     known = config.assignments.get(anonymous_id)
     if known is not None:
@@ -286,15 +287,14 @@ async def _sticky(
             buffer.add_assignment((config.id, anonymous_id, config.organization_id, *mine))
             config.remember(anonymous_id, mine)
         return fresh
-    async with state.claims.acquire() as conn:
-        if request.dry_run:
+    if request.dry_run:
+        async with state.claims.acquire() as conn:
             found = await db.select_assignment(conn, config.id, anonymous_id, config.live_since)
-            if found is None:
-                return fresh
-        else:
-            found = await db.claim_assignment(
-                conn, (config.id, anonymous_id, config.organization_id, *mine), config.live_since
-            )
+        if found is None:
+            return fresh
+    else:
+        row = (config.id, anonymous_id, config.organization_id, *mine)
+        found = await state.claim_batcher.claim(row, config.live_since)
     config.remember(anonymous_id, found)
     return _from_assignment(found)
 

@@ -43,6 +43,7 @@ from levered.db import serving as db
 from levered.db.pool import init_connection
 from levered.errors import NotFound
 from levered.schemas.optimizations import Status
+from levered.services.assignment_claims import ClaimBatcher
 from levered.services.lifecycle import SERVE_MODE, ServeMode
 
 log = logging.getLogger("levered.serving")
@@ -266,6 +267,7 @@ class ServingState:
         self.reloads = 0
         self.reconnects = 0
         self._claims: asyncpg.Pool | None = None
+        self.claim_batcher = ClaimBatcher(lambda: self.claims)
 
     @property
     def claims(self) -> asyncpg.Pool:
@@ -301,6 +303,7 @@ class ServingState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._listener = None
+        await self.claim_batcher.close()
         if self._claims is not None:
             claims, self._claims = self._claims, None
             with contextlib.suppress(Exception):
