@@ -108,27 +108,39 @@ class VariantSpace:
             for name, value in partial.items()
         )
 
-    def allowed_mask(self, excluded: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
-        """Boolean array over variants (index = number - 1): False where a rule excludes it.
-
-        Vectorized over the level-index grid, so a 10⁴–10⁶ variant space costs milliseconds.
-        """
-        numbers = np.arange(self.size, dtype=np.int64)
-        allowed = np.ones(self.size, dtype=np.bool_)
+    def rule_levels(self, excluded: Sequence[Mapping[str, Any]]) -> list[dict[int, int]]:
+        """Exclusion rules as {factor position: level index}; a rule naming an unknown factor
+        or level excludes nothing and is left out."""
+        positions = {f.name: i for i, f in enumerate(self.factors)}
+        out: list[dict[int, int]] = []
         for rule in excluded:
-            hit = np.ones(self.size, dtype=np.bool_)
+            levels: dict[int, int] = {}
             for name, value in rule.items():
-                position = next((i for i, f in enumerate(self.factors) if f.name == name), None)
+                position = positions.get(name)
                 if position is None:
-                    hit[:] = False
                     break
                 level = self._index[position].get((type(value), value))
                 if level is None:
-                    hit[:] = False
                     break
-                digit = (numbers // self._radix[position]) % len(self.factors[position].levels)
-                hit &= digit == level
-            allowed &= ~hit
+                levels[position] = level
+            else:
+                out.append(levels)
+        return out
+
+    def allowed_mask(self, excluded: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
+        """Boolean array over variants (index = number - 1): False where a rule excludes it.
+
+        A rule is a cylinder of the level grid (its factors fixed, the others free), so it is
+        cleared as one strided slice of the grid: a rule costs the variants it excludes, and a
+        10⁶-variant space with 500 rules costs milliseconds.
+        """
+        allowed = np.ones(self.size, dtype=np.bool_)
+        grid = allowed.reshape(tuple(len(f.levels) for f in self.factors))
+        for rule in self.rule_levels(excluded):
+            where: list[int | slice] = [slice(None)] * len(self.factors)
+            for position, level in rule.items():
+                where[position] = level
+            grid[tuple(where)] = False
         return allowed
 
 
