@@ -112,6 +112,22 @@ def glm_choose_dense(
     return int(np.argmax(scores)) + 1
 
 
+def argmax_table(table: F64, level_counts: Sequence[int], allowed: npt.NDArray[np.bool_]) -> int:
+    """The best allowed variant (0-based; ties: the lower number) of a flattened score table
+    — main[f, l] at f·K + l, then pair[p, a, b] at F·K + (p·K + a)·K + b for the pairs f < g in
+    order — by scoring every variant, one term at a time in that order (so each score is the
+    same float as the kernels')."""
+    lv = levels(level_counts)
+    n_f, k = len(level_counts), max(level_counts)
+    pairs = [(f, g) for f in range(n_f) for g in range(f + 1, n_f)]
+    scores = np.zeros(lv.shape[0])
+    for f in range(n_f):
+        scores += table[f * k + lv[:, f]]
+    for p, (f, g) in enumerate(pairs):
+        scores += table[n_f * k + (p * k + lv[:, f]) * k + lv[:, g]]
+    return int(np.argmax(np.where(allowed, scores, -np.inf)))
+
+
 def glm_pool_winners(
     seed: int,
     size: int,

@@ -7,7 +7,10 @@ variant, so a variant is served with exactly its posterior probability of being 
   score(v) = Σ_f main[f, l_f(v)] + Σ_{f<g} pair[f, g, l_f(v), l_g(v)] for the request's
   context, where ``main`` already holds the context × design terms of the known context
   values. Intercept and context mains are constant across variants, so they are not drawn;
-  a bool model is scored on the logit scale (σ is monotone, the argmax is the same).
+  a bool model is scored on the logit scale (σ is monotone, the argmax is the same). Small
+  spaces score every allowed variant; large ones (three factors or more, from
+  :data:`BRANCH_AND_BOUND_FROM` allowed variants) find the same argmax by branch and bound over
+  the factors (:mod:`levered.bandit.argmax`), whose cost follows the draw, not the space size.
 - mab: one draw per allowed variant from its own posterior — Beta for bool, NIG for numeric
   (σ² = β / Gamma(α, 1), then μ ~ N(μₙ, σ²/κ)).
 
@@ -35,14 +38,16 @@ same posterior, context, allowed set and seed always give the same variant.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from levered.bandit.argmax import Layout, argmax_bnb
 from levered.bandit.design import Design, levels_matrix
 from levered.bandit.posterior import Posterior
 
@@ -53,7 +58,16 @@ B = npt.NDArray[np.bool_]
 POOL_SIZE: Final = 1000
 """Posterior samples per model version that serving decisions pick from (see the docstring)."""
 CONTEXT_CACHE: Final = 4096
+BRANCH_AND_BOUND_FROM: Final = 2_500
+"""cmab spaces of three factors or more with at least this many allowed variants find each
+draw's argmax by branch and bound (:mod:`levered.bandit.argmax`) instead of scoring every
+variant. Measured on fitted posteriors (benchmarks/README.md, Sampler): enumeration wins below
+about 2,000 variants, the search from about 3,000 (1.3× at 15×15×15, 3× at 10⁴, 10–20× at
+10⁵). With two factors the search must read the whole pair table, an enumeration's work, so
+it never wins there (0.6× at 100×100)."""
 _KIND_CODE = {"beta": 0, "nig": 1}
+
+Argmax = Literal["auto", "enumerate", "branch_and_bound"]
 
 
 def decision_seed(model_version: int, seed: int) -> int:
@@ -189,6 +203,46 @@ def glm_winners(
     return out
 
 
+@njit(cache=True, nogil=True)
+def glm_choose_bnb(
+    seed: int,
+    mean: F64,
+    chol: F64,
+    ranges: I64,
+    main_idx: I64,
+    pair_idx: I64,
+    cd_idx: I64,
+    ctx_cols: I64,
+    layout: tuple[Any, ...],
+) -> int:
+    """:func:`glm_choose` with the argmax found by branch and bound over the factors
+    (:func:`levered.bandit.argmax.argmax_bnb`; ``layout`` is its trailing arguments,
+    :meth:`Layout.args`): the same variant, without scoring every one."""
+    np.random.seed(seed)
+    p = mean.shape[0]
+    z = np.empty(p)
+    theta = np.zeros(p)
+    k = main_idx.shape[1]
+    table = np.empty(main_idx.shape[0] * k + pair_idx.shape[0] * k * k)
+    _draw_theta(mean, chol, ranges, z, theta)
+    _fill_table(theta, main_idx, pair_idx, cd_idx, ctx_cols, table)
+    return argmax_bnb(table, *layout)
+
+
+@njit(cache=True, nogil=True)
+def glm_winners_bnb(
+    thetas: F64, main_idx: I64, pair_idx: I64, cd_idx: I64, ctx_cols: I64, layout: tuple[Any, ...]
+) -> I64:
+    """:func:`glm_winners` with each argmax found by branch and bound."""
+    k = main_idx.shape[1]
+    table = np.empty(main_idx.shape[0] * k + pair_idx.shape[0] * k * k)
+    out = np.empty(thetas.shape[0], dtype=np.int64)
+    for j in range(thetas.shape[0]):
+        _fill_table(thetas[j], main_idx, pair_idx, cd_idx, ctx_cols, table)
+        out[j] = argmax_bnb(table, *layout)
+    return out
+
+
 # --------------------------------------------------------------------------- mab kernels
 
 
@@ -262,6 +316,15 @@ class Sampler:
     context's serving decisions (callers cache it per context); :meth:`choose` makes one fresh
     Thompson draw. Thread-safe (the kernels release the GIL, numba's generator state is per
     thread, and the lazily drawn samples are a pure function of the version).
+
+    cmab only: ``argmax`` picks how a draw's best variant is found — ``"enumerate"`` scores
+    every allowed variant (a per-variant term table, ``terms``, is built once), while
+    ``"branch_and_bound"`` searches the factors (``layout``; no per-variant array) — both give
+    the same variant; ``"auto"`` chooses by size (:data:`BRANCH_AND_BOUND_FROM`). ``excluded``
+    (the exclusion rules behind ``allowed``, as :meth:`VariantSpace.rule_levels` gives them)
+    is optional: with it the search drops a partial assignment as soon as it matches a rule of
+    three factors or more, instead of rejecting its variants one by one at the leaves — which
+    matters when the model favours a large excluded region.
     """
 
     def __init__(
@@ -270,6 +333,8 @@ class Sampler:
         allowed: B | None = None,
         model_version: int = 0,
         pool_size: int = POOL_SIZE,
+        argmax: Argmax = "auto",
+        excluded: Sequence[Mapping[int, int]] = (),
     ) -> None:
         self.posterior = posterior
         self.model_version = model_version
@@ -299,13 +364,22 @@ class Sampler:
         self.design = d
         self.mean = np.ascontiguousarray(posterior.array("mean"), dtype=np.float64)
         self.chol = np.ascontiguousarray(posterior.array("chol"), dtype=np.float64)
-        levels = levels_matrix(d.level_counts)[self.allowed_idx]
-        k = d.main_idx.shape[1]
-        n_f = levels.shape[1]
-        main_terms = np.arange(n_f) * k + levels
-        pair_terms = n_f * k + (np.arange(d.pair_f.size) * k + levels[:, d.pair_f]) * k
-        pair_terms = pair_terms + levels[:, d.pair_g]
-        self.terms = np.ascontiguousarray(np.hstack([main_terms, pair_terms]), dtype=np.int32)
+        if argmax == "auto":
+            big = self.allowed_idx.size >= BRANCH_AND_BOUND_FROM and len(d.level_counts) >= 3
+            argmax = "branch_and_bound" if big else "enumerate"
+        self.argmax: Argmax = argmax
+        self.terms: npt.NDArray[np.int32] | None = None
+        self.layout: Layout | None = None
+        if argmax == "branch_and_bound":
+            self.layout = Layout(d.level_counts, d.pair_f, d.pair_g, mask, excluded)
+        else:
+            levels = levels_matrix(d.level_counts)[self.allowed_idx]
+            k = d.main_idx.shape[1]
+            n_f = levels.shape[1]
+            main_terms = np.arange(n_f) * k + levels
+            pair_terms = n_f * k + (np.arange(d.pair_f.size) * k + levels[:, d.pair_f]) * k
+            pair_terms = pair_terms + levels[:, d.pair_g]
+            self.terms = np.ascontiguousarray(np.hstack([main_terms, pair_terms]), dtype=np.int32)
         n_mp = max(int(d.main_idx.max(initial=-1)), int(d.pair_idx.max(initial=-1))) + 1
         self._base_range = np.array([[0, n_mp]], dtype=np.int64)
         self._contexts: dict[Any, tuple[I64, I64]] = {}
@@ -342,6 +416,20 @@ class Sampler:
             return int(mab_choose(seed, self._kind, a, b, c, d, self.allowed_idx)) + 1
         cols, ranges = self._context_args(context)
         ds = self.design
+        if self.layout is not None:
+            v = glm_choose_bnb(
+                seed,
+                self.mean,
+                self.chol,
+                ranges,
+                ds.main_idx,
+                ds.pair_idx,
+                ds.cd_idx,
+                cols,
+                self.layout.args,
+            )
+            return int(v) + 1
+        assert self.terms is not None
         v = glm_choose(
             seed,
             self.mean,
@@ -383,6 +471,17 @@ class Sampler:
             return self._mab_pool
         cols, _ranges = self._context_args(context)
         ds = self.design
+        if self.layout is not None:
+            winners = glm_winners_bnb(
+                self.thetas(),
+                ds.main_idx,
+                ds.pair_idx,
+                ds.cd_idx,
+                cols,
+                self.layout.args,
+            )
+            return Pool.of(winners, n)
+        assert self.terms is not None
         winners = glm_winners(
             self.thetas(),
             ds.main_idx,
@@ -409,11 +508,13 @@ def warm_up() -> None:
         context_index=[0, 0, 1, 1],
         contexts=[{"c": "a"}, {"c": "b"}],
     )
+    modes: tuple[Argmax, ...] = ("enumerate", "branch_and_bound")
     for reward_type in ("bool", "numeric"):
         for posterior in (
             fit_mab(cells, (2, 2), reward_type),
             fit_cmab(cells, (2, 2), reward_type),
         ):
-            sampler = Sampler(posterior, pool_size=4)
-            sampler.choose(1, {"c": "a"})
-            sampler.pool({"c": "a"})
+            for argmax, allowed in itertools.product(modes, (None, np.arange(4) < 3)):
+                sampler = Sampler(posterior, allowed, pool_size=4, argmax=argmax)
+                sampler.choose(1, {"c": "a"})
+                sampler.pool({"c": "a"})
