@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
@@ -29,7 +30,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,6 +356,7 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,  # Ctrl-C reaches us; we stop postgres after the app
+                preexec_fn=_stop_with_parent(),
                 user=self._uid,
                 group=self._gid,
                 extra_groups=self._extra_groups,
@@ -491,3 +495,29 @@ def _is_postgres(pid: int) -> bool:
         except OSError:
             return False
     return sys.platform != "linux"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send postgres SIGINT (its fast shutdown) when the
+    process that started it dies, even by SIGKILL — a killed test run or server leaves no
+    orphan PostgreSQL behind (``atexit`` and signal handlers do not run then).
+
+    The kernel sends it when the *thread* that forked ends, so it is only set up from the main
+    thread (every caller starts the database there); elsewhere, and off Linux, None (the
+    ``atexit`` stop still applies). It runs in the child after ``subprocess`` switched users
+    (a credential change clears the setting, so it must come after), and only calls ``prctl``,
+    resolved here, before the fork.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def stop_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+    return stop_with_parent

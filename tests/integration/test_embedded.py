@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,46 @@ def test_stop_terminates_postgres() -> None:
     server.stop()
     assert process.poll() is not None
     assert not (data / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_killed_parent_takes_its_postgres_down() -> None:
+    """SIGKILL runs no atexit hook: the kernel's parent-death signal must stop postgres."""
+    data = reachable_tempdir("levered-emb-") / "data"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from levered.db.embedded import EmbeddedPostgres\n"
+        "server = EmbeddedPostgres(Path(sys.argv[1]), durable=False)\n"
+        "server.start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    postgres = int(parent.stdout.readline())
+    os.kill(postgres, 0)  # running
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(postgres):
+        time.sleep(0.1)
+    if _alive(postgres):
+        os.kill(postgres, signal.SIGQUIT)  # do not leave it behind
+        pytest.fail("postgres outlived the process that started it")
+    assert not (data / "pgdata" / "postmaster.pid").exists()  # a clean (fast) shutdown
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ", 1)[1][0] != "Z"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-only behaviour; CI runs as root")
