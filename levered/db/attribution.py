@@ -23,18 +23,26 @@ rewards pinned to another optimization: the metric's SQL need not output ``optim
 
 Python receives aggregated rows only: cells, per-day points and two per-arm user totals for the
 cells query; one page of exposures (and their credits) for the observations query.
+
+Temporary files: the cells query groups every attributed exposure by user (for the arms), which
+PostgreSQL does by sorting or by a hash table that spills — disk space in proportion to the
+exposures, against the tenant role's ``temp_file_limit`` (1 GB, which the tenant cannot raise).
+So a large optimization is attributed in *passes* over disjoint hash partitions of its users
+(:func:`passes_for`), each its own statement in the same snapshot; every user's exposures and
+rewards fall in one pass, so the passes' sums add up to exactly the one-statement result.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from levered.db import Connection, sandbox
 from levered.db.errors import translate
@@ -46,6 +54,14 @@ DEFAULT_TIMEOUT_S: Final = 300.0
 """Statement timeout of one attribution query (training reads the whole history)."""
 BEGINNING: Final = datetime(1, 1, 1, tzinfo=UTC)
 """What ``@start_date`` is bound to when no training window start is given."""
+PASS_TEMP_BYTES: Final = 512 * 2**20
+"""Temporary-file budget of one attribution pass: half the tenant role's ``temp_file_limit``
+(``sandbox.ROLE_SETTINGS``), so an estimate that is off by 2× still fits."""
+ROW_TEMP_BYTES: Final = 100
+"""Temporary bytes per attributed exposure besides its ``anonymous_id`` and ``context``. Measured
+(PostgreSQL 18, 10⁷ exposures, 34 bytes of id and context per row): the one-statement plan
+spills 126 bytes per row at its peak (the per-user sort plus the per-day re-sort of the
+grouping sets, both of every row's full width), a pass over a hash partition 40–90."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,7 @@ observations AS (
                 ELSE c.value_sum END AS reward
     FROM warehouse.exposures AS x
     LEFT JOIN credited AS c ON c.exposure = x.ctid
-    WHERE x.optimization_id = $2 AND x."timestamp" >= $1 AND x."timestamp" <= $4
+    WHERE x.optimization_id = $2 AND x."timestamp" >= $1 AND x."timestamp" <= $4{users}
 ),
 partial AS (
     SELECT CASE WHEN GROUPING(anonymous_id) = 0 THEN 'arm'
@@ -192,7 +208,30 @@ once per raw-context group, not per exposure — and regroups; it turns the per-
 one row per arm (``n`` = users, ``reward_sum``/``reward_sumsq`` = Σ outcome, Σ outcome²). $5 is
 "the metric is bool"; $6 the context factor names. Exposures later than $4 are ignored;
 exposures younger than the window at $4 are pending (counted per day, never in cells or arms).
+In a pass (:data:`IN_PASS`) both the reward rows and the exposures are restricted to the users
+of one hash partition.
 """
+
+IN_PASS: Final = "\n      AND (hashtext({alias}.anonymous_id) & 2147483647) % $7 = $8"
+"""The users of pass $8 of $7 (a partition by a hash of ``anonymous_id``). Rewards are credited
+only to exposures of the same ``anonymous_id``, so restricting both sides to the same users
+loses no credit; ``hashtext`` of the same text is the same on both sides."""
+
+COUNT_ATTRIBUTED: Final = """
+SELECT count(*) AS exposures,
+       coalesce(sum(pg_column_size(anonymous_id) + pg_column_size(context)), 0) AS width
+FROM warehouse.exposures
+WHERE optimization_id = $1 AND "timestamp" >= $2 AND "timestamp" <= $3
+"""
+"""What the cells query will read: its exposures and their bytes of id and context (the
+columns whose size varies), to size the passes. One scan, no sort."""
+
+
+def passes_for(exposures: int, width: int) -> int:
+    """How many passes attribute ``exposures`` rows whose ids and contexts take ``width`` bytes:
+    enough that each pass's estimated temporary files stay within :data:`PASS_TEMP_BYTES`."""
+    needed = exposures * ROW_TEMP_BYTES + width
+    return max(1, -(-needed // PASS_TEMP_BYTES))
 
 
 @dataclass(frozen=True)
@@ -243,6 +282,8 @@ class AttributionResult:
     pending: int
     as_of: datetime
     start: datetime | None
+    passes: int = 1
+    """Statements the cells were computed in (:func:`passes_for`)."""
 
 
 async def attribute_cells(
@@ -255,56 +296,106 @@ async def attribute_cells(
     start: datetime | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> AttributionResult:
-    """Attribute and aggregate in one statement; ``tenant`` is in :func:`attribution_transaction`.
+    """Attribute and aggregate; ``tenant`` is in :func:`attribution_transaction`.
 
     ``rows_sql`` is the metric's normalized rows (module doc). Exposures with
     ``start ≤ timestamp ≤ as_of`` take part; ``@start_date`` is bound to ``start`` (or
-    :data:`BEGINNING`). Rewards later than ``as_of`` are ignored.
+    :data:`BEGINNING`). Rewards later than ``as_of`` are ignored. One statement counts the
+    exposures, then one statement per pass (:func:`passes_for`; usually one) aggregates them;
+    ``timeout_s`` applies to each statement.
     """
-    sql = CELLS.format(credited=_credited(rows_sql))
-    rows = await _fetch(
-        tenant,
-        sql,
-        start or BEGINNING,
+    first = start or BEGINNING
+    args = (
+        first,
         optimization.id,
         _window_seconds(optimization),
         as_of,
         reward_type == "bool",
         list(optimization.context_factors),
-        timeout_s=timeout_s,
     )
-    cells = Cells([], [], [], [], [], [])
-    days = Days([], [], [], [], [], [], [])
-    arms = {False: Arm(0, 0.0, 0.0), True: Arm(0, 0.0, 0.0)}
-    for row in rows:
-        kind = row["kind"]
-        if kind == "cell":
-            cells.variant_number.append(row["variant_number"])
-            cells.context.append(row["context"])
-            cells.holdout.append(row["holdout"])
-            cells.count.append(row["n"])
-            cells.reward_sum.append(row["reward_sum"])
-            cells.reward_sumsq.append(row["reward_sumsq"])
-        elif kind == "day":
-            days.day.append(row["day"])
-            days.variant_number.append(row["variant_number"])
-            days.holdout.append(row["holdout"])
-            days.exposures.append(row["n"] + row["pending"])
-            days.matured.append(row["n"])
-            days.reward_sum.append(row["reward_sum"])
-            days.reward_sumsq.append(row["reward_sumsq"])
-        else:
-            arms[row["holdout"]] = Arm(row["n"], row["reward_sum"], row["reward_sumsq"])
-    return AttributionResult(
-        cells=cells,
-        days=days,
-        optimized=arms[False],
-        holdout=arms[True],
-        matured=sum(days.matured),
-        pending=sum(days.exposures) - sum(days.matured),
-        as_of=as_of,
-        start=start,
+    (size,) = await _fetch(
+        tenant, COUNT_ATTRIBUTED, optimization.id, first, as_of, timeout_s=timeout_s
     )
+    passes = passes_for(size["exposures"], size["width"])
+    totals = _Totals()
+    if passes == 1:
+        sql = CELLS.format(credited=_credited(rows_sql), users="")
+        totals.add(await _fetch(tenant, sql, *args, timeout_s=timeout_s))
+    else:
+        sql = CELLS.format(
+            credited=_credited(rows_sql, IN_PASS.format(alias="r")), users=IN_PASS.format(alias="x")
+        )
+        for number in range(passes):
+            totals.add(await _fetch(tenant, sql, *args, passes, number, timeout_s=timeout_s))
+    return totals.result(as_of, start, passes)
+
+
+@dataclass
+class _Totals:
+    """The cells query's rows summed over passes (in the order they first appear, so one pass
+    gives the statement's own order). Counts and sums add up: each user is in one pass."""
+
+    rows: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
+
+    def add(self, rows: list[asyncpg.Record]) -> None:
+        for row in rows:
+            key = (
+                row["kind"],
+                row["holdout"],
+                row["variant_number"],
+                row["day"],
+                _context_key(row["context"]),
+            )
+            sums = [row["n"], row["reward_sum"], row["reward_sumsq"], row["pending"]]
+            found = self.rows.get(key)
+            if found is None:
+                self.rows[key] = [row["context"], *sums]
+            else:
+                for i, value in enumerate(sums, start=1):
+                    found[i] += value
+
+    def result(self, as_of: datetime, start: datetime | None, passes: int) -> AttributionResult:
+        cells = Cells([], [], [], [], [], [])
+        days = Days([], [], [], [], [], [], [])
+        arms = {False: Arm(0, 0.0, 0.0), True: Arm(0, 0.0, 0.0)}
+        for (kind, holdout, variant_number, day, _), values in self.rows.items():
+            context, n, reward_sum, reward_sumsq, pending = values
+            if kind == "cell":
+                cells.variant_number.append(variant_number)
+                cells.context.append(context)
+                cells.holdout.append(holdout)
+                cells.count.append(n)
+                cells.reward_sum.append(reward_sum)
+                cells.reward_sumsq.append(reward_sumsq)
+            elif kind == "day":
+                days.day.append(day)
+                days.variant_number.append(variant_number)
+                days.holdout.append(holdout)
+                days.exposures.append(n + pending)
+                days.matured.append(n)
+                days.reward_sum.append(reward_sum)
+                days.reward_sumsq.append(reward_sumsq)
+            else:
+                arms[holdout] = Arm(n, reward_sum, reward_sumsq)
+        return AttributionResult(
+            cells=cells,
+            days=days,
+            optimized=arms[False],
+            holdout=arms[True],
+            matured=sum(days.matured),
+            pending=sum(days.exposures) - sum(days.matured),
+            as_of=as_of,
+            start=start,
+            passes=passes,
+        )
+
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def _context_key(context: dict[str, Any] | None) -> bytes | None:
+    """A cell context as a hashable key; equal JSON objects give equal keys."""
+    return None if context is None else _encode_sorted(context)
 
 
 # -- observations (one page) ------------------------------------------------------------------
@@ -427,6 +518,10 @@ SET_ATTRIBUTION_OPTIMIZATION: Final = (
     "SELECT set_config('levered.attribution_optimization', $1, true)"
 )
 """Transaction-local: the pinning filter of migration 0005."""
+PLAN_EACH_RUN: Final = "SET LOCAL plan_cache_mode = force_custom_plan"
+"""The passes run one prepared statement with different $7/$8; from its sixth run PostgreSQL
+may switch to a generic plan, which does not see the pass's selectivity (measured: 6 s passes
+became 60 s). Planning each run costs milliseconds."""
 
 
 @asynccontextmanager
@@ -441,6 +536,7 @@ async def attribution_transaction(
     """
     async with sandbox.read_only(tenant, sandbox.Limits(timeout_s=timeout_s)):
         await tenant.execute(SET_ATTRIBUTION_OPTIMIZATION, str(optimization_id))
+        await tenant.execute(PLAN_EACH_RUN)
         yield tenant
 
 

@@ -20,10 +20,12 @@ import asyncpg
 import pytest
 
 from levered.bandit.cells import NO_CONTEXT
+from levered.db import attribution as attribution_db
 from levered.db import sandbox
 from levered.db.attribution import OptimizationSpec, attribution_transaction, find_target
 from levered.db.pool import create_pool
 from levered.errors import Conflict, NotFound
+from levered.services.metrics import metric_rows_sql
 from levered.services.observations import Attribution, attribute
 from levered.services.warehouse import Warehouse
 from tests.conftest import Org
@@ -556,24 +558,19 @@ def random_events(rng: random.Random, window_hours: float) -> tuple[list[Exposur
     return exposures, rewards
 
 
-@pytest.mark.parametrize(
-    ("seed", "reward_type", "window_hours"),
-    [(1, "bool", 1.5), (2, "numeric", 24), (3, "bool", 36), (4, "numeric", 0.25)],
-)
-async def test_cells_match_the_naive_twin_on_random_events(
+async def load_random_events(
     conn: asyncpg.Connection,
-    wh: Warehouse,
-    org: Org,
-    other_org: Org,
+    orgs: tuple[Org, Org],
     seed: int,
     reward_type: str,
     window_hours: float,
-) -> None:
+) -> tuple[UUID, datetime, datetime, dict[str, Any]]:
+    """Random events of both organizations in the warehouse; returns the optimization under
+    test, the as-of time, the window start and what the naive twin expects of them."""
     rng = random.Random(seed)
     exposures, rewards = random_events(rng, window_hours)
     as_of = T0 + timedelta(days=rng.choice((4, 8, 12)))
     start = T0 + timedelta(days=rng.choice((0, 1)))
-    orgs = (org, other_org)
     ids = {}
     for k, o in enumerate(orgs):
         metric = await insert_metric(conn, o, reward_type)
@@ -606,7 +603,10 @@ async def test_cells_match_the_naive_twin_on_random_events(
         context_names=("country",),
     )
     assert sum(s for _, s, _ in expected["cells"].values()) > 0  # the data exercises credit
-    result = await attribute(wh, org.id, ids[0][0], as_of=as_of, start=start)
+    return ids[0][0], as_of, start, expected
+
+
+def assert_matches_twin(result: Attribution, expected: dict[str, Any]) -> None:
     got = cells_of(result)
     assert got.keys() == expected["cells"].keys()
     for key, (n, s, q) in expected["cells"].items():
@@ -621,6 +621,67 @@ async def test_cells_match_the_naive_twin_on_random_events(
         assert arm.outcome_sum == pytest.approx(total)
         assert arm.outcome_sumsq == pytest.approx(squares)
     assert sum(result.days.reward_sum) == pytest.approx(sum(result.cells.reward_sum))
+
+
+@pytest.mark.parametrize(
+    ("seed", "reward_type", "window_hours"),
+    [(1, "bool", 1.5), (2, "numeric", 24), (3, "bool", 36), (4, "numeric", 0.25)],
+)
+async def test_cells_match_the_naive_twin_on_random_events(
+    conn: asyncpg.Connection,
+    wh: Warehouse,
+    org: Org,
+    other_org: Org,
+    seed: int,
+    reward_type: str,
+    window_hours: float,
+) -> None:
+    optimization_id, as_of, start, expected = await load_random_events(
+        conn, (org, other_org), seed, reward_type, window_hours
+    )
+    result = await attribute(wh, org.id, optimization_id, as_of=as_of, start=start)
+    assert_matches_twin(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("seed", "reward_type", "window_hours"), [(5, "bool", 24), (6, "numeric", 1.5)]
+)
+async def test_passes_over_user_partitions_add_up_to_the_naive_twin(
+    conn: asyncpg.Connection,
+    wh: Warehouse,
+    org: Org,
+    other_org: Org,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    reward_type: str,
+    window_hours: float,
+) -> None:
+    """A budget of 1 kB splits the ~50 exposures into passes (some of them with no user):
+    the large-optimization path, exercised at test scale."""
+    optimization_id, as_of, start, expected = await load_random_events(
+        conn, (org, other_org), seed, reward_type, window_hours
+    )
+    monkeypatch.setattr(attribution_db, "PASS_TEMP_BYTES", 1_000)
+    result = await attribute(wh, org.id, optimization_id, as_of=as_of, start=start)
+    assert_matches_twin(result, expected)
+    found = await find_target(conn, org.id, optimization_id)
+    assert found is not None
+    optimization, metric = found
+    assert metric is not None
+    async with (
+        sandbox.tenant_session(conn, org.id) as session,
+        attribution_transaction(session, optimization_id) as tenant,
+    ):
+        lower = await attribution_db.attribute_cells(
+            tenant,
+            metric_rows_sql(metric, start)[0],
+            metric.reward_type,
+            optimization,
+            as_of=as_of,
+            start=start,
+        )
+    assert lower.passes >= 5
+    assert sorted(map(int, lower.cells.count)) == sorted(map(int, result.cells.count))
 
 
 async def test_find_target_is_org_scoped(
