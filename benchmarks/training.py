@@ -1,35 +1,40 @@
 """Training wall time in the real database, split into SQL attribution and fitting.
 
-    python -m benchmarks.training [--sizes 100000,1000000,3000000] [--model cmab]
+    python -m benchmarks.training [--sizes 100000,1000000,10000000]
 
-For each size N, on a fresh embedded PostgreSQL database (non-durable: fsync off — it only
-speeds up seeding; the timed training run only reads and writes one version row):
+For each size N, in one embedded PostgreSQL (non-durable: fsync off — it only speeds up
+seeding; the timed training run only reads and writes one version row), on freshly migrated
+schemas:
 
 1. an organization (its tenant role is made by the migrations' trigger), a bool metric over the
    managed ``rewards`` table (``name = 'purchase'``, with the ``@start_date`` filter) and a live
    ``cmab`` optimization over a 4×3 design with one context factor (``device``, 3 values), a
    24 h conversion window and a 10 % holdout;
-2. N exposures COPYed into ``warehouse.exposures`` (CSV): N/2 users (so users return), each
-   exposure at a random time in the 30 days before the as-of time minus two days (all matured),
-   a uniformly random variant (holdout users — 10 % of users by id — see variant 1), a device;
-   a ``purchase`` reward row with probability ≈ 5 % (planted per-variant and per-device
-   effects) at a random time inside the window; plus the same number of ``pageview`` rows the
-   metric must skip. Then ``VACUUM ANALYZE``, as autovacuum would eventually do;
+2. N exposures generated in the server (``INSERT … SELECT`` from ``generate_series``, see
+   :func:`seed`): N/2 users ``u0``… drawn uniformly (so users return; ≈ 86 % of them are seen
+   at least once), each exposure at a uniformly random second of the 30 days that end two days
+   before the as-of time (all matured), a uniformly random variant — holdout users (10 % of
+   users: id divisible by 10) see variant 1 — and a uniformly random device; a ``purchase``
+   reward row with the planted probability of its (variant, device) (≈ 5 %, :func:`_rates`) at
+   a uniformly random lag inside the 24 h window; plus N ``pageview`` rows (the user and time
+   of a uniformly random exposure) that the metric must skip. Every draw is a hash of the row
+   index, so the data are the same for every run and chunking. Then ``VACUUM ANALYZE``, as
+   autovacuum would eventually do;
 3. one real training run, ``levered.services.training.train`` (lock, attribution as the
-   organization in the sandbox, fit on a worker thread, summary, version insert), with its two
-   phases timed by wrapping ``training.attribute`` (SQL: attribution + aggregation to cells) and
-   ``training._fit`` (``fit_cmab`` + the posterior summary) — the run itself is unchanged.
+   organization in the sandbox, fit on a worker thread, summary, version insert). The run
+   records its two phases in the version's ``counts.seconds``: SQL (attribution and
+   aggregation to cells, in as many passes as :func:`levered.db.attribution.passes_for` says)
+   and fit (``fit_cmab`` + the posterior summary).
 
-Prints per size: seed time, the three timings, cells, and seconds per 10⁵ exposures with the
-ratio to the smallest size (1.0 = linear growth). 10⁷ is reachable with ``--sizes``; on a
-2-core machine it takes several minutes to seed (see benchmarks/README.md).
+Prints per size: seed time, attribution passes, the three timings, cells, and seconds per 10⁵
+exposures with the ratio to the smallest size (1.0 = linear growth). Measured figures:
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import time
 import uuid
@@ -38,9 +43,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from levered.bandit.sampler import warm_up
-from levered.db import migrations
+from levered.db import attribution, migrations
 from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
 from levered.db.pool import connect, create_pool
 from levered.services import training
@@ -57,29 +63,76 @@ METRIC_SQL = (
     "SELECT anonymous_id, timestamp, value FROM rewards "
     "WHERE name = 'purchase' AND timestamp >= @start_date"
 )
-EXPOSURE_COLUMNS = (
-    "organization_id",
-    "optimization_id",
-    "anonymous_id",
-    "variant",
-    "variant_number",
-    "context",
-    "timestamp",
-    "holdout",
-)
-REWARD_COLUMNS = ("organization_id", "anonymous_id", "name", "value", "timestamp")
-CHUNK = 500_000
+CHUNK = 1_000_000
 WINDOW_H = 24
+SPAN_DAYS = 30
+LOADERS = 2
+"""Connections inserting chunks at once (one per core of the machine this was measured on)."""
+VARIANT_JSON = [{"headline": h, "color": c} for h in HEADLINES for c in COLORS]
+DEVICE_JSON = [{"device": d} for d in DEVICES]
 
 
-def _csv_json(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
+def _uniform(index: str, stream: int) -> str:
+    """SQL for a uniform draw in [0, 1): the 53 low bits of a seeded hash of the row index.
+
+    A pure function of (index, stream), so every row is the same whatever the chunking and
+    however many connections load in parallel, and a row can be recomputed from its index.
+    """
+    return f"((hashint8extended({index}, {stream}) & 9007199254740991)::float8 / 2^53)"
 
 
-VARIANT_JSON = [
-    _csv_json(f'{{"headline": "{h}", "color": "{c}"}}') for h in HEADLINES for c in COLORS
-]
-DEVICE_JSON = [_csv_json(f'{{"device": "{d}"}}') for d in DEVICES]
+def _draws(source: str) -> str:
+    """The random draws of exposure ``i`` for every ``i`` of ``source``: user, variant, device,
+    time, conversion draw and reward lag. $3 users, $4 the first instant."""
+    return f"""
+        SELECT i,
+               floor({_uniform("i", 1)} * $3::bigint)::bigint AS uid,
+               floor({_uniform("i", 2)} * {len(VARIANT_JSON)})::int AS drawn_variant,
+               floor({_uniform("i", 3)} * {len(DEVICES)})::int AS device,
+               $4::timestamptz
+                 + make_interval(secs => floor({_uniform("i", 4)} * {SPAN_DAYS * 86_400}))
+                 AS ts,
+               {_uniform("i", 5)} AS conversion_draw,
+               make_interval(secs => floor({_uniform("i", 6)} * {WINDOW_H * 3600})) AS lag
+        FROM {source}"""
+
+
+EXPOSURE = f"""
+    SELECT d.uid, d.uid % 10 = 0 AS holdout,
+           CASE WHEN d.uid % 10 = 0 THEN 0 ELSE d.drawn_variant END AS variant, d.device, d.ts,
+           d.conversion_draw, d.lag
+    FROM ({_draws("generate_series($1::bigint, $2::bigint - 1) AS g(i)")}) AS d"""
+"""Exposures ``$1 ≤ i < $2``. Users whose number is divisible by 10 are the holdout and see
+variant 0 (number 1)."""
+
+INSERT_EXPOSURES = f"""
+INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, variant,
+                                 variant_number, context, "timestamp", holdout)
+SELECT $5::uuid, $6::uuid, 'u' || x.uid, ($7::jsonb[])[x.variant + 1], x.variant + 1,
+       ($8::jsonb[])[x.device + 1], x.ts, x.holdout
+FROM ({EXPOSURE}) AS x"""
+"""$5 organization, $6 optimization, $7 variant JSON per variant, $8 context JSON per device."""
+
+PICKED = f"""(SELECT floor({_uniform("j", 7)} * $6::bigint)::bigint AS i
+       FROM generate_series($1::bigint, $2::bigint - 1) AS p(j)) AS picked"""
+"""For each pageview ``$1 ≤ j < $2``, the exposure it copies: one of all $6, at random."""
+
+INSERT_REWARDS = f"""
+INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, value, "timestamp")
+SELECT $5::uuid, 'u' || x.uid, 'purchase', 1, x.ts + x.lag
+FROM ({EXPOSURE}) AS x
+WHERE x.conversion_draw < ($7::float8[])[x.variant * {len(DEVICES)} + x.device + 1]
+UNION ALL
+SELECT $5::uuid, 'u' || x.uid, 'pageview', 1, x.ts
+FROM ({_draws(PICKED)}) AS x"""
+"""Rewards of exposures ``$1 ≤ i < $2``: a purchase when the conversion draw is below the
+planted rate ($7, per variant and device) at a lag inside the window, and one pageview per
+index ``j`` for the exposure it picks at random among all $6 (its user, its time)."""
+
+SELECT_INDEXES = """
+SELECT format('%I.%I', schemaname, indexname) AS name, indexdef
+FROM pg_indexes WHERE schemaname = 'warehouse' AND tablename IN ('exposures', 'rewards')
+"""
 
 
 @dataclass
@@ -92,6 +145,7 @@ class Timing:
     cells: int
     matured: int
     rewards: int
+    passes: int
 
 
 async def setup(conn: Any) -> tuple[uuid.UUID, uuid.UUID]:
@@ -119,76 +173,59 @@ async def setup(conn: Any) -> tuple[uuid.UUID, uuid.UUID]:
     return org, opt
 
 
-def _rates() -> np.ndarray:
+def _rates() -> npt.NDArray[np.float64]:
     """True conversion rate per (variant, device): ≈ 5 % with planted effects."""
     logit = np.log(0.05 / 0.95)
     head = np.array([0.0, 0.15, -0.1, 0.25])
     color = np.array([0.0, 0.1, -0.15])
     device = np.array([0.0, -0.2, 0.1])
     eta = logit + head[:, None, None] + color[None, :, None] + device[None, None, :]
-    return (1.0 / (1.0 + np.exp(-eta))).reshape(12, 3)
+    rates: npt.NDArray[np.float64] = (1.0 / (1.0 + np.exp(-eta))).reshape(12, 3)
+    return rates
 
 
-def _chunk(
-    org: uuid.UUID, opt: uuid.UUID, n: int, users: int, as_of: datetime, seed: int
-) -> tuple[bytes, bytes, int]:
-    """CSV bytes of n exposures and their reward rows (purchase and noise)."""
-    rng = np.random.default_rng(seed)
-    uid = rng.integers(users, size=n)
-    holdout = uid % 10 == 0
-    variant = np.where(holdout, 0, rng.integers(12, size=n))
-    device = rng.integers(3, size=n)
-    span_s = 30 * 86_400
-    first = np.datetime64(as_of.replace(tzinfo=None) - timedelta(days=32), "s")
-    offset = rng.integers(span_s, size=n)
-    ts = np.datetime_as_string(first + offset, unit="s")
-    converted = rng.random(n) < _rates()[variant, device]
-    lag = rng.integers(WINDOW_H * 3600, size=n)
-    rts = np.datetime_as_string(first + offset + lag, unit="s")
-    o, p = str(org), str(opt)
-    exposures = "".join(
-        f"{o},{p},u{u},{VARIANT_JSON[v]},{v + 1},{DEVICE_JSON[d]},{t}Z,{'t' if h else 'f'}\n"
-        for u, v, d, t, h in zip(
-            uid.tolist(),
-            variant.tolist(),
-            device.tolist(),
-            ts.tolist(),
-            holdout.tolist(),
-            strict=True,
-        )
-    )
-    buy = np.flatnonzero(converted)
-    noise = rng.integers(n, size=n)
-    rewards = "".join(f"{o},u{uid[i]},purchase,1,{rts[i]}Z\n" for i in buy.tolist()) + "".join(
-        f"{o},u{uid[i]},pageview,1,{ts[i]}Z\n" for i in noise.tolist()
-    )
-    return exposures.encode(), rewards.encode(), int(buy.size)
+async def seed(url: str, org: uuid.UUID, opt: uuid.UUID, size: int, as_of: datetime) -> int:
+    """Generate ``size`` exposures and their rewards in the server; returns the purchases.
 
-
-async def seed(conn: Any, org: uuid.UUID, opt: uuid.UUID, size: int, as_of: datetime) -> int:
+    The rows are computed by ``INSERT … SELECT`` from ``generate_series`` (nothing crosses the
+    wire), in chunks on :data:`LOADERS` connections at once, with the two tables' indexes
+    dropped during the load and built again afterwards (the same definitions, as the migrations
+    made them): building a B-tree once by sorting is far cheaper than 10⁷ random insertions.
+    """
+    first = as_of - timedelta(days=SPAN_DAYS + 2)
+    rates = _rates().ravel().tolist()
     users = max(1, size // 2)
-    rewards = 0
-    for k, start in enumerate(range(0, size, CHUNK)):
-        n = min(CHUNK, size - start)
-        exp_csv, rew_csv, bought = _chunk(org, opt, n, users, as_of, seed=1000 + k)
-        await conn.copy_to_table(
-            "exposures",
-            schema_name="warehouse",
-            source=io.BytesIO(exp_csv),
-            columns=EXPOSURE_COLUMNS,
-            format="csv",
+    admin = await connect(url)
+    try:
+        indexes = await admin.fetch(SELECT_INDEXES)
+        await admin.execute("; ".join(f"DROP INDEX {row['name']}" for row in indexes))
+        chunks = asyncio.Queue[tuple[int, int]]()
+        for start in range(0, size, CHUNK):
+            chunks.put_nowait((start, min(size, start + CHUNK)))
+
+        async def load() -> None:
+            conn = await connect(url)
+            try:
+                while not chunks.empty():
+                    lo, hi = chunks.get_nowait()
+                    span = (lo, hi, users, first)
+                    await conn.execute(INSERT_EXPOSURES, *span, org, opt, VARIANT_JSON, DEVICE_JSON)
+                    await conn.execute(INSERT_REWARDS, *span, org, size, rates)
+            finally:
+                await conn.close()
+
+        await asyncio.gather(*(load() for _ in range(LOADERS)))
+        await admin.execute("SET maintenance_work_mem = '1GB'")
+        for row in indexes:
+            await admin.execute(row["indexdef"])
+        await admin.execute("VACUUM ANALYZE warehouse.exposures")
+        await admin.execute("VACUUM ANALYZE warehouse.rewards")
+        purchases = await admin.fetchval(
+            "SELECT count(*) FROM warehouse.rewards WHERE name = 'purchase'"
         )
-        await conn.copy_to_table(
-            "rewards",
-            schema_name="warehouse",
-            source=io.BytesIO(rew_csv),
-            columns=REWARD_COLUMNS,
-            format="csv",
-        )
-        rewards += bought
-    await conn.execute("VACUUM ANALYZE warehouse.exposures")
-    await conn.execute("VACUUM ANALYZE warehouse.rewards")
-    return rewards
+    finally:
+        await admin.close()
+    return int(purchases)
 
 
 async def run_size(url: str, size: int) -> Timing:
@@ -198,12 +235,13 @@ async def run_size(url: str, size: int) -> Timing:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         await migrations.migrate(conn)
         org, opt = await setup(conn)
-        as_of = datetime.now(UTC).replace(microsecond=0)
-        started = time.perf_counter()
-        rewards = await seed(conn, org, opt, size, as_of)
-        seed_s = time.perf_counter() - started
     finally:
         await conn.close()
+    as_of = datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
+    rewards = await seed(url, org, opt, size, as_of)
+    seed_s = time.perf_counter() - started
+    passes = await attribution_passes(url, opt, as_of)
     pool = await create_pool(url, min_size=1, max_size=4)
     try:
         started = time.perf_counter()
@@ -221,12 +259,24 @@ async def run_size(url: str, size: int) -> Timing:
         int(version.counts["cells"]),
         int(version.counts["matured"]),
         rewards,
+        passes,
     )
+
+
+async def attribution_passes(url: str, opt: uuid.UUID, as_of: datetime) -> int:
+    """The passes the run's attribution makes (its own count, one organization here)."""
+    conn = await connect(url)
+    try:
+        size = await conn.fetchrow(attribution.COUNT_ATTRIBUTED, opt, attribution.BEGINNING, as_of)
+    finally:
+        await conn.close()
+    assert size is not None
+    return attribution.passes_for(size["exposures"], size["width"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="100000,1000000,3000000", help="exposure counts")
+    parser.add_argument("--sizes", default="100000,1000000,10000000", help="exposure counts")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     warm_up()
@@ -249,7 +299,7 @@ def main() -> None:
 
     print(f"\n{os.cpu_count()} CPUs; training = lock + attribution + fit + summary + publish")
     header = (
-        f"{'exposures':>11} {'matured':>11} {'cells':>6} | {'SQL attribution s':>17} "
+        f"{'exposures':>11} {'matured':>11} {'cells':>6} {'passes':>6} | {'SQL attribution s':>17} "
         f"{'fit s':>7} {'train s':>8} | {'train s / 10⁵':>13} {'ratio':>6} "
         f"{'SQL s / 10⁵':>11} {'ratio':>6}"
     )
@@ -259,7 +309,7 @@ def main() -> None:
         sql_per = t.attribution_s / t.size * 1e5
         base_sql = base.attribution_s / base.size * 1e5
         print(
-            f"{t.size:>11,} {t.matured:>11,} {t.cells:>6} | {t.attribution_s:>17.2f} "
+            f"{t.size:>11,} {t.matured:>11,} {t.cells:>6} {t.passes:>6} | {t.attribution_s:>17.2f} "
             f"{t.fit_s:>7.3f} {t.train_s:>8.2f} | {per(t):>13.3f} {per(t) / per(base):>6.2f} "
             f"{sql_per:>11.3f} {sql_per / base_sql:>6.2f}"
         )
