@@ -43,7 +43,8 @@ from levered.services import lifecycle
 MAB_MAX_VARIANTS: Final = 1_000
 """Each mab arm learns only from its own traffic; beyond ~1,000 arms most never get enough."""
 CMAB_MAX_VARIANTS: Final = 100_000
-"""The cmab model shares strength across variants; the sampler scores every variant per serve."""
+"""The cmab model shares strength across variants; serving would take 10⁶ (the sampler searches
+the factors), but results summaries are computed over every variant (docs/optimizations.md)."""
 CMAB_MAX_DESIGN_LEVELS: Final = 200
 """The cmab model has a coefficient per design level plus pairwise interactions of levels."""
 MAX_CONTEXT_FACTORS: Final = 20
