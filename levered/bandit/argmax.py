@@ -23,11 +23,13 @@ with the number of variants.
   argmax (one descent, every sibling pruned) — the "decompose by factor" case.
 - **Exclusions.** A level or level pair whose every variant is excluded (a one- or two-factor
   rule, or rules that together cover it) is folded into the table as −∞, so the bound never
-  enters it. Every other exclusion (rules on three factors or more) is checked at the leaf
-  against the allowed mask, which is the authority: a leaf that is not allowed is never
-  returned.
+  enters it. Rules on three factors or more, when given, drop a partial assignment as soon as
+  it matches one in full (a count of matched factors per rule, updated on each assignment).
+  Every leaf is checked against the allowed mask, which is the authority: a variant that is
+  not allowed is never returned (without the rules, that check is all a wide rule gets).
 - **Identical to enumeration.** The answer equals the enumeration's (highest score over
-  allowed variants, an exact tie going to the lower number; :func:`_argmax_score`):
+  allowed variants, an exact tie going to the lower number;
+  :func:`levered.bandit.sampler._argmax_score`):
   a leaf's score is summed in the enumeration's term order, so it is the same float; a
   subtree is pruned only when its bound is below the incumbent by more than a rounding
   tolerance (bounds are summed in another order); and near a tie a second, termwise bound is
