@@ -149,11 +149,12 @@ def build_config(
                     f"the optimization {space.size}"
                 )
             version = int(row["model_version"])
-            sampler = Sampler(decoded, mask, version)
+            rules = space.rule_levels(excluded)  # lets the large-space search prune them
+            sampler = Sampler(decoded, mask, version, excluded=rules)
             if decoded.model_type == "mab":
                 mab_winner = _mab_winner(decoded, allowed_idx)
             else:
-                mean_sampler = Sampler(_posterior_mean(decoded), mask, version)
+                mean_sampler = Sampler(_posterior_mean(decoded), mask, version, excluded=rules)
                 vocab = frozenset((n, type(v), v) for n, v in decoded.context_vocab)
     keep_sticky = (
         previous is not None
