@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +329,15 @@ def http_benchmark(
         base = f"http://127.0.0.1:{port}"
         process = start_server(database.url, port)
         results: dict[str, Load] = {}
+        health: dict[str, Load] = {}
+
+        def measure(name: str, serve_load: Callable[[], Load]) -> None:
+            # /health right before each serve load: both see the same background (PostgreSQL
+            # vacuuming and checkpointing what earlier loads wrote), so the ratio does not
+            # drift with the run's position.
+            health[name] = run_load(f"{base}/health", seconds=seconds / 2, connections=connections)
+            results[name] = serve_load()
+
         try:
             run_load(f"{base}/health", seconds=2, connections=connections)  # warm
             results["GET /health"] = run_load(
@@ -335,19 +346,25 @@ def http_benchmark(
             for n, optimization in optimizations.items():
                 url = f"{base}/api/v2/optimizations/{optimization}/serve"
                 run_load(url, seconds=1, connections=connections, body=returning)  # load + warm
-                results[f"serve {n:,}v, returning user"] = run_load(
-                    url, seconds=seconds, connections=connections, body=returning
+                measure(
+                    f"serve {n:,}v, returning user",
+                    partial(
+                        run_load, url, seconds=seconds, connections=connections, body=returning
+                    ),
                 )
-                results[f"serve {n:,}v, new user, no id"] = run_load(
-                    url, seconds=seconds, connections=connections, body=fresh
+                measure(
+                    f"serve {n:,}v, new user, no id",
+                    partial(run_load, url, seconds=seconds, connections=connections, body=fresh),
                 )
                 if shutil.which("wrk"):
-                    results[f"serve {n:,}v, new caller id (DB claim)"] = wrk_script(
-                        url, seconds, connections, UNIQUE_ID_LUA
+                    measure(
+                        f"serve {n:,}v, new caller id (DB claim)",
+                        partial(wrk_script, url, seconds, connections, UNIQUE_ID_LUA),
                     )
                     wrk_script(url, 2, connections, MIX_LUA)  # the pool's users get assignments
-                    results[f"serve {n:,}v, mix 90/5/5"] = wrk_script(
-                        url, seconds, connections, MIX_LUA
+                    measure(
+                        f"serve {n:,}v, mix 90/5/5",
+                        partial(wrk_script, url, seconds, connections, MIX_LUA),
                     )
             results["GET /health, again"] = run_load(
                 f"{base}/health", seconds=seconds, connections=connections
@@ -374,13 +391,24 @@ def http_benchmark(
         f"load by {floor.tool}, cmab trained, exposure logging on, rate limiter on, "
         f"load avg {load_before:.1f} → {_loadavg():.1f}"
     )
-    print(f"{'endpoint':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'× health':>10}")
+    print(
+        "× health: against the first /health; × adjacent: against /health measured right "
+        f"before that load ({seconds / 2:.0f} s)"
+    )
+    print(
+        f"{'endpoint':<38}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'× health':>10}"
+        f"{'adjacent':>10}{'× adjacent':>11}"
+    )
     for name, load in results.items():
         ratio = load.requests_per_s / floor.requests_per_s
-        print(
+        line = (
             f"{name:<38}{load.requests_per_s:>10,.0f}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}"
             f"{load.errors:>8}{ratio:>10.2f}"
         )
+        if name in health:
+            near = health[name].requests_per_s
+            line += f"{near:>10,.0f}{load.requests_per_s / near:>11.2f}"
+        print(line)
     served = sum(
         _requests(load, seconds) for name, load in results.items() if name.startswith("serve")
     )
