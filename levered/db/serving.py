@@ -39,36 +39,12 @@ FROM assignments
 WHERE optimization_id = $1 AND anonymous_id = $2 AND ($3::timestamptz IS NULL OR assigned_at >= $3)
 """
 
-# Insert the new decision, or replace a stale one; when a valid assignment exists the INSERT
-# returns nothing and the second branch reads it. A row committed by another process after this
-# statement's snapshot makes both branches empty: the caller runs it again.
-CLAIM_ASSIGNMENT: Final = """
-WITH claimed AS (
-    INSERT INTO assignments AS a (optimization_id, anonymous_id, organization_id, variant_number,
-                                  holdout, decision_id, propensity, model_version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    ON CONFLICT (optimization_id, anonymous_id) DO UPDATE
-        SET organization_id = EXCLUDED.organization_id,
-            variant_number = EXCLUDED.variant_number,
-            holdout = EXCLUDED.holdout,
-            decision_id = EXCLUDED.decision_id,
-            propensity = EXCLUDED.propensity,
-            model_version = EXCLUDED.model_version,
-            assigned_at = now()
-        WHERE a.assigned_at < $9::timestamptz
-    RETURNING variant_number, holdout, decision_id, propensity, model_version
-)
-SELECT variant_number, holdout, decision_id, propensity, model_version FROM claimed
-UNION ALL
-SELECT variant_number, holdout, decision_id, propensity, model_version
-FROM assignments
-WHERE optimization_id = $1 AND anonymous_id = $2 AND NOT EXISTS (SELECT 1 FROM claimed)
-"""
-
-# The batched CLAIM_ASSIGNMENT: one row per distinct (optimization, anonymous id) — ON CONFLICT
-# DO UPDATE cannot touch a row twice in one statement, so the caller removes repeats — and
-# each row's own validity bound (live_since, NULL = any). Keys in neither branch were committed
-# by another process after the snapshot: the caller claims those one by one.
+# Sticky claims: insert each new decision, or replace a stale one (made before the
+# optimization last entered live: its row's live_since, NULL = any); where a valid assignment
+# exists the INSERT returns nothing and the second branch reads it. One row per distinct
+# (optimization, anonymous id) — ON CONFLICT DO UPDATE cannot touch a row twice in one
+# statement, so the caller removes repeats. A key committed by another process after this
+# statement's snapshot comes back in neither branch: the caller claims it again.
 CLAIM_ASSIGNMENTS: Final = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::boolean[],
@@ -177,19 +153,20 @@ async def select_assignment(
 async def claim_assignment(
     conn: Connection, row: AssignmentRow, live_since: datetime | None
 ) -> Assignment:
-    """Store ``row`` unless a valid assignment exists; returns whichever one holds."""
+    """Store ``row`` unless a valid assignment exists; returns whichever one holds (a one-row
+    :func:`claim_assignments`, run again while a concurrent commit hides the key)."""
     for _ in range(3):
-        found = await conn.fetchrow(CLAIM_ASSIGNMENT, *row, live_since)
-        if found is not None:
-            return _assignment(found)
+        found = await claim_assignments(conn, [row], [live_since])
+        if found:
+            return found[(row[0], row[1])]
     raise RuntimeError("assignment neither stored nor found after 3 attempts")
 
 
 async def claim_assignments(
     conn: Connection, rows: Sequence[AssignmentRow], live_since: Sequence[datetime | None]
 ) -> dict[tuple[UUID, str], Assignment]:
-    """:func:`claim_assignment` for many distinct keys in one statement; returns the holding
-    assignment of every key it could settle (see ``CLAIM_ASSIGNMENTS`` for the others)."""
+    """Claim many distinct keys in one statement; returns the holding assignment of every key
+    it could settle (see ``CLAIM_ASSIGNMENTS`` for the others)."""
     columns = [list(column) for column in zip(*rows, strict=True)]
     found = await conn.fetch(CLAIM_ASSIGNMENTS, *columns, list(live_since))
     return {(r["optimization_id"], r["anonymous_id"]): _assignment(r) for r in found}

@@ -136,6 +136,8 @@ async def test_a_key_committed_elsewhere_after_the_snapshot_is_claimed_alone(
     real = db.claim_assignments
 
     async def racing(c: Any, rows: Any, live_since: Any) -> Any:
+        if len(rows) == 1:  # the one-by-one claim after the race: no race this time
+            return await real(c, rows, live_since)
         found = await real(c, [r for r in rows if r[1] != "raced"], live_since[:-1])
         await conn.execute(
             "INSERT INTO assignments (optimization_id, anonymous_id, organization_id, "
