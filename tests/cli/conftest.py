@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -19,7 +20,8 @@ class Result:
     stdout: str
     stderr: str
 
-    def json(self) -> object:
+    def json(self) -> Any:
+        """stdout decoded: tests index into it, and a wrong shape fails them at run time."""
         return msgspec.json.decode(self.stdout)
 
 

@@ -33,7 +33,7 @@ async def test_config_set_get_list_and_unknown_keys(
     got = await levered("config", "get", "dashboard_refresh", "--json", env=cli_env)
     assert got.json() == {"dashboard_refresh": 2.0}
     listed = await levered("config", "list", "--json", env=cli_env)
-    assert set(listed.json()) == {"api_url", "dashboard_refresh", "ingest_concurrency"}  # type: ignore[arg-type]
+    assert set(listed.json()) == {"api_url", "dashboard_refresh", "ingest_concurrency"}
     unknown = await levered("config", "set", "colour", "blue", env=cli_env)
     assert unknown.code == 2 and "known keys" in unknown.stderr and unknown.stdout == ""
     bad = await levered("config", "set", "dashboard_refresh", "soon", env=cli_env)
@@ -86,9 +86,9 @@ async def test_optimization_lifecycle_from_the_cli(
     assert "Landing Page Hero" in listed.stdout and "ID" in listed.stdout
 
     paused = await levered("optimizations", "pause", opt_id, "--json", env=env)
-    assert paused.code == 0 and paused.json()["status"] == "paused"  # type: ignore[index]
+    assert paused.code == 0 and paused.json()["status"] == "paused"
     resumed = await levered("optimizations", "resume", opt_id, "--json", env=env)
-    assert resumed.json()["status"] == "live"  # type: ignore[index]
+    assert resumed.json()["status"] == "live"
 
     stopped = await levered("optimizations", "stop", opt_id, env=env)
     assert stopped.code == 0
@@ -98,7 +98,7 @@ async def test_optimization_lifecycle_from_the_cli(
     refused = await levered("optimizations", "archive", opt_id, env=env)
     assert refused.code == 2 and "-y" in refused.stderr
     archived = await levered("optimizations", "archive", opt_id, "-y", "--json", env=env)
-    assert archived.json()["status"] == "archived"  # type: ignore[index]
+    assert archived.json()["status"] == "archived"
 
     missing = await levered(
         "optimizations", "show", "00000000-0000-0000-0000-000000000000", env=env
@@ -153,7 +153,7 @@ async def test_ingest_a_file_with_a_bad_event(
     rejected = Path(summary["rejected_file"]).read_text().splitlines()
     assert len(rejected) == 1 and '"position":8' in rejected[0]
     again = await levered("ingest", "rewards", str(events), "--json", env=env)
-    assert again.json()["duplicates"] == 1199  # type: ignore[index]
+    assert again.json()["duplicates"] == 1199
     assert await conn.fetchval("SELECT count(*) FROM warehouse.rewards") == 1199
 
 
@@ -173,13 +173,13 @@ async def test_serve_from_the_cli(
         "--json",
         env=_keyed(cli_env, org),
     )
-    opt_id = created.json()["id"]  # type: ignore[index]
+    opt_id = created.json()["id"]
     served = await levered("serve", opt_id, "--anonymous-id", "bob", "--json", env=cli_env)
     assert served.code == 0, served.stderr
     body: Any = served.json()
     assert body["anonymous_id"] == "bob" and set(body["variant"]) == {"headline", "cta_text"}
     again = await levered("serve", opt_id, "--anonymous-id", "bob", "--json", env=cli_env)
-    assert again.json()["variant_number"] == body["variant_number"]  # type: ignore[index]
+    assert again.json()["variant_number"] == body["variant_number"]
     table = await levered("serve", opt_id, "--anonymous-id", "bob", env=cli_env)
     assert "variant_number" in table.stdout
     bad = await levered("serve", opt_id, "--context", "[1]", env=cli_env)
@@ -205,7 +205,7 @@ async def test_observations_from_the_cli(
         "--json",
         env=env,
     )
-    opt_id = created.json()["id"]  # type: ignore[index]
+    opt_id = created.json()["id"]
     await conn.executemany(
         "INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, "
         "variant, variant_number, timestamp) VALUES ($1, $2, $3, $4, 1, "
@@ -227,7 +227,7 @@ async def test_observations_from_the_cli(
     body: Any = listed.json()
     assert body["total"] == 5 and len(body["observations"]) == 2
     everything = await levered("optimizations", "observations", opt_id, "--json", env=env)
-    rewards = {o["anonymous_id"]: o["reward"] for o in everything.json()["observations"]}  # type: ignore[index]
+    rewards = {o["anonymous_id"]: o["reward"] for o in everything.json()["observations"]}
     assert rewards["u1"] == 1 and sum(rewards.values()) == 1
     table = await levered("optimizations", "observations", opt_id, env=env)
     assert "ANONYMOUS_ID" in table.stdout and "matured" in table.stderr

@@ -36,4 +36,4 @@ async def test_demo_without_dashboard_drives_real_traffic(
     )
     assert rewards == summary["conversions"]
     again = await levered("demo", "--no-dashboard", "--duration", "1", "--json", env=env)
-    assert again.json()["optimization_id"] == summary["optimization_id"]  # type: ignore[index]
+    assert again.json()["optimization_id"] == summary["optimization_id"]

@@ -93,6 +93,6 @@ async def test_login_with_token_from_stdin(cli_env: dict[str, str], org: Org) ->
     logged = await levered("login", "--with-token", env=cli_env, stdin=org.api_key + "\n")
     assert logged.code == 0, logged.stderr
     who = await levered("whoami", "--json", env=cli_env)
-    assert who.json()["organization"]["id"] == str(org.id)  # type: ignore[index]
+    assert who.json()["organization"]["id"] == str(org.id)
     bad = await levered("login", "--with-token", env=cli_env, stdin="lvk_nope_nope\n")
     assert bad.code == 3

@@ -64,11 +64,11 @@ async def test_train_state_results(
     await _seed(conn, org, opt_id)
 
     untrained = await levered("models", "state", model_id, "--json", env=env)
-    assert untrained.json()["version"] is None  # type: ignore[index]
+    assert untrained.json()["version"] is None
 
     trained = await levered("models", "train", model_id, "--json", env=env)
     assert trained.code == 0, trained.stderr
-    assert trained.json()["version"] == 1  # type: ignore[index]
+    assert trained.json()["version"] == 1
 
     state: Any = (await levered("models", "state", model_id, "--json", env=env)).json()
     best = max(state["variants"], key=lambda v: v["prob_best"])
@@ -88,7 +88,7 @@ async def test_train_state_results(
     for_context = await levered(
         "optimizations", "results", opt_id, "--context", '{"country": "US"}', "--json", env=env
     )
-    assert for_context.json()["context"] == {"country": "US"}  # type: ignore[index]
+    assert for_context.json()["context"] == {"country": "US"}
     bad_context = await levered("models", "state", model_id, "--context", "[1]", env=env)
     assert bad_context.code == 2 and "context" in bad_context.stderr
 

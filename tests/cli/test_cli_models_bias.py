@@ -72,7 +72,7 @@ async def test_train_with_bias(cli_env: dict[str, str], org: Org, conn: asyncpg.
     again = await levered("models", "train", model_id, env=env)  # kept without --bias
     assert again.code == 0 and "trained version 2 (bias: cta=0.2, headline=0.5)" in again.stderr
     cleared = await levered("models", "train", model_id, "--clear-bias", "--json", env=env)
-    assert cleared.code == 0 and cleared.json()["bias"] is None  # type: ignore[index]
+    assert cleared.code == 0 and cleared.json()["bias"] is None
 
     for bad in (["--bias", "headline"], ["--bias", "headline=lots"], ["--bias", "=1"]):
         refused = await levered("models", "train", model_id, *bad, env=env)

@@ -48,7 +48,7 @@ async def test_metrics_create_list_preview_delete(
     assert "Sign-ups" in listed.stdout
 
     preview = await levered("metrics", "preview", metric["id"], "--json", env=env)
-    ids = sorted(r["anonymous_id"] for r in preview.json()["rows"])  # type: ignore[index]
+    ids = sorted(r["anonymous_id"] for r in preview.json()["rows"])
     assert ids == ["mine-0", "mine-1", "mine-2"]
 
     bad = await levered(
@@ -89,10 +89,10 @@ async def test_warehouse_commands(
     query = await levered(
         "warehouse", "query", "SELECT count(*) AS n FROM rewards", "--json", env=env
     )
-    assert query.json()["rows"] == [[3]]  # type: ignore[index]
+    assert query.json()["rows"] == [[3]]
 
     refused = await levered("warehouse", "query", "DELETE FROM rewards", env=env)
     assert refused.code == 2 and refused.stdout == ""
 
     preview = await levered("warehouse", "preview", "rewards", "-n", "2", "--json", env=env)
-    assert preview.json()["row_count"] == 2  # type: ignore[index]
+    assert preview.json()["row_count"] == 2
