@@ -13,42 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
-import time
-
-import httpx
 
 from benchmarks.loadgen import Load, run_load
+from benchmarks.server import start_levered
 from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
-
-
-def _serve(asgi: str, url: str, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "LEVERED_DATABASE_URL": url,
-        "LEVERED_PORT": str(port),
-        "LEVERED_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "server", "start", "--asgi", asgi],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{asgi} did not become ready")
 
 
 def measure(asgi: str, url: str, seconds: float, connections: int) -> Load:
     port = free_port()
-    process = _serve(asgi, url, port)
+    process = start_levered(url, port, asgi=asgi)
     try:
         run_load(f"http://127.0.0.1:{port}/health", seconds=2, connections=connections)  # warm
         return run_load(f"http://127.0.0.1:{port}/health", seconds=seconds, connections=connections)

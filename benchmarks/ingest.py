@@ -36,7 +36,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ import msgspec
 import psutil
 
 from benchmarks.loadgen import parse_wrk
+from benchmarks.server import start_levered
 from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 from levered.db.pool import connect, create_pool
@@ -271,32 +271,6 @@ def through_wrk(
     return run, requests
 
 
-def serve(url: str, data_dir: Path, port: int, asgi: str, workers: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "LEVERED_DATABASE_URL": url,
-        "LEVERED_DATA_DIR": str(data_dir),
-        "LEVERED_PORT": str(port),
-        "LEVERED_WORKERS": str(workers),
-        "LEVERED_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "server", "start", "--asgi", asgi],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the server ({asgi}) did not become ready")
-
-
 def tree_rss_mb(pid: int) -> float:
     root = psutil.Process(pid)
     processes = [root, *root.children(recursive=True)]
@@ -349,7 +323,12 @@ def main() -> None:
         assert asyncio.run(count_and_truncate(url, truncate=True)) == total
 
         port = free_port()
-        server = serve(url, root, port, args.asgi, args.workers)
+        server = start_levered(
+            url,
+            port,
+            asgi=args.asgi,
+            env={"LEVERED_DATA_DIR": str(root), "LEVERED_WORKERS": str(args.workers)},
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             idle_mb = tree_rss_mb(server.pid)

@@ -46,6 +46,7 @@ import msgspec
 import numpy as np
 
 from benchmarks.loadgen import Load, parse_wrk, run_load
+from benchmarks.server import start_levered
 from levered.bandit.cells import Cells
 from levered.bandit.glm import fit_cmab
 from levered.bandit.posterior import Posterior
@@ -288,31 +289,6 @@ def start_post_floor(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the POST-floor app did not start")
 
 
-def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ) | {
-        "LEVERED_DATABASE_URL": url,
-        "LEVERED_PORT": str(port),
-        "LEVERED_LOG_LEVEL": "warning",
-        "LEVERED_SERVE_RATE_LIMIT": "1000000000",
-        "LEVERED_SERVE_RATE_BURST": "1000000000",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "server", "start"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not become ready")
-
-
 def _requests(load: Load, seconds: float) -> int:
     return round(load.requests_per_s * seconds)
 
@@ -327,7 +303,14 @@ def http_benchmark(
         optimizations = asyncio.run(seed_database(database.url, variants, rng))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        process = start_server(database.url, port)
+        process = start_levered(
+            database.url,
+            port,
+            env={
+                "LEVERED_SERVE_RATE_LIMIT": "1000000000",
+                "LEVERED_SERVE_RATE_BURST": "1000000000",
+            },
+        )
         results: dict[str, Load] = {}
         health: dict[str, Load] = {}
 
