@@ -31,7 +31,6 @@ Replay: a decision's kernel seed is ``decision_seed(model_version, decision_id.i
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from levered.db import serving as db
 from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
+from levered.services.random_ids import random_hex, random_uuid
 from levered.services.serving_state import ServingConfig, ServingState, compute_pool
 
 BASELINE: Final = 1
@@ -210,7 +210,7 @@ async def serve(
         raise NotFound(f"optimization {optimization_id} not found")
     context = clean_context(config, request.context)
     generated = request.anonymous_id is None
-    anonymous_id = request.anonymous_id or uuid.uuid4().hex
+    anonymous_id = request.anonymous_id or random_hex()
     explore = config.mode == "explore"
     known = config.assignments.get(anonymous_id) if explore and config.sticky else None
     if known is not None:  # a returning sticky user: no draw at all (the kernel is most of one)
@@ -220,7 +220,7 @@ async def serve(
             key = config.known_context(context)
             if key not in config.pools:
                 await state.decision_pool(config, key)
-        decision = decide(config, anonymous_id, context, uuid.uuid4())
+        decision = decide(config, anonymous_id, context, random_uuid())
         if explore and config.sticky:
             decision = await _sticky(
                 state, buffer, config, anonymous_id, decision, generated, request
