@@ -1,57 +1,94 @@
-"""Granian vs uvicorn serving the real Levered app's ``GET /health``, side by side.
+"""ASGI server and event loop under the real Levered app, side by side.
 
-    python -m benchmarks.asgi_servers [--seconds 10] [--connections 64]
+    python -m benchmarks.asgi_servers [--seconds 8] [--connections 64]
 
-Starts one embedded PostgreSQL (the app's lifespan needs a pool), then for each ASGI server
-runs ``levered server start --asgi NAME`` with one worker, loads ``/health`` and prints
-requests/s, p50/p99, and granian's ratio to uvicorn. The load generator shares the machine's
-2 cores, so compare the ratio, not the absolutes.
+Starts one durable embedded PostgreSQL with a trained, live 12-variant optimization, then for
+each configuration — granian on uvloop (the default), granian on asyncio's own loop, uvicorn on
+uvloop — runs ``levered server start --asgi NAME --loop LOOP`` with one worker and loads
+``GET /health``, a returning user's serve and a new user's serve (no id: a draw, a generated
+id, an assignment and an exposure buffered). Prints requests/s, p50/p99 and each one's ratio
+to the default configuration on the same load. The load generator shares the machine's 2
+cores, so compare the ratios, not the absolutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 
+import numpy as np
+
 from benchmarks.loadgen import Load, run_load
 from benchmarks.server import start_levered
+from benchmarks.serving import seed_database
 from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 
+CONFIGURATIONS = (("granian", "uvloop"), ("granian", "asyncio"), ("uvicorn", "uvloop"))
+RETURNING = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'
+NEW = '{"context":{"segment":"a"}}'
+LOADS = ("GET /health", "serve, returning user", "serve, new user")
 
-def measure(asgi: str, url: str, seconds: float, connections: int) -> Load:
+
+def measure(
+    asgi: str, loop: str, url: str, optimization: str, seconds: float, connections: int
+) -> dict[str, Load]:
     port = free_port()
-    process = start_levered(url, port, asgi=asgi)
+    base = f"http://127.0.0.1:{port}"
+    serve = f"{base}/api/v2/optimizations/{optimization}/serve"
+    process = start_levered(
+        url,
+        port,
+        asgi=asgi,
+        loop=loop,
+        env={"LEVERED_SERVE_RATE_LIMIT": "1000000000", "LEVERED_SERVE_RATE_BURST": "1000000000"},
+    )
     try:
-        run_load(f"http://127.0.0.1:{port}/health", seconds=2, connections=connections)  # warm
-        return run_load(f"http://127.0.0.1:{port}/health", seconds=seconds, connections=connections)
+        run_load(f"{base}/health", seconds=2, connections=connections)  # warm
+        run_load(serve, seconds=1, connections=connections, body=RETURNING)  # load + warm
+        return {
+            "GET /health": run_load(f"{base}/health", seconds=seconds, connections=connections),
+            "serve, returning user": run_load(
+                serve, seconds=seconds, connections=connections, body=RETURNING
+            ),
+            "serve, new user": run_load(serve, seconds=seconds, connections=connections, body=NEW),
+        }
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(30)
+        process.wait(60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     with EmbeddedPostgres(reachable_tempdir("levered-bench-") / "data") as database:
+        seeded = asyncio.run(seed_database(database.url, [12], np.random.default_rng(7)))
         results = {
-            name: measure(name, database.url, args.seconds, args.connections)
-            for name in ("granian", "uvicorn")
+            f"{asgi} + {loop}": measure(
+                asgi, loop, database.url, str(seeded[12]), args.seconds, args.connections
+            )
+            for asgi, loop in CONFIGURATIONS
         }
+    default = next(iter(results.values()))
     print(
-        f"GET /health, 1 worker, {args.connections} connections, {args.seconds:.0f} s, "
-        f"load by {results['granian'].tool}, {os.cpu_count()} CPUs"
+        f"1 worker, {args.connections} connections, {args.seconds:.0f} s per load, load by "
+        f"{default['GET /health'].tool}, {os.cpu_count()} CPUs; ratio: to granian + uvloop"
     )
-    print(f"{'server':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, load in results.items():
-        print(
-            f"{name:<10}{load.requests_per_s:>12.0f}{load.p50_ms:>10.2f}{load.p99_ms:>10.2f}"
-            f"{load.errors:>8}"
-        )
-    ratio = results["granian"].requests_per_s / results["uvicorn"].requests_per_s
-    print(f"granian / uvicorn throughput ratio: {ratio:.2f}")
+    print(
+        f"{'load':<24}{'server + loop':<20}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'errors':>8}{'ratio':>8}"
+    )
+    for load_name in LOADS:
+        for name, loads in results.items():
+            load = loads[load_name]
+            ratio = load.requests_per_s / default[load_name].requests_per_s
+            print(
+                f"{load_name:<24}{name:<20}{load.requests_per_s:>10,.0f}{load.p50_ms:>9.2f}"
+                f"{load.p99_ms:>9.2f}{load.errors:>8}{ratio:>8.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -11,17 +11,24 @@ import httpx
 
 
 def start_levered(
-    database_url: str, port: int, *, asgi: str = "granian", env: dict[str, str] | None = None
+    database_url: str,
+    port: int,
+    *,
+    asgi: str = "granian",
+    loop: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """The server on ``port`` against ``database_url``, ready (``/ready`` answered 200);
-    ``env`` adds or overrides ``LEVERED_*`` settings. Exits the benchmark after 60 s."""
+    ``loop`` None is the server's default; ``env`` adds or overrides ``LEVERED_*`` settings.
+    Exits the benchmark after 60 s."""
     settings = {
         "LEVERED_DATABASE_URL": database_url,
         "LEVERED_PORT": str(port),
         "LEVERED_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli.app", "server", "start", "--asgi", asgi],
+        [sys.executable, "-m", "cli.app", "server", "start", "--asgi", asgi]
+        + (["--loop", loop] if loop else []),
         env=dict(os.environ) | settings | (env or {}),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

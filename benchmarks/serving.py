@@ -10,8 +10,9 @@
    appended to a buffer list. Pools are warm (the server computes one per model version and
    known context, off the event loop, on first use); that cold cost is printed separately.
 2. **HTTP** — a durable embedded PostgreSQL, the 1,000-variant optimization trained (model
-   version 1), ``levered server start`` (granian, one worker, the rate limiter on with a rate
-   too high to refuse anything, so its cost is included), loaded by ``wrk`` (Python fallback):
+   version 1), ``levered server start`` (granian on uvloop, one worker, the rate limiter on
+   with a rate too high to refuse anything, so its cost is included), loaded by ``wrk`` (Python
+   fallback):
    ``GET /health`` (the framework's floor), then ``POST .../serve`` with exposure logging on for
    (a) a returning user (fixed ``anonymous_id``: sticky hit in process memory), (b) a new user
    per request without an id (server-generated id: assignment and exposure buffered), and (c) a
@@ -54,6 +55,7 @@ from levered.bandit.sampler import warm_up
 from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 from levered.db.pool import connect
+from levered.server.run import default_loop
 from levered.services.serving import clean_context, decide
 from levered.services.serving_state import ServingConfig, build_config, compute_pool
 
@@ -273,6 +275,8 @@ def start_post_floor(port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--loop",
+            default_loop(),  # the production server's loop (granian's "auto" may pick another)
             "benchmarks.serving:post_floor_app",
         ],
         stdout=subprocess.DEVNULL,
@@ -370,7 +374,8 @@ def http_benchmark(
         floor_process.wait(30)
     floor = results["GET /health"]
     print(
-        f"\nHTTP, 1 worker (granian), {connections} connections, {seconds:.0f} s each, "
+        f"\nHTTP, 1 worker (granian, {default_loop()}), {connections} connections, "
+        f"{seconds:.0f} s each, "
         f"load by {floor.tool}, cmab trained, exposure logging on, rate limiter on, "
         f"load avg {load_before:.1f} → {_loadavg():.1f}"
     )

@@ -23,6 +23,10 @@ def start(
     asgi: Annotated[
         Literal["granian", "uvicorn"], Parameter(help="ASGI server; uvicorn needs the test extra.")
     ] = "granian",
+    loop: Annotated[
+        Literal["uvloop", "asyncio"] | None,
+        Parameter(help="Event loop; default uvloop where installed (all but Windows)."),
+    ] = None,
 ) -> None:
     """Start (or connect to) the database, migrate it, and serve the API until Ctrl-C."""
     import anyio
@@ -65,6 +69,7 @@ def start(
             settings.workers,
             server=asgi,
             log_level=settings.log_level,
+            loop=loop,
         )
     finally:
         database.close()
