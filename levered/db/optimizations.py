@@ -81,9 +81,15 @@ WHERE organization_id = $1 AND id = $2
 """
 
 DELETE_DRAFT: Final = """
-DELETE FROM optimizations WHERE organization_id = $1 AND id = $2 AND status = 'draft'
-RETURNING id
+WITH draft AS (
+    DELETE FROM optimizations WHERE organization_id = $1 AND id = $2 AND status = 'draft'
+    RETURNING id
+), stale AS (
+    DELETE FROM assignments WHERE organization_id = $1 AND optimization_id IN (SELECT id FROM draft)
+)
+SELECT id FROM draft
 """
+"""Assignments have no foreign key (migration 0008): the draft's go with it, in one statement."""
 
 
 async def find_metric(
@@ -127,6 +133,7 @@ async def update_optimization(
 async def delete_draft(
     conn: Connection, organization_id: UUID, optimization_id: UUID
 ) -> UUID | None:
-    """Delete a draft (its model row and assignments cascade); None when nothing matched."""
+    """Delete a draft (its model row cascades, its assignments go in the same statement); None
+    when nothing matched."""
     value: UUID | None = await conn.fetchval(DELETE_DRAFT, organization_id, optimization_id)
     return value

@@ -122,7 +122,7 @@ class ExposureBuffer:
     ) -> None:
         # Assignments of server-generated ids only spare a round trip: losing them costs
         # stickiness for ids nobody has sent back yet, so a refused batch is dropped, not retried
-        # (an optimization deleted meanwhile would fail it forever).
+        # (a row the database refuses would fail every retry).
         try:
             await db.copy_assignments(conn, assignments)
             self.stats.assignments_written += len(assignments)

@@ -164,14 +164,14 @@ async def test_a_row_the_database_refuses_fails_only_its_own_claim(
 ) -> None:
     opt = await live_optimization(conn, org)
     batcher = ClaimBatcher(lambda: pool)
-    gone = uuid4()  # no such optimization: a foreign-key violation for that row only
+    refused = (opt, "b", org.id, None, False, uuid4(), 1.0, 1)  # variant_number is NOT NULL
     results = await asyncio.gather(
         batcher.claim(row(opt, org, "a", 1), None),
-        batcher.claim(row(gone, org, "b", 1), None),
+        batcher.claim(refused, None),  # type: ignore[arg-type]
         batcher.claim(row(opt, org, "c", 2), None),
         return_exceptions=True,
     )
-    assert isinstance(results[1], asyncpg.ForeignKeyViolationError)
+    assert isinstance(results[1], asyncpg.NotNullViolationError)
     first, third = results[0], results[2]
     assert isinstance(first, db.Assignment) and isinstance(third, db.Assignment)
     assert (first.variant_number, third.variant_number) == (1, 2)

@@ -634,6 +634,30 @@ async def test_delete_draft(
     error(await client.delete(f"{API}/{oid}", headers=org.headers), 404, "not_found")
 
 
+async def test_delete_draft_takes_its_assignments_and_only_its_own(
+    client: Client, conn: asyncpg.Connection, org: Org, other_org: Org, metric_id: UUID
+) -> None:
+    """Assignments have no foreign key (migration 0008): the delete itself removes the draft's,
+    leaving other optimizations' rows for the same user alone, in any organization."""
+    draft = (await create(client, org, metric_id, draft=True))["id"]
+    kept = (await create(client, org, metric_id, draft=True))["id"]
+    insert = (
+        "INSERT INTO assignments (optimization_id, anonymous_id, organization_id, variant_number,"
+        " holdout) VALUES ($1, 'u', $2, 1, false)"
+    )
+    await conn.execute(insert, UUID(draft), org.id)
+    await conn.execute(insert, UUID(kept), org.id)
+    # Another tenant's row that (by forging) carries the draft's id is not this org's to delete.
+    await conn.execute(insert.replace("'u'", "'v'"), UUID(draft), other_org.id)
+    error(await client.delete(f"{API}/{draft}", headers=other_org.headers), 404, "not_found")
+    assert await conn.fetchval("SELECT count(*) FROM assignments") == 3
+    assert (await client.delete(f"{API}/{draft}", headers=org.headers)).status_code == 200
+    left = await conn.fetch("SELECT optimization_id, organization_id FROM assignments ORDER BY 2")
+    assert sorted((r["optimization_id"], r["organization_id"]) for r in left) == sorted(
+        [(UUID(kept), org.id), (UUID(draft), other_org.id)]
+    )
+
+
 @pytest.mark.parametrize("status", ["live", "paused", "shipped", "completed", "archived"])
 async def test_delete_refused_unless_draft(
     client: Client, conn: asyncpg.Connection, org: Org, metric_id: UUID, status: str

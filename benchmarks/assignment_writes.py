@@ -1,0 +1,87 @@
+"""Sticky assignment writes with and without a foreign key to ``optimizations``, side by side.
+
+    python -m benchmarks.assignment_writes [--rows 20000] [--batch 500] [--rounds 3]
+
+Why ``assignments`` has no foreign key (migration 0008): every new user of a live sticky
+optimization writes one row, and the key's referential check runs once per row. A durable
+embedded PostgreSQL, migrated; one live optimization; ``rows`` server-generated assignments
+written with the serving path's COPY (``levered.db.serving.copy_assignments``'s columns) in
+batches of ``batch`` into the real table (no key) and into a copy of it that has the key back,
+alternating round by round. Prints µs per row (wall: encoding, COPY, commit) and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from levered.db import migrations
+from levered.db import serving as db
+from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.pool import connect
+
+WITH_KEY = """
+CREATE TABLE assignments_with_key (LIKE assignments INCLUDING ALL);
+ALTER TABLE assignments_with_key ADD FOREIGN KEY (optimization_id)
+    REFERENCES optimizations (id) ON DELETE CASCADE;
+"""
+
+
+async def run(url: str, rows: int, batch: int, rounds: int) -> dict[str, list[float]]:
+    conn = await connect(url)
+    try:
+        await migrations.migrate(conn)
+        org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('bench') RETURNING id")
+        optimization = await conn.fetchval(
+            "INSERT INTO optimizations (organization_id, name, status, model_type, "
+            "design_factors, attribution, holdout_percentage) VALUES ($1, 'bench', 'live', "
+            "'mab', $2, $3, 10) RETURNING id",
+            org,
+            [{"name": "f", "dtype": "str", "levels": ["a", "b"]}],
+            {"type": "last_touch", "conversion_window_hours": 24},
+        )
+        await conn.execute(WITH_KEY)
+        timings: dict[str, list[float]] = {"assignments (no key)": [], "with the foreign key": []}
+        tables = dict(zip(timings, ("assignments", "assignments_with_key"), strict=True))
+        for _ in range(rounds):
+            for name, table in tables.items():
+                data: list[Any] = [
+                    (optimization, uuid.uuid4().hex, org, 2, False, uuid.uuid4(), 0.5, 1)
+                    for _ in range(rows)
+                ]
+                began = time.perf_counter()
+                for at in range(0, rows, batch):
+                    await conn.copy_records_to_table(
+                        table, columns=list(db.ASSIGNMENT_COLUMNS), records=data[at : at + batch]
+                    )
+                timings[name].append((time.perf_counter() - began) / rows * 1e6)
+        return timings
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with EmbeddedPostgres(reachable_tempdir("levered-bench-assign-") / "data") as database:
+        timings = asyncio.run(run(database.url, args.rows, args.batch, args.rounds))
+    print(
+        f"COPY of {args.rows:,} assignment rows in batches of {args.batch}, {args.rounds} "
+        "alternating rounds, durable embedded PostgreSQL"
+    )
+    print(f"{'table':<24}{'µs/row per round':>30}{'best':>8}")
+    for name, values in timings.items():
+        rounds = " ".join(f"{v:6.1f}" for v in values)
+        print(f"{name:<24}{rounds:>30}{min(values):>8.1f}")
+    ratio = min(timings["with the foreign key"]) / min(timings["assignments (no key)"])
+    print(f"with the key / without (best rounds): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
