@@ -58,13 +58,51 @@ MISSING_TTL_S: Final = 5.0
 MAX_MISSING: Final = 10_000
 MAX_CONTEXTS: Final = 4_096
 """Per config: cached decision pools and winners, one per known-context combination."""
-MAX_STICKY: Final = 100_000
-"""Per config: sticky assignments remembered in process (the database has all of them)."""
+STICKY_GENERATION: Final = 50_000
+"""Per config: sticky assignments per generation of the in-process cache (two are kept)."""
 LISTENER_NAME: Final = "levered-serving-listener"
 """application_name of the LISTEN connection (visible in pg_stat_activity)."""
 PING_S: Final = 5.0
 MAX_BACKOFF_S: Final = 5.0
 _DB_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class StickyCache:
+    """The sticky assignments this process has seen, bounded, recent users first.
+
+    Two generations of at most ``generation`` users each: a new user goes into the current one;
+    when it is full it becomes the previous one (the one before is dropped) and a fresh one
+    starts; a hit in the previous generation moves the user back into the current one. So a
+    user who keeps coming back stays in memory however many new users pass through, and a
+    burst of new users evicts only those not seen for a whole generation — who are then read
+    from the database on their next serve (the database has every assignment). Clearing one
+    dict when it was full, as before, sent every returning user back to the database at once.
+    """
+
+    __slots__ = ("current", "generation", "previous")
+
+    def __init__(self, generation: int = STICKY_GENERATION) -> None:
+        self.generation = generation
+        self.current: dict[str, db.Assignment] = {}
+        self.previous: dict[str, db.Assignment] = {}
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.previous)
+
+    def get(self, anonymous_id: str) -> db.Assignment | None:
+        hit = self.current.get(anonymous_id)
+        if hit is None and self.previous:
+            hit = self.previous.pop(anonymous_id, None)
+            if hit is not None:
+                self.put(anonymous_id, hit)
+        return hit
+
+    def put(self, anonymous_id: str, assignment: db.Assignment) -> None:
+        current = self.current
+        if len(current) >= self.generation and anonymous_id not in current:
+            self.previous, self.current = current, {}
+            current = self.current
+        current[anonymous_id] = assignment
 
 
 @dataclass
@@ -92,7 +130,7 @@ class ServingConfig:
     pools: dict[ContextKey, Pool] = field(default_factory=dict)
     winners: dict[ContextKey, int] = field(default_factory=dict)
     variants: dict[int, tuple[dict[str, Level], str]] = field(default_factory=dict)
-    assignments: dict[str, db.Assignment] = field(default_factory=dict)
+    assignments: StickyCache = field(default_factory=StickyCache)
 
     def known_context(self, context: Mapping[str, str | bool]) -> ContextKey:
         """The pairs of ``context`` the model has a column for (others use the population
@@ -110,9 +148,7 @@ class ServingConfig:
         return hit
 
     def remember(self, anonymous_id: str, assignment: db.Assignment) -> None:
-        if len(self.assignments) >= MAX_STICKY:
-            self.assignments.clear()
-        self.assignments[anonymous_id] = assignment
+        self.assignments.put(anonymous_id, assignment)
 
 
 def build_config(
@@ -183,7 +219,7 @@ def build_config(
         pools=pools,
         winners=winners,
         variants=variants,
-        assignments=previous.assignments if keep_sticky and previous is not None else {},
+        assignments=previous.assignments if keep_sticky and previous is not None else StickyCache(),
     )
     if sampler is not None and config.mode == "explore":
         compute_pool(config, ())  # the no-context pool, ready before the first serve
