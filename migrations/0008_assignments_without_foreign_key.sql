@@ -3,8 +3,8 @@
 -- Every new user of a live sticky optimization writes one assignment row (COPY for ids the
 -- server generated, one batched claim statement for ids the caller sent), so the table is as
 -- write-hot as warehouse.exposures, which has no foreign key either. The key's referential
--- check ran once per row: measured on COPY batches of 500 rows, 13.7 µs per row with it and
--- 4.4 µs without (benchmarks/README.md, "Serving"), on the path of every new user.
+-- check ran once per row: COPY batches of 500 rows cost 1.5x as much with it (6.6 against
+-- 4.4 us per row, `python -m benchmarks.assignment_writes`), on the path of every new user.
 --
 -- What the key guaranteed still holds: rows are only written by serving, for an optimization
 -- it has just loaded (so it exists), and only drafts can be deleted, which serve nothing, so
