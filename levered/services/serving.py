@@ -45,7 +45,7 @@ from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
 from levered.services.random_ids import random_hex, random_uuid
-from levered.services.serving_state import ServingConfig, ServingState, compute_pool
+from levered.services.serving_state import ContextKey, ServingConfig, ServingState, compute_pool
 
 BASELINE: Final = 1
 _TWO_64: Final = float(2**64)
@@ -119,12 +119,17 @@ def _wrong_type(name: str, expected: str, value: Any) -> None:
 
 
 def decide(
-    config: ServingConfig, anonymous_id: str, context: Mapping[str, Any], decision_id: UUID
+    config: ServingConfig,
+    anonymous_id: str,
+    context: Mapping[str, Any],
+    decision_id: UUID,
+    key: ContextKey | None = None,
 ) -> Decision:
     """One decision, synchronously (the in-process hot path; no I/O).
 
-    Expects ``context`` already cleaned. Decision pools come from the config's cache; a miss is
-    computed here (blocking) — the async :func:`serve` warms the cache off the loop first.
+    Expects ``context`` already cleaned; ``key`` is its ``config.known_context`` when the
+    caller has it already. Decision pools come from the config's cache; a miss is computed
+    here (blocking) — the async :func:`serve` warms the cache off the loop first.
     """
     mode = config.mode
     if mode == "refuse":
@@ -147,7 +152,8 @@ def decide(
         number = BASELINE if holdout else int(config.allowed_idx[seed % n]) + 1
         p_ts = 1.0 / n  # the baseline is always allowed (it cannot be excluded)
     else:
-        key = config.known_context(context)
+        if key is None:
+            key = config.known_context(context)
         pool = config.pools.get(key) or compute_pool(config, key)
         number = BASELINE if holdout else pool.number(seed)
         p_ts = float(pool.probs[number - 1])
@@ -212,15 +218,21 @@ async def serve(
     generated = request.anonymous_id is None
     anonymous_id = request.anonymous_id or random_hex()
     explore = config.mode == "explore"
-    known = config.assignments.get(anonymous_id) if explore and config.sticky else None
+    # A server-generated id is new everywhere: no assignment to look up.
+    known = (
+        config.assignments.get(anonymous_id)
+        if explore and config.sticky and not generated
+        else None
+    )
     if known is not None:  # a returning sticky user: no draw at all (the kernel is most of one)
         decision = _from_assignment(known)
     else:
+        key: ContextKey | None = None
         if explore and config.sampler is not None:
             key = config.known_context(context)
             if key not in config.pools:
                 await state.decision_pool(config, key)
-        decision = decide(config, anonymous_id, context, random_uuid())
+        decision = decide(config, anonymous_id, context, random_uuid(), key)
         if explore and config.sticky:
             decision = await _sticky(
                 state, buffer, config, anonymous_id, decision, generated, request
@@ -272,7 +284,7 @@ async def _sticky(
     other processes; claims arriving together share a statement:
     :mod:`levered.services.assignment_claims`) unless this process already knows it.
     """
-    known = config.assignments.get(anonymous_id)
+    known = None if generated else config.assignments.get(anonymous_id)
     if known is not None:
         return _from_assignment(known)
     mine = db.Assignment(

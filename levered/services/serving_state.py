@@ -135,9 +135,13 @@ class ServingConfig:
     def known_context(self, context: Mapping[str, str | bool]) -> ContextKey:
         """The pairs of ``context`` the model has a column for (others use the population
         model, so they do not change a decision and do not split the caches)."""
-        if not context or not self.vocab:
+        vocab = self.vocab
+        if not context or not vocab:
             return ()
-        return tuple(sorted((k, v) for k, v in context.items() if (k, type(v), v) in self.vocab))
+        pairs = [(k, v) for k, v in context.items() if (k, type(v), v) in vocab]
+        if len(pairs) > 1:
+            pairs.sort()
+        return tuple(pairs)
 
     def variant(self, number: int) -> tuple[dict[str, Level], str]:
         hit = self.variants.get(number)
