@@ -79,6 +79,29 @@ async def test_concurrent_claims_share_statements_and_each_gets_its_own_row(
     }
 
 
+async def test_every_field_round_trips_exactly_through_the_batched_statement(
+    conn: asyncpg.Connection, org: Org, pool: asyncpg.Pool
+) -> None:
+    """The batch travels as one JSON document: floats, ids and odd text must come back as sent."""
+    opt = await live_optimization(conn, org)
+    batcher = ClaimBatcher(lambda: pool)
+    awkward_ids = ['quote"d', "back\\slash", "ünïcødé 🎯", "tab\tnew\nline", "null", "[1,2]"]
+    propensities = [1 / 3, 0.1 + 0.2, 5e-324, 1.0, 0.999999999999, 2.2250738585072014e-308]
+    rows: list[db.AssignmentRow] = [
+        (opt, user, org.id, 1 + i, i % 2 == 0, uuid4(), p, None if i == 0 else i)
+        for i, (user, p) in enumerate(zip(awkward_ids, propensities, strict=True))
+    ]
+    since = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # assigned now: valid
+    got = await asyncio.gather(*(batcher.claim(r, since) for r in rows))
+    assert [tuple(a) for a in got] == [(r[3], r[4], r[5], r[6], r[7]) for r in rows]
+    stored = await conn.fetch(
+        "SELECT anonymous_id, variant_number, holdout, decision_id, propensity, model_version "
+        "FROM assignments WHERE optimization_id = $1",
+        opt,
+    )
+    assert {tuple(r) for r in stored} == {(r[1], r[3], r[4], r[5], r[6], r[7]) for r in rows}
+
+
 async def test_a_repeated_key_is_claimed_once_and_every_caller_gets_the_first_decision(
     conn: asyncpg.Connection, org: Org, pool: asyncpg.Pool
 ) -> None:
