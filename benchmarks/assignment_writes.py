@@ -4,10 +4,11 @@
 
 Why ``assignments`` has no foreign key (migration 0008): every new user of a live sticky
 optimization writes one row, and the key's referential check runs once per row. A durable
-embedded PostgreSQL, migrated; one live optimization; ``rows`` server-generated assignments
-written with the serving path's COPY (``levered.db.serving.copy_assignments``'s columns) in
-batches of ``batch`` into the real table (no key) and into a copy of it that has the key back,
-alternating round by round. Prints µs per row (wall: encoding, COPY, commit) and the ratio.
+embedded PostgreSQL with one live optimization (the serving benchmark's seed); ``rows``
+server-generated assignments written with the serving path's COPY
+(``levered.db.serving.copy_assignments``'s columns) in batches of ``batch`` into the real
+table (no key) and into a copy of it that has the key back, alternating round by round.
+Prints µs per row (wall: encoding, COPY, commit) and the ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import time
 import uuid
 from typing import Any
 
-from levered.db import migrations
+import numpy as np
+
+from benchmarks.serving import seed_database
 from levered.db import serving as db
 from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
 from levered.db.pool import connect
@@ -31,17 +34,12 @@ ALTER TABLE assignments_with_key ADD FOREIGN KEY (optimization_id)
 
 
 async def run(url: str, rows: int, batch: int, rounds: int) -> dict[str, list[float]]:
+    seeded = await seed_database(url, [12], np.random.default_rng(8))
+    optimization = seeded[12]
     conn = await connect(url)
     try:
-        await migrations.migrate(conn)
-        org = await conn.fetchval("INSERT INTO organizations (name) VALUES ('bench') RETURNING id")
-        optimization = await conn.fetchval(
-            "INSERT INTO optimizations (organization_id, name, status, model_type, "
-            "design_factors, attribution, holdout_percentage) VALUES ($1, 'bench', 'live', "
-            "'mab', $2, $3, 10) RETURNING id",
-            org,
-            [{"name": "f", "dtype": "str", "levels": ["a", "b"]}],
-            {"type": "last_touch", "conversion_window_hours": 24},
+        org = await conn.fetchval(
+            "SELECT organization_id FROM optimizations WHERE id = $1", optimization
         )
         await conn.execute(WITH_KEY)
         timings: dict[str, list[float]] = {"assignments (no key)": [], "with the foreign key": []}
