@@ -1,14 +1,17 @@
-"""Sticky assignment writes with and without a foreign key to ``optimizations``, side by side.
+"""Sticky assignment writes: with and without a foreign key, random and time-ordered ids.
 
     python -m benchmarks.assignment_writes [--rows 20000] [--batch 500] [--rounds 3]
 
-Why ``assignments`` has no foreign key (migration 0008): every new user of a live sticky
-optimization writes one row, and the key's referential check runs once per row. A durable
-embedded PostgreSQL with one live optimization (the serving benchmark's seed); ``rows``
-server-generated assignments written with the serving path's COPY
-(``levered.db.serving.copy_assignments``'s columns) in batches of ``batch`` into the real
-table (no key) and into a copy of it that has the key back, alternating round by round.
-Prints µs per row (wall: encoding, COPY, commit) and the ratio.
+Why ``assignments`` has no foreign key (migration 0008) and why the anonymous ids the server
+generates are time-ordered (version-7 UUIDs, ``levered.services.random_ids``): every new user
+of a live sticky optimization writes one row; the key's referential check runs once per row,
+and a random id lands on a random page of the primary key's B-tree. A durable embedded
+PostgreSQL with one live optimization (the serving benchmark's seed); ``rows`` assignments
+written with the serving path's COPY (``levered.db.serving.copy_assignments``'s columns) in
+batches of ``batch`` into the real table with random ids (uuid4 hex, as a caller's ids might
+be), a copy of it that has the key back (random ids), and a copy without the key given
+time-ordered ids, alternating round by round (the tables grow round by round). Prints µs per
+row (wall: encoding, COPY, commit) and the ratios to the first.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from benchmarks.serving import seed_database
 from levered.db import serving as db
 from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
 from levered.db.pool import connect
+from levered.services.random_ids import time_ordered_hex
 
 WITH_KEY = """
 CREATE TABLE assignments_with_key (LIKE assignments INCLUDING ALL);
 ALTER TABLE assignments_with_key ADD FOREIGN KEY (optimization_id)
     REFERENCES optimizations (id) ON DELETE CASCADE;
+CREATE TABLE assignments_ordered (LIKE assignments INCLUDING ALL);
 """
 
 
@@ -42,12 +47,18 @@ async def run(url: str, rows: int, batch: int, rounds: int) -> dict[str, list[fl
             "SELECT organization_id FROM optimizations WHERE id = $1", optimization
         )
         await conn.execute(WITH_KEY)
-        timings: dict[str, list[float]] = {"assignments (no key)": [], "with the foreign key": []}
-        tables = dict(zip(timings, ("assignments", "assignments_with_key"), strict=True))
+        # (table, id generator): the production table with random and with time-ordered
+        # (version-7) ids, and the keyed copy with random ids.
+        cases = {
+            "assignments (no key)": ("assignments", lambda: uuid.uuid4().hex),
+            "with the foreign key": ("assignments_with_key", lambda: uuid.uuid4().hex),
+            "no key, time-ordered ids": ("assignments_ordered", time_ordered_hex),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):
-            for name, table in tables.items():
+            for name, (table, new_id) in cases.items():
                 data: list[Any] = [
-                    (optimization, uuid.uuid4().hex, org, 2, False, uuid.uuid4(), 0.5, 1)
+                    (optimization, new_id(), org, 2, False, uuid.uuid4(), 0.5, 1)
                     for _ in range(rows)
                 ]
                 began = time.perf_counter()
@@ -73,12 +84,16 @@ def main() -> None:
         f"COPY of {args.rows:,} assignment rows in batches of {args.batch}, {args.rounds} "
         "alternating rounds, durable embedded PostgreSQL"
     )
-    print(f"{'table':<24}{'µs/row per round':>30}{'best':>8}")
+    print(f"{'table':<26}{'µs/row per round':>30}{'best':>8}")
     for name, values in timings.items():
         rounds = " ".join(f"{v:6.1f}" for v in values)
-        print(f"{name:<24}{rounds:>30}{min(values):>8.1f}")
-    ratio = min(timings["with the foreign key"]) / min(timings["assignments (no key)"])
-    print(f"with the key / without (best rounds): {ratio:.2f}")
+        print(f"{name:<26}{rounds:>30}{min(values):>8.1f}")
+    plain = min(timings["assignments (no key)"])
+    print(
+        f"with the key / without (best rounds): {min(timings['with the foreign key']) / plain:.2f}"
+    )
+    ordered = min(timings["no key, time-ordered ids"])
+    print(f"time-ordered ids / random ids (best rounds): {ordered / plain:.2f}")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from levered.db import serving as db
 from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
-from levered.services.random_ids import random_hex, random_uuid
+from levered.services.random_ids import random_uuid, time_ordered_hex
 from levered.services.serving_state import ContextKey, ServingConfig, ServingState, compute_pool
 
 BASELINE: Final = 1
@@ -216,7 +216,7 @@ async def serve(
         raise NotFound(f"optimization {optimization_id} not found")
     context = clean_context(config, request.context)
     generated = request.anonymous_id is None
-    anonymous_id = request.anonymous_id or random_hex()
+    anonymous_id = request.anonymous_id or time_ordered_hex()
     explore = config.mode == "explore"
     # A server-generated id is new everywhere: no assignment to look up.
     known = (

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 from levered.services import random_ids
-from levered.services.random_ids import random_hex, random_uuid
+from levered.services.random_ids import random_uuid, time_ordered_hex
 
 
 def test_random_uuids_are_version_4_and_distinct_across_buffer_refills() -> None:
@@ -18,10 +19,21 @@ def test_random_uuids_are_version_4_and_distinct_across_buffer_refills() -> None
         assert len({u.hex[position] for u in ids}) > 8
 
 
-def test_random_hex_is_32_lowercase_hex_digits() -> None:
-    values = [random_hex() for _ in range(600)]
-    assert all(len(v) == 32 and int(v, 16) >= 0 and v == v.lower() for v in values)
-    assert len(set(values)) == len(values)
+def test_time_ordered_ids_are_version_7_carry_the_time_and_sort_by_it() -> None:
+    before = time.time_ns() // 1_000_000
+    first = [time_ordered_hex() for _ in range(600)]
+    time.sleep(0.003)
+    later = [time_ordered_hex() for _ in range(600)]
+    after = time.time_ns() // 1_000_000
+    for value in first + later:
+        assert len(value) == 32 and value == value.lower()
+        u = uuid.UUID(value)
+        assert u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= u.int >> 80 <= after  # the 48-bit millisecond timestamp
+    assert len(set(first + later)) == 1_200
+    assert max(first) < min(later)  # a later millisecond sorts after every earlier id
+    # Within one millisecond the 74 random bits still vary (unguessable, not a counter).
+    assert len({v[13:] for v in first}) == len(first)
 
 
 def test_a_forked_child_does_not_reuse_the_parents_buffered_bytes() -> None:
