@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from cli.console import notice
+from cli.console import EXIT_USAGE, fail, notice
 
 app = App(name="server", help="Run the Levered API server.")
 
@@ -32,10 +32,16 @@ def start(
     import anyio
 
     from levered.db.database import open_database
-    from levered.server.run import run_asgi
+    from levered.server.run import default_loop, run_asgi
     from levered.services.setup import prepare_database
     from levered.settings import load_settings
 
+    if loop == "uvloop" and default_loop() != "uvloop":
+        fail(
+            "--loop uvloop: uvloop is not installed here (it has no Windows build); "
+            "leave --loop out or pass --loop asyncio",
+            EXIT_USAGE,
+        )
     settings = load_settings(host=host, port=port, workers=workers)
     # Until the ASGI server installs its own handlers, SIGTERM must unwind through `finally`
     # so that the embedded PostgreSQL is stopped, not orphaned.

@@ -72,6 +72,9 @@ def run_asgi(
 
 
 def default_loop() -> EventLoop:
-    import importlib.util
-
-    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    """uvloop when it imports here, else asyncio's own loop."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"

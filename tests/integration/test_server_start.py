@@ -94,3 +94,23 @@ def test_start_stop_restart(tmp_path: Path) -> None:
     assert "First start" not in second_log.read_text()
     assert "api_key=lvk_" in credentials.read_text()  # untouched
     assert _gone(pg_pid), "SIGTERM must stop the embedded PostgreSQL too"
+
+
+def test_loop_uvloop_without_uvloop_is_a_usage_error_and_starts_nothing(tmp_path: Path) -> None:
+    """Where uvloop cannot be imported (Windows), ``--loop uvloop`` says so before any database
+    is started; left out, the loop falls back to asyncio's own."""
+    hide_uvloop = (
+        "import sys; sys.modules['uvloop'] = None; "
+        "from levered.server.run import default_loop; print(default_loop()); "
+        "sys.argv = ['levered', 'server', 'start', '--loop', 'uvloop']; "
+        "from cli.app import main; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
+    env["LEVERED_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-c", hide_uvloop], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "asyncio"
+    assert "--loop uvloop: uvloop is not installed" in done.stderr
+    assert not (tmp_path / "data").exists()  # no embedded PostgreSQL was created
