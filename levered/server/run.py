@@ -7,8 +7,8 @@ markedly faster than uvicorn in the same run (figures in ``benchmarks/README.md`
 ``LEVERED_DATABASE_URL``, which the caller exports before starting them.
 
 The event loop is uvloop where it is installed (every platform but Windows): under granian it
-served 1.2× the requests per second of asyncio's loop on ``/health`` and 1.3–1.5× on serve
-(``benchmarks/README.md``), mostly because granian hands each request to the loop with
+served 1.2× the requests per second of asyncio's loop on ``/health`` and 1.2–1.4× on serve
+(``python -m benchmarks.asgi_servers``, figures in ``benchmarks/README.md``), mostly because granian hands each request to the loop with
 ``call_soon_threadsafe``, which costs asyncio a self-pipe write every time and uvloop one
 coalesced wake-up. The loop is named, not left to granian's ``auto``: ``auto`` prefers rloop
 when that is installed, and asyncpg cannot connect on rloop ("TCPTransport protocol cannot be
