@@ -8,15 +8,16 @@ markedly faster than uvicorn in the same run (figures in ``benchmarks/README.md`
 
 The event loop is uvloop where it is installed (every platform but Windows): under granian it
 served 1.2× the requests per second of asyncio's loop on ``/health`` and 1.2–1.4× on serve
-(``python -m benchmarks.asgi_servers``, figures in ``benchmarks/README.md``), mostly because granian hands each request to the loop with
-``call_soon_threadsafe``, which costs asyncio a self-pipe write every time and uvloop one
-coalesced wake-up. The loop is named, not left to granian's ``auto``: ``auto`` prefers rloop
-when that is installed, and asyncpg cannot connect on rloop ("TCPTransport protocol cannot be
-changed").
+(``python -m benchmarks.asgi_servers``, figures in ``benchmarks/README.md``), mostly because
+granian hands each request to the loop with ``call_soon_threadsafe``, which costs asyncio a
+self-pipe write every time and uvloop one coalesced wake-up. The loop is named, not left to
+granian's ``auto``: ``auto`` prefers rloop when that is installed, and asyncpg cannot connect
+on rloop ("TCPTransport protocol cannot be changed").
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 APP_FACTORY = "levered.server.app:create_app"
@@ -74,7 +75,7 @@ def run_asgi(
 def default_loop() -> EventLoop:
     """uvloop when it imports here, else asyncio's own loop."""
     try:
-        import uvloop  # noqa: F401
+        importlib.import_module("uvloop")
     except ImportError:
         return "asyncio"
     return "uvloop"
