@@ -1,4 +1,5 @@
-"""Random version-4 UUIDs for the serve hot path, many per system call.
+"""Random ids for the serve hot path, many per system call: version-4 decision ids and
+time-ordered (version-7) anonymous ids for users who came without one.
 
 ``uuid.uuid4()`` reads 16 bytes with ``os.urandom``, and ``os.urandom`` releases the GIL
 around its ``getrandom`` call. On a loaded server the event loop then has to win the GIL back
