@@ -1,15 +1,22 @@
-"""Plain-numpy twins of the bandit kernels: obvious, slow, and written from the definitions.
+"""Plain-Python twins of the bandit kernels and of attribution: obvious, slow, from definitions.
 
 Tests compare each numba kernel (and each index-table shortcut) with its twin here. The twins
 build the dense design matrix feature by feature from the column order documented in
 ``levered.bandit.design``, score variants by a matrix product, and fit GLMs by dense Newton
 steps, so they share no code path with the kernels beyond that documented order.
+
+:func:`naive_attribution` is last touch by brute force over a list of events: what the SQL of
+``levered.db.attribution`` / ``levered.db.cell_passes`` and the stored cells must agree with.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -205,3 +212,79 @@ def simulate_cells(
         return n, s, s.copy()
     y = truth[..., None] + noise_sd * rng.standard_normal((*truth.shape, per_cell))
     return n, y.sum(axis=-1), (y**2).sum(axis=-1)
+
+
+# -- attribution ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exposure:
+    org: int
+    optimization: int  # 0 = the optimization under test, 1 = another one of the same org
+    anonymous_id: str
+    at: datetime
+    variant_number: int
+    context: dict[str, Any]
+    holdout: bool
+
+
+@dataclass(frozen=True)
+class Reward:
+    org: int
+    anonymous_id: str
+    at: datetime
+    value: float
+    name: str
+    pinned: int | None  # None = global, else index of the optimization
+
+
+def naive_attribution(
+    exposures: list[Exposure],
+    rewards: list[Reward],
+    *,
+    window: timedelta,
+    as_of: datetime,
+    start: datetime,
+    reward_type: str,
+    context_names: tuple[str, ...],
+) -> dict[str, Any]:
+    """Brute force over events: org 0, optimization 0, metric = rewards named 'purchase'."""
+    mine = [e for e in exposures if e.org == 0 and e.optimization == 0]
+    credit: dict[int, list[float]] = defaultdict(list)
+    for r in rewards:
+        if r.org != 0 or r.name != "purchase" or r.pinned not in (None, 0) or r.at > as_of:
+            continue
+        if r.at < start:  # the metric filters on @start_date
+            continue
+        candidates = [
+            i
+            for i, e in enumerate(mine)
+            if e.anonymous_id == r.anonymous_id and e.at <= r.at <= e.at + window
+        ]
+        if candidates:
+            latest = max(candidates, key=lambda i: mine[i].at)
+            credit[latest].append(r.value)
+    cells: dict[tuple[int, str, bool], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+    users: dict[tuple[bool, str], list[float]] = defaultdict(list)
+    pending = 0
+    for i, e in enumerate(mine):
+        if not start <= e.at <= as_of:
+            continue
+        if e.at + window > as_of:
+            pending += 1
+            continue
+        got = credit.get(i, [])
+        value = (1.0 if got else 0.0) if reward_type == "bool" else float(sum(got))
+        ctx = {k: e.context[k] for k in context_names if k in e.context}
+        cell = cells[(e.variant_number, json.dumps(ctx, sort_keys=True), e.holdout)]
+        cell[0] += 1
+        cell[1] += value
+        cell[2] += value * value
+        users[(e.holdout, e.anonymous_id)].append(value)
+    arms: dict[bool, list[float]] = {False: [0, 0.0, 0.0], True: [0, 0.0, 0.0]}
+    for (holdout, _), values in users.items():
+        outcome = max(values) if reward_type == "bool" else sum(values)
+        arms[holdout][0] += 1
+        arms[holdout][1] += outcome
+        arms[holdout][2] += outcome * outcome
+    return {"cells": {k: tuple(v) for k, v in cells.items()}, "pending": pending, "arms": arms}

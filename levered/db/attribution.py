@@ -1,4 +1,4 @@
-"""Last-touch attribution in the warehouse, run as the organization, aggregated to cells.
+"""Last-touch attribution in the warehouse, run as the organization: the shared SQL.
 
 Contract: PRODUCT.md §5; every decision is written down in docs/attribution.md.
 
@@ -21,15 +21,9 @@ a read-only ``REPEATABLE READ`` transaction with a statement timeout
 ``levered.attribution_optimization``, which makes the rewards policy (migration 0005) hide
 rewards pinned to another optimization: the metric's SQL need not output ``optimization_id``.
 
-Python receives aggregated rows only: cells, per-day points and two per-arm user totals for the
-cells query; one page of exposures (and their credits) for the observations query.
-
-Temporary files: the cells query groups every attributed exposure by user (for the arms), which
-PostgreSQL does by sorting or by a hash table that spills — disk space in proportion to the
-exposures, against the tenant role's ``temp_file_limit`` (1 GB, which the tenant cannot raise).
-So a large optimization is attributed in *passes* over disjoint hash partitions of its users
-(:func:`passes_for`), each its own statement in the same snapshot; every user's exposures and
-rewards fall in one pass, so the passes' sums add up to exactly the one-statement result.
+Python receives aggregated rows only: the cells of a range of buckets
+(:mod:`levered.db.cell_passes`, which builds its statements on :data:`CREDITED`), or one page
+of exposures and their credits for the observations query.
 """
 
 from __future__ import annotations
@@ -42,7 +36,6 @@ from typing import Any, Final, Literal
 from uuid import UUID
 
 import asyncpg
-import msgspec
 
 from levered.db import Connection, sandbox
 from levered.db.errors import translate
@@ -54,14 +47,6 @@ DEFAULT_TIMEOUT_S: Final = 300.0
 """Statement timeout of one attribution query (training reads the whole history)."""
 BEGINNING: Final = datetime(1, 1, 1, tzinfo=UTC)
 """What ``@start_date`` is bound to when no training window start is given."""
-PASS_TEMP_BYTES: Final = 512 * 2**20
-"""Temporary-file budget of one attribution pass: half the tenant role's ``temp_file_limit``
-(``sandbox.ROLE_SETTINGS``), so an estimate that is off by 2× still fits."""
-ROW_TEMP_BYTES: Final = 100
-"""Temporary bytes per attributed exposure besides its ``anonymous_id`` and ``context``. Measured
-(PostgreSQL 18, 10⁷ exposures, 34 bytes of id and context per row): the one-statement plan
-spills 126 bytes per row at its peak (the per-user sort plus the per-day re-sort of the
-grouping sets, both of every row's full width), a pass over a hash partition 40–90."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +62,17 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class OptimizationSpec:
-    """What attribution needs of an optimization: its id, window and context factor names."""
+    """What attribution needs of an optimization: its id, window and context factor names,
+    and which of its cells training reads (``training_window``, migration 0010)."""
 
     id: UUID
     conversion_window_hours: float
     context_factors: tuple[str, ...] = ()
+    training_window: dict[str, Any] = field(default_factory=lambda: {"type": "all"})
 
 
 SELECT_TARGET: Final = """
-SELECT o.id, o.attribution, o.context_factors,
+SELECT o.id, o.attribution, o.context_factors, o.training_window,
        mt.sql, mt.anonymous_id_col, mt.timestamp_col, mt.value_col, mt.reward_type
 FROM optimizations AS o
 LEFT JOIN metrics AS mt ON mt.id = o.reward_metric_id AND mt.organization_id = o.organization_id
@@ -104,6 +91,7 @@ async def find_target(
         id=row["id"],
         conversion_window_hours=float(row["attribution"].get("conversion_window_hours", 24.0)),
         context_factors=tuple(str(f["name"]) for f in row["context_factors"]),
+        training_window=row["training_window"],
     )
     if row["sql"] is None:
         return optimization, None
@@ -148,102 +136,12 @@ scan can use it; the latest exposure at or before the reward is the only candida
 if it is outside the window every earlier one is too."""
 
 
-def _credited(rows_sql: str, restriction: str = "") -> str:
+def credited_ctes(rows_sql: str, restriction: str = "") -> str:
+    """:data:`CREDITED` around the metric's normalized rows (plus a restriction of them)."""
     return CREDITED.format(rows_sql=rows_sql, restriction=restriction)
 
 
-# -- cells ------------------------------------------------------------------------------------
-
-CELLS: Final = """WITH {credited},
-observations AS (
-    SELECT x.anonymous_id, x.variant_number, x.context, x.holdout,
-           (x."timestamp" AT TIME ZONE 'UTC')::date AS day,
-           x."timestamp" + make_interval(secs => $3) <= $4 AS matured,
-           CASE WHEN c.exposure IS NULL THEN 0::float8
-                WHEN $5 THEN 1::float8
-                ELSE c.value_sum END AS reward
-    FROM warehouse.exposures AS x
-    LEFT JOIN credited AS c ON c.exposure = x.ctid
-    WHERE x.optimization_id = $2 AND x."timestamp" >= $1 AND x."timestamp" <= $4{users}
-),
-partial AS (
-    SELECT CASE WHEN GROUPING(anonymous_id) = 0 THEN 'arm'
-                WHEN GROUPING(day) = 0 THEN 'day'
-                ELSE 'cell' END AS kind,
-           variant_number, context, holdout, day, matured,
-           count(*) AS n, sum(reward) AS reward_sum, sum(reward * reward) AS reward_sumsq,
-           CASE WHEN $5 THEN max(reward) ELSE sum(reward) END AS outcome
-    FROM observations
-    GROUP BY GROUPING SETS ((variant_number, context, holdout, matured),
-                            (variant_number, holdout, day, matured),
-                            (holdout, anonymous_id, matured))
-),
-labelled AS (
-    SELECT p.*,
-           CASE WHEN p.kind = 'cell' THEN
-               (SELECT coalesce(jsonb_object_agg(k.name, p.context -> k.name), '{{}}'::jsonb)
-                FROM unnest($6::text[]) AS k(name)
-                WHERE p.context ? k.name)
-           END AS cell_context
-    FROM partial AS p
-)
-SELECT kind, variant_number, cell_context AS context, holdout, day,
-       CASE WHEN kind = 'arm' THEN count(*) FILTER (WHERE matured)
-            ELSE coalesce(sum(n) FILTER (WHERE matured), 0) END AS n,
-       CASE WHEN kind = 'arm' THEN coalesce(sum(outcome) FILTER (WHERE matured), 0)
-            ELSE coalesce(sum(reward_sum) FILTER (WHERE matured), 0) END AS reward_sum,
-       CASE WHEN kind = 'arm' THEN coalesce(sum(outcome * outcome) FILTER (WHERE matured), 0)
-            ELSE coalesce(sum(reward_sumsq) FILTER (WHERE matured), 0) END AS reward_sumsq,
-       coalesce(sum(n) FILTER (WHERE NOT matured AND kind = 'day'), 0) AS pending
-FROM labelled
-GROUP BY kind, variant_number, cell_context, holdout, day
-HAVING kind <> 'cell' OR bool_or(matured)
-ORDER BY 1, 4, 2, 5, 3"""
-"""One statement, one pass over the attributed exposures, no materialized intermediate.
-
-``partial`` aggregates the exposures three ways at once (grouping sets): by (variant, raw
-context, holdout), by (variant, holdout, UTC day) and by (holdout, user), each split by
-matured. The outer query restricts the cells' contexts to the optimization's factor names —
-once per raw-context group, not per exposure — and regroups; it turns the per-user groups into
-one row per arm (``n`` = users, ``reward_sum``/``reward_sumsq`` = Σ outcome, Σ outcome²). $5 is
-"the metric is bool"; $6 the context factor names. Exposures later than $4 are ignored;
-exposures younger than the window at $4 are pending (counted per day, never in cells or arms).
-In a pass (:data:`IN_PASS`) both the reward rows and the exposures are restricted to the users
-of one hash partition.
-"""
-
-IN_PASS: Final = "\n      AND (hashtext({alias}.anonymous_id) & 2147483647) % $7 = $8"
-"""The users of pass $8 of $7 (a partition by a hash of ``anonymous_id``). Rewards are credited
-only to exposures of the same ``anonymous_id``, so restricting both sides to the same users
-loses no credit; ``hashtext`` of the same text is the same on both sides."""
-
-COUNT_ATTRIBUTED: Final = """
-SELECT count(*) AS exposures,
-       coalesce(sum(pg_column_size(anonymous_id) + pg_column_size(context)), 0) AS width
-FROM warehouse.exposures
-WHERE optimization_id = $1 AND "timestamp" >= $2 AND "timestamp" <= $3
-"""
-"""What the cells query will read: its exposures and their bytes of id and context (the
-columns whose size varies), to size the passes. One scan, no sort."""
-
-
-def passes_for(exposures: int, width: int) -> int:
-    """How many passes attribute ``exposures`` rows whose ids and contexts take ``width`` bytes:
-    enough that each pass's estimated temporary files stay within :data:`PASS_TEMP_BYTES`."""
-    needed = exposures * ROW_TEMP_BYTES + width
-    return max(1, -(-needed // PASS_TEMP_BYTES))
-
-
-@dataclass(frozen=True)
-class Cells:
-    """Matured observations aggregated by (variant, context, holdout); parallel lists."""
-
-    variant_number: list[int]
-    context: list[dict[str, Any]]
-    holdout: list[bool]
-    count: list[int]
-    reward_sum: list[float]
-    reward_sumsq: list[float]
+# -- results ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -270,132 +168,6 @@ class Arm:
     users: int
     outcome_sum: float
     outcome_sumsq: float
-
-
-@dataclass(frozen=True)
-class AttributionResult:
-    cells: Cells
-    days: Days
-    optimized: Arm
-    holdout: Arm
-    matured: int
-    pending: int
-    as_of: datetime
-    start: datetime | None
-    passes: int = 1
-    """Statements the cells were computed in (:func:`passes_for`)."""
-
-
-async def attribute_cells(
-    tenant: Connection,
-    rows_sql: str,
-    reward_type: RewardType,
-    optimization: OptimizationSpec,
-    *,
-    as_of: datetime,
-    start: datetime | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> AttributionResult:
-    """Attribute and aggregate; ``tenant`` is in :func:`attribution_transaction`.
-
-    ``rows_sql`` is the metric's normalized rows (module doc). Exposures with
-    ``start ≤ timestamp ≤ as_of`` take part; ``@start_date`` is bound to ``start`` (or
-    :data:`BEGINNING`). Rewards later than ``as_of`` are ignored. One statement counts the
-    exposures, then one statement per pass (:func:`passes_for`; usually one) aggregates them;
-    ``timeout_s`` applies to each statement.
-    """
-    first = start or BEGINNING
-    args = (
-        first,
-        optimization.id,
-        _window_seconds(optimization),
-        as_of,
-        reward_type == "bool",
-        list(optimization.context_factors),
-    )
-    (size,) = await _fetch(
-        tenant, COUNT_ATTRIBUTED, optimization.id, first, as_of, timeout_s=timeout_s
-    )
-    passes = passes_for(size["exposures"], size["width"])
-    totals = _Totals()
-    if passes == 1:
-        sql = CELLS.format(credited=_credited(rows_sql), users="")
-        totals.add(await _fetch(tenant, sql, *args, timeout_s=timeout_s))
-    else:
-        sql = CELLS.format(
-            credited=_credited(rows_sql, IN_PASS.format(alias="r")), users=IN_PASS.format(alias="x")
-        )
-        for number in range(passes):
-            totals.add(await _fetch(tenant, sql, *args, passes, number, timeout_s=timeout_s))
-    return totals.result(as_of, start, passes)
-
-
-@dataclass
-class _Totals:
-    """The cells query's rows summed over passes (in the order they first appear, so one pass
-    gives the statement's own order). Counts and sums add up: each user is in one pass."""
-
-    rows: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict)
-
-    def add(self, rows: list[asyncpg.Record]) -> None:
-        for row in rows:
-            key = (
-                row["kind"],
-                row["holdout"],
-                row["variant_number"],
-                row["day"],
-                _context_key(row["context"]),
-            )
-            sums = [row["n"], row["reward_sum"], row["reward_sumsq"], row["pending"]]
-            found = self.rows.get(key)
-            if found is None:
-                self.rows[key] = [row["context"], *sums]
-            else:
-                for i, value in enumerate(sums, start=1):
-                    found[i] += value
-
-    def result(self, as_of: datetime, start: datetime | None, passes: int) -> AttributionResult:
-        cells = Cells([], [], [], [], [], [])
-        days = Days([], [], [], [], [], [], [])
-        arms = {False: Arm(0, 0.0, 0.0), True: Arm(0, 0.0, 0.0)}
-        for (kind, holdout, variant_number, day, _), values in self.rows.items():
-            context, n, reward_sum, reward_sumsq, pending = values
-            if kind == "cell":
-                cells.variant_number.append(variant_number)
-                cells.context.append(context)
-                cells.holdout.append(holdout)
-                cells.count.append(n)
-                cells.reward_sum.append(reward_sum)
-                cells.reward_sumsq.append(reward_sumsq)
-            elif kind == "day":
-                days.day.append(day)
-                days.variant_number.append(variant_number)
-                days.holdout.append(holdout)
-                days.exposures.append(n + pending)
-                days.matured.append(n)
-                days.reward_sum.append(reward_sum)
-                days.reward_sumsq.append(reward_sumsq)
-            else:
-                arms[holdout] = Arm(n, reward_sum, reward_sumsq)
-        return AttributionResult(
-            cells=cells,
-            days=days,
-            optimized=arms[False],
-            holdout=arms[True],
-            matured=sum(days.matured),
-            pending=sum(days.exposures) - sum(days.matured),
-            as_of=as_of,
-            start=start,
-            passes=passes,
-        )
-
-
-_encode_sorted = msgspec.json.Encoder(order="sorted").encode
-
-
-def _context_key(context: dict[str, Any] | None) -> bytes | None:
-    """A cell context as a hashable key; equal JSON objects give equal keys."""
-    return None if context is None else _encode_sorted(context)
 
 
 # -- observations (one page) ------------------------------------------------------------------
@@ -474,10 +246,10 @@ async def observation_page(
     )
     credits: dict[Any, asyncpg.Record] = {}
     if page:
-        found = await _fetch(
+        found = await fetch_metric_query(
             tenant,
             PAGE_CREDITS.format(
-                credited=_credited(rows_sql, "\n      AND r.anonymous_id = ANY($5::text[])")
+                credited=credited_ctes(rows_sql, "\n      AND r.anonymous_id = ANY($5::text[])")
             ),
             min(row["timestamp"] for row in page),
             optimization.id,
@@ -519,9 +291,10 @@ SET_ATTRIBUTION_OPTIMIZATION: Final = (
 )
 """Transaction-local: the pinning filter of migration 0005."""
 PLAN_EACH_RUN: Final = "SET LOCAL plan_cache_mode = force_custom_plan"
-"""The passes run one prepared statement with different $7/$8; from its sixth run PostgreSQL
-may switch to a generic plan, which does not see the pass's selectivity (measured: 6 s passes
-became 60 s). Planning each run costs milliseconds."""
+"""A pass runs one prepared statement per chunk of buckets with different bounds; from its sixth
+run PostgreSQL may switch to a generic plan, which does not see the chunk's selectivity
+(measured on hash-partition passes: 6 s statements became 60 s). Planning each run costs
+milliseconds."""
 
 
 @asynccontextmanager
@@ -552,7 +325,7 @@ def _client_timeout(timeout_s: float) -> float:
     return timeout_s + 5.0
 
 
-async def _fetch(
+async def fetch_metric_query(
     tenant: Connection, sql: str, *args: object, timeout_s: float
 ) -> list[asyncpg.Record]:
     """Run a query that contains the metric's SQL; its failures become a 409 that says why.

@@ -118,20 +118,34 @@ UPDATE optimizations SET summary = $3 WHERE organization_id = $1 AND id = $2
 SCHEDULER_CANDIDATES: Final = """
 SELECT o.organization_id, o.id AS optimization_id,
        (o.attribution ->> 'conversion_window_hours')::float8 * 3600.0 AS window_seconds,
-       (mv.counts ->> 'matured')::bigint AS trained_matured
+       mv.version, mv.window_end AS trained_as_of,
+       (mv.counts ->> 'data_through')::timestamptz AS trained_through,
+       (mv.counts ->> 'marker')::timestamptz AS trained_marker,
+       st.fingerprint AS cells_fingerprint
 FROM optimizations o
 JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
 LEFT JOIN model_versions mv ON mv.model_id = m.id AND mv.version = m.current_version
+LEFT JOIN observation_state st ON st.optimization_id = o.id
 WHERE o.status = 'live' AND o.reward_metric_id IS NOT NULL
 ORDER BY o.id
 """
 
-COUNT_MATURED: Final = """
-SELECT count(*) FROM warehouse.exposures
-WHERE optimization_id = $1 AND "timestamp" <= now() - make_interval(secs => $2)
+NEW_MATURED: Final = """
+SELECT EXISTS (SELECT 1 FROM warehouse.exposures
+               WHERE optimization_id = $1 AND "timestamp" > $2
+                 AND "timestamp" <= now() - make_interval(secs => $3))
 """
-"""Index-only on the attribution index's ``optimization_id`` prefix (no per-event work in
-Python); compared with the matured count the current version was trained on."""
+"""Exposures that matured since the version's frontier ($2): a range of ``exposures_time_idx``."""
+
+NEW_LATE: Final = """
+SELECT EXISTS (SELECT 1 FROM warehouse.exposures
+               WHERE received_at > $3 AND optimization_id = $2 AND "timestamp" <= $4)
+    OR EXISTS (SELECT 1 FROM warehouse.rewards
+               WHERE received_at > $3 AND organization_id = $1 AND "timestamp" <= $4
+                 AND (optimization_id IS NULL OR optimization_id = $2))
+"""
+"""Events received after the newest one the version's cells saw ($3), timed at or before its
+as-of ($4): late data. Through the BRIN indexes on ``received_at`` (the newest block ranges)."""
 
 
 async def ensure_model(conn: Connection, organization_id: UUID, optimization_id: UUID) -> None:
@@ -236,5 +250,19 @@ async def scheduler_candidates(conn: Connection) -> list[asyncpg.Record]:
     return await conn.fetch(SCHEDULER_CANDIDATES)
 
 
-async def count_matured(conn: Connection, optimization_id: UUID, window_seconds: float) -> int:
-    return int(await conn.fetchval(COUNT_MATURED, optimization_id, window_seconds))
+async def new_matured(
+    conn: Connection, optimization_id: UUID, after: datetime, window_seconds: float
+) -> bool:
+    return bool(await conn.fetchval(NEW_MATURED, optimization_id, after, window_seconds))
+
+
+async def new_late(
+    conn: Connection,
+    organization_id: UUID,
+    optimization_id: UUID,
+    received_after: datetime,
+    through: datetime,
+) -> bool:
+    return bool(
+        await conn.fetchval(NEW_LATE, organization_id, optimization_id, received_after, through)
+    )

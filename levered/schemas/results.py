@@ -151,3 +151,9 @@ class Results(msgspec.Struct, frozen=True):
     context: dict[str, Any] | None = None
     """The context the posterior fields describe (``?context=``); None: the population.
     Counts, measured lift and the time series always cover all traffic."""
+    data_through: datetime | None = None
+    """Counts include exposures up to this time (their conversion window closed by
+    ``as_of``); later ones are pending."""
+    training_window: dict[str, Any] | None = None
+    """What the model trains on: ``{"type": "all"}``, ``{"type": "days", "days": N}`` or
+    ``{"type": "decay", "half_life_days": H}``."""

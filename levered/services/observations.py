@@ -1,6 +1,8 @@
-"""Observations: attribution for training (cells) and the observations page of the API.
+"""Observations: the cells training and results read, and the observations page of the API.
 
-Both run the organization's reward metric in the warehouse, as the organization
+Training and results read the stored, incrementally extended cells (:func:`stored`,
+:mod:`levered.services.cells`); :func:`attribute` computes the same from scratch. All of them
+run the organization's reward metric in the warehouse, as the organization
 (:meth:`levered.services.warehouse.Warehouse.session`), with last-touch attribution done in SQL
 (:mod:`levered.db.attribution`). The metric's SQL is normalized by the one builder metrics
 use everywhere, :func:`levered.services.metrics.metric_rows_sql`. Decisions and exact formulas:
@@ -9,8 +11,9 @@ docs/attribution.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -19,10 +22,13 @@ import numpy.typing as npt
 
 from levered.bandit.cells import NO_CONTEXT, Cells
 from levered.db import attribution as db
+from levered.db import cell_passes as passes
+from levered.db import cell_store
 from levered.db.attribution import Arm, Days, MetricSpec, OptimizationSpec, RewardType
 from levered.errors import Conflict, NotFound
 from levered.schemas.common import ResponseMeta
 from levered.schemas.observations import Observation, ObservationPage
+from levered.services import cells as cells_service
 from levered.services.metrics import metric_rows_sql
 from levered.services.warehouse import Warehouse
 
@@ -36,7 +42,8 @@ class Attribution:
     ``cells`` has one row per (variant, context cell, holdout) — holdout exposures are real
     observations of the baseline, so they are in ``cells`` too; ``holdout[i]`` says whether row
     ``i`` is holdout traffic (``cells.variant_number[~holdout]`` etc. for optimized traffic only).
-    ``context`` of a cell keeps only the optimization's context factors.
+    ``context`` of a cell keeps only the optimization's context factors. With a decaying
+    training window, ``cells`` holds weighted sums (fractional counts).
     """
 
     optimization: OptimizationSpec
@@ -50,6 +57,12 @@ class Attribution:
     pending: int
     as_of: datetime
     start: datetime | None
+    data_through: datetime | None = None
+    """The maturity frontier: exposures up to it are observed (as_of − conversion window)."""
+    window: dict[str, Any] | None = None
+    """The training window the cells were read with (None: all history, unweighted)."""
+    marker: datetime | None = None
+    """The newest ``received_at`` the stored cells have seen (late-data detection)."""
 
 
 async def attribute(
@@ -61,40 +74,216 @@ async def attribute(
     start: datetime | None = None,
     timeout_s: float = TRAINING_TIMEOUT_S,
 ) -> Attribution:
-    """Attribute the optimization's matured exposures (``start ≤ timestamp``, window closed by
-    ``as_of``, default now) and aggregate them to cells, in the warehouse.
+    """Attribute the optimization's matured exposures from scratch, stored cells untouched
+    (``start ≤ timestamp``, window closed by ``as_of``, default now): the same chunk
+    statements as a rebuild of the stored cells, summed in memory. For a past ``as_of`` and
+    for checking the stored cells; training and results read those (:func:`stored`).
 
     404 for an unknown or another organization's optimization; 409 ``no_reward_metric``,
     ``metric_failed`` or ``metric_timeout``.
     """
     as_of = as_of or datetime.now(UTC)
-    optimization, metric = await _target(wh, organization_id, optimization_id)
+    optimization, metric = await target(wh, organization_id, optimization_id)
+    frontier = as_of - timedelta(hours=optimization.conversion_window_hours)
+    bool_metric = metric.reward_type == "bool"
+    cells: dict[tuple[Any, ...], list[Any]] = {}
+    days: dict[tuple[Any, ...], list[float]] = {}
+    users: dict[tuple[bool, str], float] = {}
     async with (
         wh.session(organization_id) as tenant,
         db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
     ):
-        rows_sql = _rows_sql(metric)
-        found = await db.attribute_cells(
-            tenant,
-            rows_sql,
-            metric.reward_type,
-            optimization,
-            as_of=as_of,
-            start=start,
-            timeout_s=timeout_s,
+        lo = start or passes.EPOCH
+        hi = cells_service.floor_bucket(frontier) + passes.BUCKET
+        for chunk_lo, chunk_hi, _ in await cells_service.chunks_of(
+            tenant, optimization.id, lo, hi, frontier, at_least_one=True
+        ):
+            rows = await passes.chunk(
+                tenant,
+                cells_service.rows_sql(metric),
+                bool_metric,
+                optimization,
+                lo=max(chunk_lo, lo),
+                hi=chunk_hi,
+                frontier=frontier,
+                as_of=as_of,
+                timeout_s=timeout_s,
+            )
+            for bucket, variant, held, context, n, r, rr in rows.cells:
+                _add(cells, (variant, _key(context), held), [context, n, r, rr])
+                day = bucket.astimezone(UTC).date()
+                _add(days, (day, variant, held), [0, n, r, rr])
+            for _, held, anonymous_id, outcome in rows.users:
+                key = (held, anonymous_id)
+                old = users.get(key)
+                users[key] = (
+                    outcome if old is None else max(old, outcome) if bool_metric else old + outcome
+                )
+        pending = await passes.pending(tenant, optimization.id, max(frontier, lo), as_of)
+    for p in pending:
+        _add(
+            days,
+            (date.fromisoformat(p["day"]), p["variant_number"], p["holdout"]),
+            [p["exposures"], 0, 0.0, 0.0],
         )
+    arms = {held: _arm(o for (h, _), o in users.items() if h == held) for held in (False, True)}
+    return _assemble(
+        optimization,
+        metric.reward_type,
+        [(k[0], v[0], k[2], *v[1:]) for k, v in cells.items()],
+        days,
+        arms,
+        as_of,
+        start,
+        frontier,
+        None,
+    )
+
+
+async def stored(
+    wh: Warehouse,
+    organization_id: UUID,
+    optimization_id: UUID,
+    *,
+    rebuild: bool = False,
+    wait: bool = True,
+    windowed: bool = True,
+    timeout_s: float = TRAINING_TIMEOUT_S,
+) -> Attribution:
+    """Extend the stored cells to now (:func:`levered.services.cells.extend`) and read them.
+
+    ``windowed``: apply the optimization's training window (what training fits); results and
+    the measured lift read all history. With ``wait`` False, a pass already running elsewhere
+    is not waited for: the cells are read as that pass's predecessor left them.
+    """
+    optimization, metric = await target(wh, organization_id, optimization_id)
+    done = await cells_service.extend(
+        wh,
+        organization_id,
+        optimization,
+        metric,
+        rebuild=rebuild,
+        wait=wait,
+        timeout_s=timeout_s,
+    )
+    async with wh.pool.acquire() as app:
+        state = (
+            done.state if done is not None else await cell_store.load_state(app, optimization.id)
+        )
+        if state is None:  # another process is building the first cells right now
+            return await attribute(wh, organization_id, optimization_id, timeout_s=timeout_s)
+        window = optimization.training_window if windowed else {"type": "all"}
+        start, half_life_s = read_window(window, state.as_of)
+        rows = await cell_store.read_cells(
+            app, optimization.id, start=start, as_of=state.as_of, half_life_s=half_life_s
+        )
+        day_rows = await cell_store.read_days(app, optimization.id)
+    days: dict[tuple[Any, ...], list[float]] = {}
+    for row in day_rows:
+        _add(
+            days,
+            (row["day"], row["variant_number"], row["holdout"]),
+            [0, row["n"], row["reward_sum"], row["reward_sumsq"]],
+        )
+    for p in state.pending:
+        _add(
+            days,
+            (date.fromisoformat(p["day"]), p["variant_number"], p["holdout"]),
+            [p["exposures"], 0, 0.0, 0.0],
+        )
+    cells = [
+        (
+            r["variant_number"],
+            r["context"],
+            r["holdout"],
+            r["n"],
+            r["reward_sum"],
+            r["reward_sumsq"],
+        )
+        for r in rows
+    ]
+    return _assemble(
+        optimization,
+        metric.reward_type,
+        cells,
+        days,
+        {False: state.optimized, True: state.holdout},
+        state.as_of,
+        None if window["type"] != "days" else start,
+        state.frontier,
+        window,
+        state.marker,
+    )
+
+
+def read_window(window: dict[str, Any], as_of: datetime) -> tuple[datetime, float | None]:
+    """(first bucket read, half-life in seconds or None) of a training window."""
+    if window.get("type") == "days":
+        return as_of - timedelta(days=float(window["days"])), None
+    if window.get("type") == "decay":
+        return passes.EPOCH, float(window["half_life_days"]) * 86400.0
+    return passes.EPOCH, None
+
+
+def _add(into: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], values: list[Any]) -> None:
+    found = into.get(key)
+    if found is None:
+        into[key] = values
+        return
+    for i in range(len(values)):
+        if not isinstance(values[i], dict):
+            found[i] += values[i]
+
+
+def _key(context: dict[str, Any]) -> str:
+    return repr(sorted(context.items()))
+
+
+def _arm(outcomes: Iterable[float]) -> Arm:
+    values = list(outcomes)
+    return Arm(len(values), float(sum(values)), float(sum(v * v for v in values)))
+
+
+def _assemble(
+    optimization: OptimizationSpec,
+    reward_type: RewardType,
+    cells: list[tuple[Any, ...]],
+    days: dict[tuple[Any, ...], list[Any]],
+    arms: dict[bool, Arm],
+    as_of: datetime,
+    start: datetime | None,
+    data_through: datetime | None,
+    window: dict[str, Any] | None,
+    marker: datetime | None = None,
+) -> Attribution:
+    """Cells ``(variant, context, holdout, n, Σr, Σr²)`` and days ``(day, variant, holdout) →
+    [pending, matured, Σr, Σr²]`` as an :class:`Attribution`."""
+    cells.sort(key=lambda c: (c[2], c[0], _key(c[1])))
+    by_day = Days([], [], [], [], [], [], [])
+    for (day, variant, held), (waiting, n, r, rr) in sorted(days.items()):
+        by_day.day.append(day)
+        by_day.variant_number.append(variant)
+        by_day.holdout.append(held)
+        by_day.exposures.append(int(waiting + n))
+        by_day.matured.append(int(n))
+        by_day.reward_sum.append(float(r))
+        by_day.reward_sumsq.append(float(rr))
+    matured = sum(by_day.matured)
     return Attribution(
         optimization=optimization,
-        reward_type=metric.reward_type,
-        cells=_bandit_cells(found.cells),
-        holdout=np.asarray(found.cells.holdout, dtype=np.bool_),
-        optimized_users=found.optimized,
-        holdout_users=found.holdout,
-        days=found.days,
-        matured=found.matured,
-        pending=found.pending,
+        reward_type=reward_type,
+        cells=_bandit_cells(cells),
+        holdout=np.asarray([c[2] for c in cells], dtype=np.bool_),
+        optimized_users=arms[False],
+        holdout_users=arms[True],
+        days=by_day,
+        matured=matured,
+        pending=sum(by_day.exposures) - matured,
         as_of=as_of,
         start=start,
+        data_through=data_through,
+        window=window,
+        marker=marker,
     )
 
 
@@ -110,7 +299,7 @@ async def list_observations(
 ) -> ObservationPage:
     """One page of matured exposures, newest first, with their attributed reward."""
     as_of = as_of or datetime.now(UTC)
-    optimization, metric = await _target(wh, organization_id, optimization_id)
+    optimization, metric = await target(wh, organization_id, optimization_id)
     timeout_s = wh.limits.timeout_s
     async with (
         wh.session(organization_id) as tenant,
@@ -145,7 +334,7 @@ async def list_observations(
     )
 
 
-async def _target(
+async def target(
     wh: Warehouse, organization_id: UUID, optimization_id: UUID
 ) -> tuple[OptimizationSpec, MetricSpec]:
     async with wh.pool.acquire() as admin:
@@ -169,26 +358,27 @@ def _rows_sql(metric: MetricSpec) -> str:
     return sql
 
 
-def _bandit_cells(cells: db.Cells) -> Cells:
-    """The SQL rows as :class:`levered.bandit.cells.Cells` (contexts deduplicated)."""
+def _bandit_cells(cells: list[tuple[Any, ...]]) -> Cells:
+    """Rows ``(variant, context, holdout, n, Σr, Σr²)`` as :class:`levered.bandit.cells.Cells`
+    (contexts deduplicated; an empty context is "no context")."""
     contexts: list[dict[str, Any]] = []
     index: dict[str, int] = {}
-    context_index = np.empty(len(cells.context), dtype=np.int64)
-    for i, context in enumerate(cells.context):
+    context_index = np.empty(len(cells), dtype=np.int64)
+    for i, (_, context, *_rest) in enumerate(cells):
         if not context:
             context_index[i] = NO_CONTEXT
             continue
-        key = repr(sorted(context.items()))
+        key = _key(context)
         position = index.get(key)
         if position is None:
             position = index[key] = len(contexts)
             contexts.append(context)
         context_index[i] = position
     return Cells.of(
-        cells.variant_number,
-        cells.count,
-        cells.reward_sum,
-        cells.reward_sumsq,
+        [c[0] for c in cells],
+        [float(c[3]) for c in cells],
+        [float(c[4]) for c in cells],
+        [float(c[5]) for c in cells],
         context_index,
         contexts,
     )

@@ -48,7 +48,7 @@ from levered.schemas.results import (
     VariantResult,
 )
 from levered.services import models
-from levered.services.observations import Attribution, attribute
+from levered.services.observations import Attribution, attribute, stored
 from levered.services.warehouse import Warehouse
 
 MIN_ARM_USERS: Final = 100
@@ -101,6 +101,11 @@ def measured_lift(optimized: Arm, holdout: Arm, min_users: int = MIN_ARM_USERS) 
     )
 
 
+def _as_of(att: Attribution | None) -> datetime:
+    """When the counts are from: the stored cells' last pass (now when there are none)."""
+    return datetime.now(UTC) if att is None else att.as_of
+
+
 async def results(
     wh: Warehouse,
     organization_id: UUID,
@@ -112,12 +117,15 @@ async def results(
     context: Mapping[str, Any] | None = None,
 ) -> Results:
     """Every field of PRODUCT.md §7; 404 for another organization's optimization."""
-    as_of = as_of or datetime.now(UTC)
     async with wh.pool.acquire() as conn:
         s = await models.subject(conn, organization_id, optimization_id)
     note = None
     try:
-        att: Attribution | None = await attribute(wh, organization_id, optimization_id, as_of=as_of)
+        att: Attribution | None = (
+            await stored(wh, organization_id, optimization_id, wait=False, windowed=False)
+            if as_of is None
+            else await attribute(wh, organization_id, optimization_id, as_of=as_of)
+        )
     except Conflict as exc:
         # The model's view stays useful while the metric is missing or broken: answer with
         # what the posterior says, zero counts and the reason, rather than an error.
@@ -136,7 +144,7 @@ async def results(
         note = "the current model version was trained on another design; retrain the model"
     return await anyio.to_thread.run_sync(
         lambda: msgspec.structs.replace(
-            _assemble(s, att, summary, limit, as_of, note, meta),
+            _assemble(s, att, summary, limit, as_of or _as_of(att), note, meta),
             context=None if context is None else dict(context),
         )
     )
@@ -217,6 +225,8 @@ def _assemble(
         model=model,
         note=note,
         meta=meta,
+        data_through=None if att is None else att.data_through,
+        training_window=None if att is None else att.optimization.training_window,
     )
 
 

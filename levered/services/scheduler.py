@@ -1,15 +1,20 @@
-"""The training scheduler: every interval, retrain each live optimization with new matured data.
+"""The training scheduler: every interval, retrain each live optimization whose cells would change.
 
-Candidates are live optimizations with a reward metric. One is retrained when the number of
-its matured exposures now (an index-only count, no attribution) differs from the ``matured``
-count stored with its current version — or it has matured exposures and no version yet.
-Rewards that arrive later for already-matured exposures do not trigger a retrain on their own
-(the next new matured exposure does; ``POST /api/v2/models/{id}/train`` trains at once).
+Candidates are live optimizations with a reward metric. One is retrained when, compared with
+what its current version was trained on (``counts.data_through``, ``counts.marker`` and the
+as-of time of the version):
 
-Every server process runs one; the training lock (:mod:`levered.services.training`) makes
-sure two never train the same model at once — the loser's ``training_in_progress`` is not an
-error here. Any failure is logged and the loop goes on; a model whose training fails is marked
-``failed`` and retried on the next pass that still sees new data.
+- exposures have matured since (an index range on ``(optimization_id, timestamp)``), or
+- late events arrived: exposures or rewards received after the newest event the version's cells
+  had seen, timed at or before its as-of (BRIN ranges on ``received_at``), or
+- its metric or attribution changed (the stored cells' fingerprint differs: a rebuild), or
+- it has no version yet and has matured exposures.
+
+Every check reads only what is new, never counts over the table. Every server process runs
+one; the training lock (:mod:`levered.services.training`) makes sure two never train the same
+model at once — the loser's ``training_in_progress`` is not an error here. Any failure is logged
+and the loop goes on; a model whose training fails is marked ``failed`` and retried on the next
+pass that still sees new data.
 """
 
 from __future__ import annotations
@@ -17,26 +22,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 from uuid import UUID
 
+from levered.db import Connection
 from levered.db import models as db
+from levered.db.attribution import find_target
+from levered.db.cell_passes import EPOCH
 from levered.errors import Conflict
 from levered.services import training
+from levered.services.cells import fingerprint
 from levered.services.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
 
 async def due(wh: Warehouse) -> list[tuple[UUID, UUID]]:
-    """(organization id, optimization id) of every live optimization with new matured data."""
+    """(organization id, optimization id) of every live optimization with new data (module doc)."""
     out: list[tuple[UUID, UUID]] = []
     async with wh.pool.acquire() as conn:
         for row in await db.scheduler_candidates(conn):
-            matured = await db.count_matured(conn, row["optimization_id"], row["window_seconds"])
-            trained = row["trained_matured"]
-            if matured > 0 and matured != trained:
+            if await _has_new_data(conn, row):
                 out.append((row["organization_id"], row["optimization_id"]))
     return out
+
+
+async def _has_new_data(conn: Connection, row: Any) -> bool:
+    organization_id, optimization_id = row["organization_id"], row["optimization_id"]
+    through = row["trained_through"] or EPOCH
+    if await db.new_matured(conn, optimization_id, through, row["window_seconds"]):
+        return True
+    if row["version"] is None or row["trained_marker"] is None:
+        return False
+    found = await find_target(conn, organization_id, optimization_id)
+    stored_fp = row["cells_fingerprint"]
+    if found is not None and found[1] is not None and stored_fp is not None:
+        return fingerprint(found[0], found[1]) != stored_fp or await db.new_late(
+            conn, organization_id, optimization_id, row["trained_marker"], row["trained_as_of"]
+        )
+    return await db.new_late(
+        conn, organization_id, optimization_id, row["trained_marker"], row["trained_as_of"]
+    )
 
 
 async def run_once(wh: Warehouse) -> int:

@@ -30,7 +30,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -50,7 +50,7 @@ from levered.db import models as db
 from levered.errors import Conflict, LeveredError, NotFound
 from levered.schemas.models import ModelVersion
 from levered.services.bias import Bias, resolve_bias
-from levered.services.observations import Attribution, attribute
+from levered.services.observations import Attribution, attribute, stored
 from levered.services.results import measured_lift
 from levered.services.warehouse import Warehouse
 
@@ -113,6 +113,7 @@ async def train_model(
     as_of: datetime | None = None,
     seed: int | None = None,
     bias: Mapping[str, float] | None = None,
+    rebuild: bool = False,
 ) -> ModelVersion:
     """:func:`train` the optimization of a model (404 for a deleted or another org's model)."""
     async with wh.pool.acquire() as conn:
@@ -120,7 +121,13 @@ async def train_model(
     if row is None:
         raise NotFound(f"no model {model_id} in this organization")
     return await train(
-        wh, organization_id, row["optimization_id"], as_of=as_of, seed=seed, bias=bias
+        wh,
+        organization_id,
+        row["optimization_id"],
+        as_of=as_of,
+        seed=seed,
+        bias=bias,
+        rebuild=rebuild,
     )
 
 
@@ -132,8 +139,13 @@ async def train(
     as_of: datetime | None = None,
     seed: int | None = None,
     bias: Mapping[str, float] | None = None,
+    rebuild: bool = False,
 ) -> ModelVersion:
     """Train the optimization's model now and publish a new version (module doc).
+
+    ``as_of`` None (the normal case) extends the stored cells to now and trains on them
+    (``rebuild``: rebuild them from scratch first); a given ``as_of`` attributes from scratch
+    as of then, leaving the stored cells alone.
 
     ``bias``: design factor → exploration bias; None keeps the current version's, ``{}``
     clears it (400 ``validation_error`` for an unknown factor or a value outside [0, 10]).
@@ -141,7 +153,6 @@ async def train(
     409 ``no_reward_metric`` / ``metric_failed`` / ``metric_timeout`` from attribution and
     ``training_failed`` when fitting fails (all of these mark the model ``failed``).
     """
-    as_of = as_of or datetime.now(UTC)
     seed = secrets.randbits(SEED_BITS) if seed is None else int(seed)
     async with wh.pool.acquire() as lock:
         if not await db.try_training_lock(lock, optimization_id):
@@ -151,7 +162,9 @@ async def train(
                 code="training_in_progress",
             )
         try:
-            return await _train_locked(wh, organization_id, optimization_id, as_of, seed, bias)
+            return await _train_locked(
+                wh, organization_id, optimization_id, as_of, seed, bias, rebuild
+            )
         finally:
             await _unlock(lock, optimization_id)
 
@@ -160,9 +173,10 @@ async def _train_locked(
     wh: Warehouse,
     organization_id: UUID,
     optimization_id: UUID,
-    as_of: datetime,
+    as_of: datetime | None,
     seed: int,
     requested: Mapping[str, float] | None,
+    rebuild: bool,
 ) -> ModelVersion:
     async with wh.pool.acquire() as conn:
         target = await load_target(conn, organization_id, optimization_id)
@@ -170,7 +184,10 @@ async def _train_locked(
         await db.set_status(conn, target.model_id, "training")
     try:
         started = time.perf_counter()
-        attribution = await attribute(wh, organization_id, optimization_id, as_of=as_of)
+        if as_of is None:
+            attribution = await stored(wh, organization_id, optimization_id, rebuild=rebuild)
+        else:  # a past as-of: the stored cells only move forward, so compute from scratch
+            attribution = await attribute(wh, organization_id, optimization_id, as_of=as_of)
         attributed = time.perf_counter()
         fitted = await anyio.to_thread.run_sync(_fit, target, attribution, seed, bias)
         # Where training time goes (SQL vs fit), kept with the version for operators and
@@ -236,11 +253,23 @@ def _fit(target: Target, attribution: Attribution, seed: int, bias: Bias | None 
         "holdout_exposures": int(cells.count[held].sum()),
         "optimized_users": int(attribution.optimized_users.users),
         "holdout_users": int(attribution.holdout_users.users),
-        "exposures": {str(int(v) + 1): int(n[v]) for v in np.flatnonzero(n)},
+        "exposures": {str(int(v) + 1): _count(n[v]) for v in np.flatnonzero(n)},
         "seed": seed,
+        "window": attribution.window or {"type": "all"},
+        "data_through": _iso(attribution.data_through),
+        "marker": _iso(attribution.marker),
     }
     summary = _summary(target, attribution, posterior, seed)
     return Fitted(posterior, counts, summary)
+
+
+def _count(n: float) -> float | int:
+    """A cell count: whole without decay, a weighted sum with it."""
+    return int(n) if float(n).is_integer() else round(float(n), 6)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
 
 
 def _summary(

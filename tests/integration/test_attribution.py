@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -20,15 +19,15 @@ import asyncpg
 import pytest
 
 from levered.bandit.cells import NO_CONTEXT
-from levered.db import attribution as attribution_db
-from levered.db import sandbox
+from levered.db import cell_passes, sandbox
 from levered.db.attribution import OptimizationSpec, attribution_transaction, find_target
 from levered.db.pool import create_pool
 from levered.errors import Conflict, NotFound
-from levered.services.metrics import metric_rows_sql
+from levered.services import cells
 from levered.services.observations import Attribution, attribute
 from levered.services.warehouse import Warehouse
 from tests.conftest import Org
+from tests.naive import Exposure, Reward, naive_attribution
 
 # Marked at collection time (conftest's hook runs after parametrization) so that parametrized
 # async tests keep their parameters.
@@ -430,79 +429,6 @@ async def test_unknown_optimization_or_no_metric(
 # -- against a naive twin ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Exposure:
-    org: int
-    optimization: int  # 0 = the optimization under test, 1 = another one of the same org
-    anonymous_id: str
-    at: datetime
-    variant_number: int
-    context: dict[str, Any]
-    holdout: bool
-
-
-@dataclass(frozen=True)
-class Reward:
-    org: int
-    anonymous_id: str
-    at: datetime
-    value: float
-    name: str
-    pinned: int | None  # None = global, else index of the optimization
-
-
-def naive_attribution(
-    exposures: list[Exposure],
-    rewards: list[Reward],
-    *,
-    window: timedelta,
-    as_of: datetime,
-    start: datetime,
-    reward_type: str,
-    context_names: tuple[str, ...],
-) -> dict[str, Any]:
-    """Brute force over events: org 0, optimization 0, metric = rewards named 'purchase'."""
-    mine = [e for e in exposures if e.org == 0 and e.optimization == 0]
-    credit: dict[int, list[float]] = defaultdict(list)
-    for r in rewards:
-        if r.org != 0 or r.name != "purchase" or r.pinned not in (None, 0) or r.at > as_of:
-            continue
-        if r.at < start:  # the metric filters on @start_date
-            continue
-        candidates = [
-            i
-            for i, e in enumerate(mine)
-            if e.anonymous_id == r.anonymous_id and e.at <= r.at <= e.at + window
-        ]
-        if candidates:
-            latest = max(candidates, key=lambda i: mine[i].at)
-            credit[latest].append(r.value)
-    cells: dict[tuple[int, str, bool], list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-    users: dict[tuple[bool, str], list[float]] = defaultdict(list)
-    pending = 0
-    for i, e in enumerate(mine):
-        if not start <= e.at <= as_of:
-            continue
-        if e.at + window > as_of:
-            pending += 1
-            continue
-        got = credit.get(i, [])
-        value = (1.0 if got else 0.0) if reward_type == "bool" else float(sum(got))
-        ctx = {k: e.context[k] for k in context_names if k in e.context}
-        cell = cells[(e.variant_number, json.dumps(ctx, sort_keys=True), e.holdout)]
-        cell[0] += 1
-        cell[1] += value
-        cell[2] += value * value
-        users[(e.holdout, e.anonymous_id)].append(value)
-    arms: dict[bool, list[float]] = {False: [0, 0.0, 0.0], True: [0, 0.0, 0.0]}
-    for (holdout, _), values in users.items():
-        outcome = max(values) if reward_type == "bool" else sum(values)
-        arms[holdout][0] += 1
-        arms[holdout][1] += outcome
-        arms[holdout][2] += outcome * outcome
-    return {"cells": {k: tuple(v) for k, v in cells.items()}, "pending": pending, "arms": arms}
-
-
 def random_events(rng: random.Random, window_hours: float) -> tuple[list[Exposure], list[Reward]]:
     """Two orgs with the same anonymous ids; rewards near exposures (inside, on the edge of and
     outside the window), plus strays; global, pinned-here and pinned-elsewhere rewards."""
@@ -646,9 +572,9 @@ async def test_cells_match_the_naive_twin_on_random_events(
 @pytest.mark.parametrize(
     ("seed", "reward_type", "window_hours"), [(5, "bool", 24), (6, "numeric", 1.5)]
 )
-async def test_passes_over_user_partitions_add_up_to_the_naive_twin(
-    conn: asyncpg.Connection,
+async def test_chunks_of_buckets_add_up_to_the_naive_twin(
     wh: Warehouse,
+    conn: asyncpg.Connection,
     org: Org,
     other_org: Org,
     monkeypatch: pytest.MonkeyPatch,
@@ -656,32 +582,24 @@ async def test_passes_over_user_partitions_add_up_to_the_naive_twin(
     reward_type: str,
     window_hours: float,
 ) -> None:
-    """A budget of 1 kB splits the ~50 exposures into passes (some of them with no user):
-    the large-optimization path, exercised at test scale."""
+    """Chunks of at most 3 exposures cut the ~50 exposures into many statements (some buckets
+    alone, users split across chunks): the large-optimization path, at test scale."""
     optimization_id, as_of, start, expected = await load_random_events(
         conn, (org, other_org), seed, reward_type, window_hours
     )
-    monkeypatch.setattr(attribution_db, "PASS_TEMP_BYTES", 1_000)
+    statements = 0
+    real_chunk = cell_passes.chunk
+
+    async def counted(*args: Any, **kwargs: Any) -> cell_passes.ChunkRows:
+        nonlocal statements
+        statements += 1
+        return await real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(cells, "CHUNK_EXPOSURES", 3)
+    monkeypatch.setattr(cell_passes, "chunk", counted)
     result = await attribute(wh, org.id, optimization_id, as_of=as_of, start=start)
+    assert statements >= 5
     assert_matches_twin(result, expected)
-    found = await find_target(conn, org.id, optimization_id)
-    assert found is not None
-    optimization, metric = found
-    assert metric is not None
-    async with (
-        sandbox.tenant_session(conn, org.id) as session,
-        attribution_transaction(session, optimization_id) as tenant,
-    ):
-        lower = await attribution_db.attribute_cells(
-            tenant,
-            metric_rows_sql(metric, start)[0],
-            metric.reward_type,
-            optimization,
-            as_of=as_of,
-            start=start,
-        )
-    assert lower.passes >= 5
-    assert sorted(map(int, lower.cells.count)) == sorted(map(int, result.cells.count))
 
 
 async def test_find_target_is_org_scoped(

@@ -1,0 +1,232 @@
+"""The reads of one cells pass, in the organization's attribution snapshot.
+
+Every statement here runs on a tenant connection inside
+:func:`levered.db.attribution.attribution_transaction` (read-only ``REPEATABLE READ``, row-level
+security keyed on the organization, rewards pinned to other optimizations hidden): one snapshot
+for the whole pass, so the buckets it re-attributes, the late events it saw and its marker agree.
+
+A *bucket* is one hour of exposure time (:data:`BUCKET`, aligned to UTC hours). Re-attributing a
+range of buckets ``[lo, hi)`` needs the exposures in it, the reward rows that can fall in their
+windows (``lo ≤ reward.timestamp ≤ hi + window``) and, for last touch, every exposure of the same
+users (the ``LATERAL`` probe of :data:`levered.db.attribution.CREDITED`): so a bucket's rows are
+the same whichever pass computes them, which is what makes replacing buckets exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+
+from levered.db import Connection
+from levered.db.attribution import (
+    BEGINNING,
+    OptimizationSpec,
+    credited_ctes,
+    fetch_metric_query,
+)
+
+BUCKET: Final = timedelta(hours=1)
+"""Cells are kept per hour of exposure time: the frontier's bucket is re-read on every pass, so
+a pass re-reads at most an hour of old exposures besides the new ones."""
+ORIGIN: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""``date_bin``'s origin: buckets start on whole UTC hours (so days are unions of buckets)."""
+EPOCH: Final = BEGINNING
+"""The lower end of a rebuild (all history)."""
+
+CHUNK: Final = """WITH {credited},
+observations AS (
+    SELECT x.anonymous_id, x.variant_number, x.context, x.holdout,
+           date_bin('1 hour', x."timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+           CASE WHEN c.exposure IS NULL THEN 0::float8
+                WHEN $5 THEN 1::float8
+                ELSE c.value_sum END AS reward
+    FROM warehouse.exposures AS x
+    LEFT JOIN credited AS c ON c.exposure = x.ctid
+    WHERE x.optimization_id = $2
+      AND x."timestamp" >= $1 AND x."timestamp" < $7 AND x."timestamp" <= $8
+),
+partial AS (
+    SELECT GROUPING(anonymous_id) = 0 AS per_user,
+           bucket, variant_number, holdout, context, anonymous_id,
+           count(*) AS n, sum(reward) AS reward_sum, sum(reward * reward) AS reward_sumsq,
+           CASE WHEN $5 THEN max(reward) ELSE sum(reward) END AS outcome
+    FROM observations
+    GROUP BY GROUPING SETS ((bucket, variant_number, holdout, context),
+                            (bucket, holdout, anonymous_id))
+)
+SELECT 'user' AS kind, bucket, NULL::integer AS variant_number, holdout, NULL::jsonb AS context,
+       anonymous_id, n, outcome AS reward_sum, NULL::float8 AS reward_sumsq
+FROM partial WHERE per_user
+UNION ALL
+SELECT 'cell', bucket, variant_number, holdout, cell_context, NULL, sum(n)::bigint,
+       sum(reward_sum), sum(reward_sumsq)
+FROM (
+    SELECT p.*,
+           (SELECT coalesce(jsonb_object_agg(k.name, p.context -> k.name), '{{}}'::jsonb)
+            FROM unnest($6::text[]) AS k(name)
+            WHERE p.context ? k.name) AS cell_context
+    FROM partial AS p WHERE NOT p.per_user
+) AS q
+GROUP BY bucket, variant_number, holdout, cell_context"""
+"""The cells and per-user outcomes of the buckets ``[$1, $7)``, matured exposures only
+(``timestamp ≤ $8``, the new frontier). $1 is also ``@start_date`` (no reward before the range
+can be credited inside it), $2 optimization, $3 window in seconds, $4 the newest reward time
+that counts (the range's end plus the window, at most the as-of time), $5 "the metric is bool",
+$6 the context factor names (a cell keeps only those keys, restricted once per raw-context
+group). ``kind = 'user'`` rows: per (bucket, holdout, user), ``n`` matured exposures and their
+outcome in ``reward_sum`` (1 if any was credited, or the credited sum)."""
+
+HISTOGRAM: Final = """
+SELECT date_bin('1 hour', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       count(*) AS n
+FROM warehouse.exposures
+WHERE optimization_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3 AND "timestamp" <= $4
+GROUP BY 1 ORDER BY 1
+"""
+"""Matured exposures per bucket of a range: an index-only scan of ``exposures_time_idx``, to cut
+the range into chunks of bounded size (temporary files, memory)."""
+
+ANY_MATURED: Final = """
+SELECT EXISTS (SELECT 1 FROM warehouse.exposures
+               WHERE optimization_id = $1 AND "timestamp" > $2 AND "timestamp" <= $3)
+"""
+
+LATE: Final = """
+SELECT date_bin('1 hour', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       max(received_at) AS received
+FROM (SELECT "timestamp", received_at FROM warehouse.exposures
+      WHERE received_at > $2 AND optimization_id = $1 AND "timestamp" <= $3
+      UNION ALL
+      SELECT "timestamp", received_at FROM warehouse.rewards
+      WHERE received_at > $2 AND "timestamp" <= $3
+        AND (optimization_id IS NULL OR optimization_id = $1)) AS late
+GROUP BY 1
+"""
+"""Buckets of events received after $2 whose time is at or before $3 (the previous pass's as-of
+time): events that pass could not see. Read through the BRIN indexes on ``received_at``: the
+newest block ranges, not the table. Rewards are taken from the raw table, not the metric: every
+reward of the organization that could count (a superset of what the metric selects)."""
+
+MARKER: Final = """
+SELECT max(received_at) FROM (
+    SELECT max(received_at) AS received_at FROM warehouse.exposures
+    WHERE received_at > $2 AND optimization_id = $1
+    UNION ALL
+    SELECT max(received_at) FROM warehouse.rewards
+    WHERE received_at > $2 AND (optimization_id IS NULL OR optimization_id = $1)) AS seen
+"""
+"""The newest ``received_at`` this snapshot sees among the optimization's events (after $2)."""
+
+PENDING: Final = """
+SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, variant_number, holdout, count(*) AS n
+FROM warehouse.exposures
+WHERE optimization_id = $1 AND "timestamp" > $2 AND "timestamp" <= $3
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+"""Exposures whose window is still open at the as-of time $3 (after the frontier $2)."""
+
+
+@dataclass(frozen=True)
+class ChunkRows:
+    """What one chunk statement returned: rows for ``observation_cells`` and
+    ``observation_users`` (tuples in those tables' column order, minus the optimization id)."""
+
+    cells: list[tuple[Any, ...]]
+    users: list[tuple[Any, ...]]
+
+
+async def any_matured(
+    tenant: Connection, optimization_id: UUID, after: datetime, through: datetime
+) -> bool:
+    """Whether an exposure has ``after < timestamp ≤ through`` (newly matured)."""
+    return bool(await tenant.fetchval(ANY_MATURED, optimization_id, after, through))
+
+
+async def late_buckets(
+    tenant: Connection, optimization_id: UUID, received_after: datetime, through: datetime
+) -> list[datetime]:
+    """Buckets of events received after ``received_after`` with a time ``≤ through``."""
+    rows = await tenant.fetch(LATE, optimization_id, received_after, through)
+    return [row["bucket"] for row in rows]
+
+
+async def marker(
+    tenant: Connection, optimization_id: UUID, received_after: datetime
+) -> datetime | None:
+    found: datetime | None = await tenant.fetchval(MARKER, optimization_id, received_after)
+    return found
+
+
+async def histogram(
+    tenant: Connection, optimization_id: UUID, lo: datetime, hi: datetime, frontier: datetime
+) -> list[tuple[datetime, int]]:
+    rows = await tenant.fetch(HISTOGRAM, optimization_id, lo, hi, frontier)
+    return [(row["bucket"], int(row["n"])) for row in rows]
+
+
+async def pending(
+    tenant: Connection, optimization_id: UUID, frontier: datetime, as_of: datetime
+) -> list[dict[str, Any]]:
+    rows = await tenant.fetch(PENDING, optimization_id, frontier, as_of)
+    return [
+        {
+            "day": row["day"].isoformat(),
+            "variant_number": row["variant_number"],
+            "holdout": row["holdout"],
+            "exposures": int(row["n"]),
+        }
+        for row in rows
+    ]
+
+
+async def chunk(
+    tenant: Connection,
+    rows_sql: str,
+    bool_metric: bool,
+    optimization: OptimizationSpec,
+    *,
+    lo: datetime,
+    hi: datetime,
+    frontier: datetime,
+    as_of: datetime,
+    timeout_s: float,
+) -> ChunkRows:
+    """Attribute the matured exposures of buckets ``[lo, hi)`` (module doc, :data:`CHUNK`)."""
+    window = timedelta(hours=optimization.conversion_window_hours)
+    newest_reward = min(hi + window, as_of)
+    sql = CHUNK.format(credited=credited_ctes(rows_sql))
+    rows: list[asyncpg.Record] = await fetch_metric_query(
+        tenant,
+        sql,
+        lo,
+        optimization.id,
+        window.total_seconds(),
+        newest_reward,
+        bool_metric,
+        list(optimization.context_factors),
+        hi,
+        frontier,
+        timeout_s=timeout_s,
+    )
+    cells: list[tuple[Any, ...]] = []
+    users: list[tuple[Any, ...]] = []
+    for row in rows:
+        if row["kind"] == "cell":
+            cells.append(
+                (
+                    row["bucket"],
+                    row["variant_number"],
+                    row["holdout"],
+                    row["context"],
+                    row["n"],
+                    row["reward_sum"],
+                    row["reward_sumsq"],
+                )
+            )
+        else:
+            users.append((row["bucket"], row["holdout"], row["anonymous_id"], row["reward_sum"]))
+    return ChunkRows(cells, users)

@@ -1,0 +1,311 @@
+"""The stored observation cells of migration 0010: their watermark, the writes of a pass, reads.
+
+App-owned tables (the tenant role never sees them), every query keyed by an optimization the
+service layer has already resolved inside the caller's organization. A pass's write
+(:func:`stage`, :func:`stage_rows`, :func:`finish_pass`) is one transaction: it replaces the
+re-attributed buckets' cells and per-user outcomes, moves the arm totals of the measured lift
+by the change of each affected user's outcome, and moves the watermark. A crash before its
+commit leaves the previous cells and watermark as they were; a rerun replaces the same buckets
+again, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+from levered.db import Connection
+from levered.db.attribution import Arm
+
+SELECT_STATE: Final = """
+SELECT fingerprint, as_of, frontier, marker, passes, rebuilt_at, updated_at, pending,
+       optimized_users, optimized_sum, optimized_sumsq,
+       holdout_users, holdout_sum, holdout_sumsq
+FROM observation_state WHERE optimization_id = $1
+"""
+
+LOCK: Final = "SELECT pg_advisory_lock(hashtextextended('levered.cells:' || $1::text, 0))"
+TRY_LOCK: Final = "SELECT pg_try_advisory_lock(hashtextextended('levered.cells:' || $1::text, 0))"
+UNLOCK: Final = "SELECT pg_advisory_unlock(hashtextextended('levered.cells:' || $1::text, 0))"
+"""One pass at a time per optimization (session locks on a dedicated connection: the pass reads
+for a while on a tenant connection before it writes)."""
+
+STAGE: Final = """
+CREATE TEMP TABLE pass_users (bucket timestamptz, holdout boolean, anonymous_id text,
+                              outcome double precision) ON COMMIT DROP;
+CREATE TEMP TABLE pass_cells (bucket timestamptz, variant_number integer, holdout boolean,
+                              context jsonb, exposures bigint, reward_sum double precision,
+                              reward_sumsq double precision) ON COMMIT DROP
+"""
+"""A pass's new rows, staged chunk by chunk (memory stays one chunk) until its final write."""
+
+USER_COLUMNS: Final = ("bucket", "holdout", "anonymous_id", "outcome")
+CELL_COLUMNS: Final = (
+    "bucket",
+    "variant_number",
+    "holdout",
+    "context",
+    "exposures",
+    "reward_sum",
+    "reward_sumsq",
+)
+
+CHANGED_USERS: Final = """
+CREATE TEMP TABLE pass_changed ON COMMIT DROP AS
+SELECT DISTINCT holdout, anonymous_id FROM (
+    SELECT u.holdout, u.anonymous_id
+    FROM observation_users AS u
+    JOIN unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
+      ON u.bucket >= r.lo AND u.bucket < r.hi
+    WHERE u.optimization_id = $1
+    UNION ALL
+    SELECT holdout, anonymous_id FROM pass_users) AS touched
+"""
+"""Users whose outcome the pass can change: those with rows in the replaced buckets, before
+and after."""
+
+USER_TOTALS: Final = """
+SELECT c.holdout, count(o.outcome) AS users, coalesce(sum(o.outcome), 0) AS outcome_sum,
+       coalesce(sum(o.outcome * o.outcome), 0) AS outcome_sumsq
+FROM {users} AS c
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN $2 THEN max(u.outcome) ELSE sum(u.outcome) END AS outcome
+    FROM observation_users AS u
+    WHERE u.optimization_id = $1 AND u.holdout = c.holdout AND u.anonymous_id = c.anonymous_id
+) AS o
+GROUP BY c.holdout
+"""
+"""Σ over the given users of their outcome (max of their rows for bool, sum for numeric) and of
+its square, per arm; a user without rows counts nowhere. ``{users}`` is ``pass_changed`` or,
+for a rebuild, every user of the optimization."""
+
+ALL_USERS: Final = (
+    "(SELECT DISTINCT holdout, anonymous_id FROM observation_users WHERE optimization_id = $1)"
+)
+
+DELETE_CELLS_IN: Final = """
+DELETE FROM {table} AS t USING unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
+WHERE t.optimization_id = $1 AND t.bucket >= r.lo AND t.bucket < r.hi
+"""
+DELETE_ALL: Final = "DELETE FROM {table} WHERE optimization_id = $1"
+
+INSERT_USERS: Final = """
+INSERT INTO observation_users (optimization_id, bucket, holdout, anonymous_id, outcome)
+SELECT $1, bucket, holdout, anonymous_id, outcome FROM pass_users
+"""
+INSERT_CELLS: Final = """
+INSERT INTO observation_cells (optimization_id, bucket, variant_number, holdout, context,
+                               exposures, reward_sum, reward_sumsq)
+SELECT $1, bucket, variant_number, holdout, context, exposures, reward_sum, reward_sumsq
+FROM pass_cells
+"""
+
+UPSERT_STATE: Final = """
+INSERT INTO observation_state AS s (
+    optimization_id, organization_id, fingerprint, as_of, frontier, marker,
+    optimized_users, optimized_sum, optimized_sumsq, holdout_users, holdout_sum, holdout_sumsq,
+    pending, passes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)
+ON CONFLICT (optimization_id) DO UPDATE SET
+    fingerprint = EXCLUDED.fingerprint, as_of = EXCLUDED.as_of, frontier = EXCLUDED.frontier,
+    marker = EXCLUDED.marker,
+    optimized_users = EXCLUDED.optimized_users, optimized_sum = EXCLUDED.optimized_sum,
+    optimized_sumsq = EXCLUDED.optimized_sumsq, holdout_users = EXCLUDED.holdout_users,
+    holdout_sum = EXCLUDED.holdout_sum, holdout_sumsq = EXCLUDED.holdout_sumsq,
+    pending = EXCLUDED.pending, passes = s.passes + 1,
+    rebuilt_at = CASE WHEN $14 THEN now() ELSE s.rebuilt_at END, updated_at = now()
+"""
+
+READ_CELLS: Final = """
+SELECT variant_number, context, holdout,
+       sum(exposures * w) AS n, sum(reward_sum * w) AS reward_sum,
+       sum(reward_sumsq * w) AS reward_sumsq, sum(exposures) AS exposures
+FROM (SELECT c.*,
+             CASE WHEN $4::float8 IS NULL THEN 1::float8
+                  ELSE power(0.5::float8,
+                             extract(epoch FROM $3 - (c.bucket + interval '30 minutes'))
+                             / $4::float8) END AS w
+      FROM observation_cells AS c
+      WHERE c.optimization_id = $1 AND c.bucket >= $2) AS weighted
+GROUP BY variant_number, context, holdout
+ORDER BY holdout, variant_number
+"""
+"""Cells summed over buckets from $2 on; with a half-life $4 (seconds), each bucket weighted by
+0.5^(age at $3 of its middle / half-life). ``exposures`` stays the unweighted count."""
+
+READ_DAYS: Final = """
+SELECT (bucket AT TIME ZONE 'UTC')::date AS day, variant_number, holdout,
+       sum(exposures) AS n, sum(reward_sum) AS reward_sum, sum(reward_sumsq) AS reward_sumsq
+FROM observation_cells WHERE optimization_id = $1
+GROUP BY 1, 2, 3 ORDER BY 1, 3, 2
+"""
+
+
+@dataclass(frozen=True)
+class CellState:
+    """The watermark of an optimization's cells (a row of ``observation_state``)."""
+
+    fingerprint: str
+    as_of: datetime
+    frontier: datetime
+    marker: datetime | None
+    passes: int
+    rebuilt_at: datetime
+    updated_at: datetime
+    pending: list[dict[str, Any]]
+    optimized: Arm
+    holdout: Arm
+
+
+async def load_state(conn: Connection, optimization_id: UUID) -> CellState | None:
+    row = await conn.fetchrow(SELECT_STATE, optimization_id)
+    if row is None:
+        return None
+    return CellState(
+        fingerprint=row["fingerprint"],
+        as_of=row["as_of"],
+        frontier=row["frontier"],
+        marker=row["marker"],
+        passes=row["passes"],
+        rebuilt_at=row["rebuilt_at"],
+        updated_at=row["updated_at"],
+        pending=row["pending"],
+        optimized=Arm(row["optimized_users"], row["optimized_sum"], row["optimized_sumsq"]),
+        holdout=Arm(row["holdout_users"], row["holdout_sum"], row["holdout_sumsq"]),
+    )
+
+
+async def lock(conn: Connection, optimization_id: UUID, *, wait: bool) -> bool:
+    """Take the optimization's pass lock; without ``wait``, False when another pass holds it."""
+    if wait:
+        await conn.execute(LOCK, str(optimization_id))
+        return True
+    return bool(await conn.fetchval(TRY_LOCK, str(optimization_id)))
+
+
+async def unlock(conn: Connection, optimization_id: UUID) -> None:
+    await conn.execute(UNLOCK, str(optimization_id))
+
+
+async def stage(conn: Connection, timeout_s: float) -> None:
+    """Create the staging tables of a pass; ``conn`` is in the pass's transaction."""
+    await conn.execute(STAGE, timeout=timeout_s)
+
+
+async def stage_rows(
+    conn: Connection,
+    cells: Sequence[tuple[Any, ...]],
+    users: Sequence[tuple[Any, ...]],
+    timeout_s: float,
+) -> None:
+    """Add one chunk's rows (in :data:`CELL_COLUMNS` / :data:`USER_COLUMNS` order)."""
+    if cells:
+        await conn.copy_records_to_table(
+            "pass_cells", columns=list(CELL_COLUMNS), records=cells, timeout=timeout_s
+        )
+    if users:
+        await conn.copy_records_to_table(
+            "pass_users", columns=list(USER_COLUMNS), records=users, timeout=timeout_s
+        )
+
+
+@dataclass(frozen=True)
+class PassWrite:
+    """What a pass stores besides its staged rows: the replaced ranges and the watermark."""
+
+    organization_id: UUID
+    optimization_id: UUID
+    fingerprint: str
+    bool_metric: bool
+    rebuild: bool
+    ranges: Sequence[tuple[datetime, datetime]]
+    as_of: datetime
+    frontier: datetime
+    marker: datetime | None
+    pending: list[dict[str, Any]]
+    previous: CellState | None
+
+
+async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
+    """Replace the pass's buckets by the staged rows and move the watermark (module doc);
+    ``conn`` is in the transaction :func:`stage` ran in, which the caller commits."""
+    opt = w.optimization_id
+    lo = [r[0] for r in w.ranges]
+    hi = [r[1] for r in w.ranges]
+    if w.rebuild or w.previous is None:
+        for table in ("observation_cells", "observation_users"):
+            await conn.execute(DELETE_ALL.format(table=table), opt, timeout=timeout_s)
+        await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
+        arms = await _user_totals(conn, ALL_USERS, opt, w.bool_metric, timeout_s)
+    else:
+        await conn.execute(CHANGED_USERS, opt, lo, hi, timeout=timeout_s)
+        before = await _user_totals(conn, "pass_changed", opt, w.bool_metric, timeout_s)
+        for table in ("observation_cells", "observation_users"):
+            await conn.execute(DELETE_CELLS_IN.format(table=table), opt, lo, hi, timeout=timeout_s)
+        await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
+        after = await _user_totals(conn, "pass_changed", opt, w.bool_metric, timeout_s)
+        arms = {
+            held: _moved(arm, before[held], after[held])
+            for held, arm in ((False, w.previous.optimized), (True, w.previous.holdout))
+        }
+    await conn.execute(INSERT_CELLS, opt, timeout=timeout_s)
+    o, h = arms[False], arms[True]
+    await conn.execute(
+        UPSERT_STATE,
+        opt,
+        w.organization_id,
+        w.fingerprint,
+        w.as_of,
+        w.frontier,
+        w.marker,
+        o.users,
+        o.outcome_sum,
+        o.outcome_sumsq,
+        h.users,
+        h.outcome_sum,
+        h.outcome_sumsq,
+        w.pending,
+        w.rebuild or w.previous is None,
+        timeout=timeout_s,
+    )
+
+
+def _moved(arm: Arm, before: Arm, after: Arm) -> Arm:
+    """An arm's totals after its changed users went from ``before`` to ``after``."""
+    return Arm(
+        arm.users - before.users + after.users,
+        arm.outcome_sum - before.outcome_sum + after.outcome_sum,
+        arm.outcome_sumsq - before.outcome_sumsq + after.outcome_sumsq,
+    )
+
+
+async def _user_totals(
+    conn: Connection, users: str, optimization_id: UUID, bool_metric: bool, timeout_s: float
+) -> dict[bool, Arm]:
+    totals = {False: Arm(0, 0.0, 0.0), True: Arm(0, 0.0, 0.0)}
+    sql = USER_TOTALS.format(users=users)
+    for row in await conn.fetch(sql, optimization_id, bool_metric, timeout=timeout_s):
+        totals[row["holdout"]] = Arm(
+            int(row["users"]), float(row["outcome_sum"]), float(row["outcome_sumsq"])
+        )
+    return totals
+
+
+async def read_cells(
+    conn: Connection,
+    optimization_id: UUID,
+    *,
+    start: datetime,
+    as_of: datetime,
+    half_life_s: float | None,
+) -> list[Any]:
+    """Cells per (variant, context, holdout), summed over buckets from ``start`` (decayed)."""
+    return await conn.fetch(READ_CELLS, optimization_id, start, as_of, half_life_s)
+
+
+async def read_days(conn: Connection, optimization_id: UUID) -> list[Any]:
+    """Matured exposures and reward per UTC day of exposure × variant × holdout."""
+    return await conn.fetch(READ_DAYS, optimization_id)
