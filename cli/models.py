@@ -71,6 +71,7 @@ def state(
     notice(
         f"model {body.get('model_id', model_id)}: {body.get('status')}, version "
         f"{body.get('version') or body.get('current_version') or '-'}{_bias_note(body)}"
+        f"{data_note(body.get('counts'))}"
     )
     emit_table(
         ["number", "variant", "expected_reward", "prob_best", "weight"],
@@ -85,6 +86,20 @@ def state(
             for v in body.get("variants", [])
         ],
     )
+
+
+def data_note(counts: dict[str, Any] | None) -> str:
+    """``; trained on <window>, data through <watermark>`` from a version's counts."""
+    if not counts or not counts.get("data_through"):
+        return ""
+    window = counts.get("window") or {"type": "all"}
+    if window.get("type") == "days":
+        what = f"the last {window['days']:g} days"
+    elif window.get("type") == "decay":
+        what = f"all history, half-life {window['half_life_days']:g} days"
+    else:
+        what = "all history"
+    return f"; trained on {what}, data through {counts['data_through']}"
 
 
 def _mean(value: dict[str, Any] | None) -> str:
@@ -136,6 +151,15 @@ def train(
     clear_bias: Annotated[
         bool, Parameter(name="--clear-bias", negative="", help="Train without any bias.")
     ] = False,
+    rebuild: Annotated[
+        bool,
+        Parameter(
+            name="--rebuild",
+            negative="",
+            help="Rebuild the stored observation cells from the raw events first (normally "
+            "only data new since the last pass is attributed).",
+        ),
+    ] = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -147,15 +171,14 @@ def train(
         payload = {"bias": _bias_flag(bias)}
     elif clear_bias:
         payload = {"bias": {}}
-    body = call(
-        lambda api: api.post(f"/api/v2/models/{model_id}/train", payload), url_flag=api_url_flag
-    )
+    path = f"/api/v2/models/{model_id}/train" + ("?rebuild=true" if rebuild else "")
+    body = call(lambda api: api.post(path, payload), url_flag=api_url_flag)
     if json:
         emit_json(body)
     else:
         notice(
             f"trained version {body.get('version') or body.get('current_version')}"
-            f"{_bias_note(body)}"
+            f"{_bias_note(body)}{data_note(body.get('counts'))}"
         )
 
 

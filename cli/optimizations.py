@@ -158,13 +158,43 @@ def update(
     *,
     status: Status | None = None,
     name: str | None = None,
+    window_days: Annotated[
+        float | None,
+        Parameter(help="Train on the exposures of the last N days only (N > 0)."),
+    ] = None,
+    half_life_days: Annotated[
+        float | None,
+        Parameter(help="Train on all history, each hour weighted 0.5^(age / H days)."),
+    ] = None,
+    all_history: Annotated[
+        bool, Parameter(negative="", help="Train on all history (the default window).")
+    ] = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Rename an optimization or move it to a new status."""
-    body = {k: v for k, v in {"status": status, "name": name}.items() if v is not None}
+    """Rename an optimization, move it to a new status or set its training window."""
+    body: dict[str, Any] = {
+        k: v for k, v in {"status": status, "name": name}.items() if v is not None
+    }
+    windows = [
+        w
+        for w, given in (
+            ({"type": "days", "days": window_days}, window_days is not None),
+            ({"type": "decay", "half_life_days": half_life_days}, half_life_days is not None),
+            ({"type": "all"}, all_history),
+        )
+        if given
+    ]
+    if len(windows) > 1:
+        fail("--window-days, --half-life-days and --all-history exclude each other", EXIT_USAGE)
+    if windows:
+        body["training_window"] = windows[0]
     if not body:
-        fail("nothing to update: pass --status and/or --name", EXIT_USAGE)
+        fail(
+            "nothing to update: pass --status, --name, --window-days, --half-life-days or "
+            "--all-history",
+            EXIT_USAGE,
+        )
     _patch(optimization_id, body, api_url_flag, json)
 
 
@@ -306,6 +336,8 @@ def _interval(value: dict[str, Any] | None, fmt: str = "{:.4f}") -> str:
 def _print_results(body: dict[str, Any]) -> None:
     if body.get("note"):
         notice(body["note"])
+    if body.get("data_through"):
+        notice(f"counts: exposures through {body['data_through']} (as of {body.get('as_of')})")
     lift = body.get("measured_lift") or {}
     if lift:
         ci = lift.get("ci")

@@ -26,6 +26,7 @@ class OptimizationValues(NamedTuple):
     holdout_percentage: float
     excluded_combinations: list[dict[str, Any]]
     sticky: bool
+    training_window: dict[str, Any]
 
 
 SELECT_METRIC: Final = """
@@ -35,8 +36,8 @@ SELECT id, name, reward_type FROM metrics WHERE organization_id = $1 AND id = $2
 INSERT_OPTIMIZATION: Final = """
 INSERT INTO optimizations (organization_id, name, status, model_type, design_factors,
                            context_factors, reward_metric_id, attribution, holdout_percentage,
-                           excluded_combinations, sticky)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                           excluded_combinations, sticky, training_window)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 RETURNING id
 """
 
@@ -44,7 +45,7 @@ RETURNING id
 _VIEW: Final = """
 SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors,
        o.reward_metric_id, o.attribution, o.holdout_percentage, o.excluded_combinations,
-       o.sticky, o.summary, o.created_at, o.updated_at,
+       o.sticky, o.summary, o.created_at, o.updated_at, o.training_window,
        mt.name AS metric_name, mt.reward_type AS metric_reward_type,
        m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version,
        mv.trained_at AS model_trained_at
@@ -67,7 +68,7 @@ LIMIT $2
 
 LOCK_OPTIMIZATION: Final = """
 SELECT id, name, status, model_type, design_factors, context_factors, reward_metric_id,
-       attribution, holdout_percentage, excluded_combinations, sticky
+       attribution, holdout_percentage, excluded_combinations, sticky, training_window
 FROM optimizations WHERE organization_id = $1 AND id = $2
 FOR UPDATE
 """
@@ -76,7 +77,7 @@ UPDATE_OPTIMIZATION: Final = """
 UPDATE optimizations
 SET name = $3, status = $4, model_type = $5, design_factors = $6, context_factors = $7,
     reward_metric_id = $8, attribution = $9, holdout_percentage = $10,
-    excluded_combinations = $11, sticky = $12, updated_at = now()
+    excluded_combinations = $11, sticky = $12, training_window = $13, updated_at = now()
 WHERE organization_id = $1 AND id = $2
 """
 

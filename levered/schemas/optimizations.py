@@ -87,6 +87,33 @@ class Attribution(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     conversion_window_hours: ConversionWindowHours = 24.0
 
 
+Days = Annotated[float, Meta(gt=0, le=3650, description="Days, more than 0, at most 3,650.")]
+
+
+class AllHistory(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="all", tag_field="type"
+):
+    """Train on every matured observation (the default)."""
+
+
+class LastDays(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="days", tag_field="type"
+):
+    """Train on exposures of the last ``days`` days before the training's as-of time."""
+
+    days: Days
+
+
+class Decay(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="decay", tag_field="type"):
+    """Weight every hour of exposures by 0.5^(age / half-life): for products whose best variant
+    drifts. Counts become weighted sums; a new observation weighs 1."""
+
+    half_life_days: Days
+
+
+TrainingWindow = AllHistory | LastDays | Decay
+
+
 class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Name
     design_factors: list[DesignFactor]
@@ -98,6 +125,7 @@ class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     excluded_combinations: list[ExclusionRule] = []
     sticky: bool = True
     draft: bool = False
+    training_window: TrainingWindow = AllHistory()
 
 
 class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -117,6 +145,8 @@ class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     attribution: Attribution | UnsetType = UNSET
     reward_metric_id: UUID | UnsetType = UNSET
     sticky: bool | UnsetType = UNSET
+    training_window: TrainingWindow | UnsetType = UNSET
+    """Editable in every status but archived/completed; the next training uses it."""
 
 
 class LinkedMetric(msgspec.Struct, frozen=True):
@@ -164,6 +194,7 @@ class Optimization(msgspec.Struct, frozen=True):
     summary: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    training_window: TrainingWindow = AllHistory()
 
 
 class OptimizationResponse(Optimization, frozen=True, kw_only=True):

@@ -42,6 +42,13 @@ Seed = Annotated[
     QueryParameter(ge=0, lt=2**62, description="Seed stored with the version (random if absent)."),
 ]
 
+Rebuild = Annotated[
+    bool,
+    QueryParameter(
+        description="Rebuild the stored observation cells from scratch before training."
+    ),
+]
+
 
 class ModelController(Controller):
     path = "/api/v2/models"
@@ -103,7 +110,9 @@ class ModelController(Controller):
         description='Optional body `{"bias": {factor: b}}` (0 ≤ b ≤ 10): widen the posterior '
         "of each named design factor's effects (sd × (1 + b), means unchanged) so Thompson "
         "sampling explores its levels more. Without `bias` the current version's bias is kept "
-        "(the scheduler's retrains keep it too); `{}` clears it. An unknown factor is a 400.",
+        "(the scheduler's retrains keep it too); `{}` clears it. An unknown factor is a 400. "
+        "`?rebuild=true` rebuilds the stored observation cells from the raw events first "
+        "(otherwise only what changed since the last pass is re-attributed).",
     )
     async def train(
         self,
@@ -111,6 +120,7 @@ class ModelController(Controller):
         principal: NamedDependency[Principal],
         model_id: FromPath[UUID],
         seed: Seed = None,
+        rebuild: Rebuild = False,
         data: JSONBody[TrainRequest | None] = None,
     ) -> ModelVersionResponse:
         version = await training.train_model(
@@ -119,6 +129,7 @@ class ModelController(Controller):
             model_id,
             seed=seed,
             bias=None if data is None else data.bias,
+            rebuild=rebuild,
         )
         return version_with_meta(version, meta(request, principal.organization_id))
 

@@ -25,6 +25,7 @@ from levered.db import models as models_db
 from levered.db import optimizations as db
 from levered.errors import Conflict, NotFound, ValidationError
 from levered.schemas.optimizations import (
+    AllHistory,
     Attribution,
     Baseline,
     ContextFactor,
@@ -36,6 +37,7 @@ from levered.schemas.optimizations import (
     OptimizationCreate,
     OptimizationUpdate,
     Status,
+    TrainingWindow,
     Variant,
 )
 from levered.services import lifecycle
@@ -306,6 +308,7 @@ class Config(msgspec.Struct, frozen=True):
     holdout_percentage: float
     excluded_combinations: list[dict[str, str | bool]]
     sticky: bool
+    training_window: TrainingWindow = AllHistory()
 
 
 CONFIG_FIELDS: Final = Config.__struct_fields__
@@ -323,6 +326,7 @@ def _values(config: Config, status: Status) -> db.OptimizationValues:
         holdout_percentage=float(config.holdout_percentage),
         excluded_combinations=msgspec.to_builtins(config.excluded_combinations),
         sticky=config.sticky,
+        training_window=msgspec.to_builtins(config.training_window),
     )
 
 
@@ -377,6 +381,7 @@ def _view(row: asyncpg.Record) -> Optimization:
         summary=row["summary"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        training_window=msgspec.convert(row["training_window"], TrainingWindow),
     )
 
 
@@ -425,6 +430,7 @@ async def create_optimization(
         holdout_percentage=body.holdout_percentage,
         excluded_combinations=body.excluded_combinations,
         sticky=body.sticky,
+        training_window=body.training_window,
     )
     values = _values(config, "draft" if body.draft else "live")
     async with pool.acquire() as conn, conn.transaction():

@@ -150,7 +150,21 @@ def model_state(results: dict[str, Any] | None) -> str:
         f"model {model.get('status')}, version {model.get('version') or '-'}, trained "
         f"{trained}, {model.get('pending', 0):,} exposures pending (window still open)"
     )
+    through = (results or {}).get("data_through")
+    if through and model.get("version"):
+        text += f"\ntrains on {window_text((results or {}).get('training_window'))}; "
+        text += f"data through {str(through)[:19]}"
     return f"{text}\n{note}" if note else text
+
+
+def window_text(window: dict[str, Any] | None) -> str:
+    """A training window in words."""
+    kind = (window or {}).get("type", "all")
+    if kind == "days":
+        return f"the last {window['days']:g} days" if window else "all history"
+    if kind == "decay":
+        return f"all history, half-life {window['half_life_days']:g} days" if window else ""
+    return "all history"
 
 
 class OptimizationScreen(Screen[None]):
