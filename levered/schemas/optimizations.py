@@ -146,7 +146,7 @@ class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     reward_metric_id: UUID | UnsetType = UNSET
     sticky: bool | UnsetType = UNSET
     training_window: TrainingWindow | UnsetType = UNSET
-    """Editable in every status but archived/completed; the next training uses it."""
+    """Editable in every status but archived; the next training uses it."""
 
 
 class LinkedMetric(msgspec.Struct, frozen=True):

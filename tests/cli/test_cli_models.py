@@ -92,6 +92,21 @@ async def test_train_state_results(
     bad_context = await levered("models", "state", model_id, "--context", "[1]", env=env)
     assert bad_context.code == 2 and "context" in bad_context.stderr
 
+    windowed = await levered(
+        "optimizations", "update", opt_id, "--window-days", "7", "--json", env=env
+    )
+    assert windowed.code == 0, windowed.stderr
+    assert windowed.json()["training_window"] == {"type": "days", "days": 7.0}
+    both = await levered(
+        "optimizations", "update", opt_id, "--window-days", "7", "--all-history", env=env
+    )
+    assert both.code == 2 and "exclude each other" in both.stderr
+    rebuilt = await levered("models", "train", model_id, "--rebuild", env=env)
+    assert rebuilt.code == 0, rebuilt.stderr
+    assert "trained version 2; trained on the last 7 days, data through" in rebuilt.stderr
+    shown = await levered("models", "state", model_id, env=env)
+    assert "data through" in shown.stderr
+
     deleted = await levered("models", "delete", model_id, "-y", env=env)
     assert deleted.code == 0
     assert (await levered("models", "state", model_id, env=env)).code == 4
