@@ -14,7 +14,9 @@ behaviour; :func:`serve` / :func:`aserve` are one-shot helpers that open a clien
 
 - **Never raises**: any failure — server down, timeout, 5xx, 409 ``not_live`` (draft/archived),
   404, 400 — returns ``Served(variant=fallback, fallback=True, error=...)``. Statuses the
-  caller should fix (400, 401, 403, 404) are logged as warnings.
+  caller should fix (400, 401, 403, 404) are logged as warnings, and ``error`` carries the
+  server's message (a 400 names the field, e.g. a context key that is not a context factor),
+  so a bug in the call is never a silent fallback.
 - **Timeout is a budget**: ``timeout`` bounds the whole call, retries included: each attempt
   gets what is left as its httpx timeout, and the async client also enforces it as a hard
   deadline (a sync call against a server that trickles bytes can overrun it by one phase).

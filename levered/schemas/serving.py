@@ -22,7 +22,7 @@ Context = Annotated[
     dict[str, Any],
     Meta(
         description="Context factor → value (a string or boolean as the factor's dtype says). "
-        "Keys that are not context factors of the optimization are ignored."
+        "A key that is not a context factor of the optimization is refused (400 naming it)."
     ),
 ]
 Level = str | bool

@@ -54,9 +54,11 @@ _DESCRIPTION = (
     "archived → 409 `not_live`; live → a Thompson-sampled variant (holdout users get the "
     "baseline; sticky users keep their first decision); paused → the baseline; shipped and "
     "completed → the current winner for the context. Records the exposure unless `dry_run`. "
-    "Context keys that are not context factors are ignored; a value of the wrong type is a 400 "
-    "naming the key. Public unless the server requires an API key; unauthenticated callers are "
-    "rate-limited per address (429 with `Retry-After`). Details: docs/serving.md."
+    "A context key that is not a context factor of the optimization is a 400 naming the key and "
+    "listing the declared factors (`details[0].context_factors`); a value of the wrong type, or "
+    "a NUL (U+0000) in `anonymous_id` or a context value, is a 400 naming the field. Public "
+    "unless the server requires an API key; unauthenticated callers are rate-limited per "
+    "address (429 with `Retry-After`). Details: docs/serving.md."
 )
 
 

@@ -34,7 +34,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from uuid import UUID
 
 import numpy as np
@@ -82,28 +82,70 @@ def kernel_seed(model_version: int | None, decision_id: UUID) -> int:
 
 
 def clean_context(config: ServingConfig, context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The request's context restricted to the optimization's context factors.
+    """The request's context, checked against the optimization's context factors.
 
-    Other keys are ignored whatever their value; ``null`` counts as absent; a value of the
-    wrong type (a ``str`` factor needs a string, a ``bool`` factor a boolean) is a 400 that
-    names the key.
+    A key that is not a context factor is a 400 naming it and the declared factors: ignoring
+    it would let a typo (``device`` for ``device_type``) switch personalization off unnoticed.
+    ``null`` counts as absent; a value of the wrong type (a ``str`` factor needs a string, a
+    ``bool`` factor a boolean), or a string with a NUL (PostgreSQL cannot store U+0000), is a
+    400 that names the key.
     """
-    if not context or not config.context_dtypes:
+    if not context:
         return {}
+    dtypes = config.context_dtypes
     out: dict[str, Any] = {}
     for name, value in context.items():
-        dtype = config.context_dtypes.get(name)
-        if dtype is None or value is None:
+        dtype = dtypes.get(name)
+        if dtype is None:
+            _unknown_key(name, dtypes)
+        if value is None:
             continue
         if dtype == "bool" and not isinstance(value, bool):
             _wrong_type(name, "a boolean", value)
-        if dtype == "str" and not isinstance(value, str):
-            _wrong_type(name, "a string", value)
+        if dtype == "str":
+            if not isinstance(value, str):
+                _wrong_type(name, "a string", value)
+            if "\x00" in value:
+                _refuse_nul(f"$.context.{name}")
         out[name] = value
     return out
 
 
-def _wrong_type(name: str, expected: str, value: Any) -> None:
+def check_anonymous_id(anonymous_id: str | None) -> None:
+    """400 for a NUL in the caller's id (it would fail the sticky claim and every exposure
+    write: PostgreSQL text cannot hold U+0000), as ingestion refuses it."""
+    if anonymous_id is not None and "\x00" in anonymous_id:
+        _refuse_nul("$.anonymous_id")
+
+
+def _refuse_nul(path: str) -> NoReturn:
+    message = "the NUL character (U+0000) cannot be stored"
+    raise ValidationError(
+        f"invalid request body at {path}: {message}",
+        details=[{"path": path, "message": message}],
+    )
+
+
+def _unknown_key(name: str, dtypes: Mapping[str, str]) -> NoReturn:
+    declared = ", ".join(dtypes) if dtypes else None
+    raise ValidationError(
+        f"invalid request body at $.context.{name}: '{name}' is not a context factor of this "
+        + (
+            f"optimization; its context factors are: {declared}"
+            if declared
+            else "optimization, which has no context factors (send no context)"
+        ),
+        details=[
+            {
+                "path": f"$.context.{name}",
+                "message": "not a context factor of this optimization",
+                "context_factors": list(dtypes),
+            }
+        ],
+    )
+
+
+def _wrong_type(name: str, expected: str, value: Any) -> NoReturn:
     got = "a number" if isinstance(value, int | float) else type(value).__name__
     if isinstance(value, bool):
         got = "a boolean"
@@ -214,6 +256,7 @@ async def serve(
     config = await state.get(optimization_id)
     if caller_organization is not None and caller_organization != config.organization_id:
         raise NotFound(f"optimization {optimization_id} not found")
+    check_anonymous_id(request.anonymous_id)
     context = clean_context(config, request.context)
     generated = request.anonymous_id is None
     anonymous_id = request.anonymous_id or time_ordered_hex()

@@ -66,6 +66,21 @@ async def test_not_live_returns_the_fallback(
     assert served.error is not None and "409" in served.error
 
 
+async def test_an_unknown_context_key_is_a_fallback_that_says_why(
+    server_url: str, conn: asyncpg.Connection, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The page still renders (the fallback), but the 400 is not silent: served.error carries
+    # the server's message naming the key, and it is logged as a warning.
+    opt = await create(server_url, conn, org)
+    with caplog.at_level("WARNING", logger="levered.client.serve"):
+        served = await aserve(server_url, opt, "u", {"mobil": True}, fallback=FALLBACK, timeout=5)
+    assert served.fallback and served.variant == FALLBACK
+    assert served.error is not None and served.error.startswith("HTTP 400: ")
+    assert "'mobil' is not a context factor" in served.error
+    assert "country, mobile" in served.error
+    assert any("'mobil'" in r.getMessage() for r in caplog.records)
+
+
 def test_server_down_returns_the_fallback_without_raising() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     began = time.monotonic()

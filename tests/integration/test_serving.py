@@ -449,12 +449,7 @@ async def test_context_keys_are_checked_against_the_context_factors(
     client: Client, conn: asyncpg.Connection, org: Org
 ) -> None:
     opt = await create(client, conn, org)
-    body = await serve(
-        client,
-        opt,
-        anonymous_id="ctx",
-        context={"country": "DE", "mobile": True, "plan": 3, "extra": {"nested": [1]}},
-    )
+    body = await serve(client, opt, anonymous_id="ctx", context={"country": "DE", "mobile": True})
     [row] = await wait_for_exposures(conn, opt, 1)
     assert row["context"] == {"country": "DE", "mobile": True}
     assert body["variant_number"] >= 1
@@ -466,6 +461,65 @@ async def test_context_keys_are_checked_against_the_context_factors(
         assert key in error["message"]
         assert error["details"][0]["path"] == f"$.context.{key}"
     assert (await client.post(f"{API}/{opt}/serve", json={"context": {"country": None}})).is_success
+
+
+async def test_an_unknown_context_key_is_refused_naming_it_and_the_factors(
+    client: Client, conn: asyncpg.Connection, org: Org
+) -> None:
+    # A typo ("mobil" for "mobile") would otherwise switch personalization off unnoticed.
+    opt = await create(client, conn, org)
+    for context in ({"country": "DE", "mobil": True}, {"mobil": None}):
+        for url, body in (
+            (f"{API}/{opt}/serve", {"anonymous_id": "typo", "context": context}),
+            (f"{API}/best-variant", {"optimization_id": opt, "context": context}),
+        ):
+            response = await client.post(url, json=body)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["code"] == "validation_error"
+            assert "'mobil'" in error["message"]
+            assert "country, mobile" in error["message"]
+            assert error["details"] == [
+                {
+                    "path": "$.context.mobil",
+                    "message": "not a context factor of this optimization",
+                    "context_factors": ["country", "mobile"],
+                }
+            ]
+    # Without context factors, any key is unknown.
+    bare = await create(client, conn, org, context_factors=[])
+    response = await client.post(f"{API}/{bare}/serve", json={"context": {"country": "DE"}})
+    assert response.status_code == 400, response.text
+    assert "no context factors" in response.json()["error"]["message"]
+    # Nothing of a refused serve was recorded (exposures are written in serve order).
+    await serve(client, opt, anonymous_id="after")
+    assert [r["anonymous_id"] for r in await wait_for_exposures(conn, opt, 1)] == ["after"]
+    assert await exposures(conn, bare) == []
+
+
+async def test_a_nul_in_a_served_string_is_a_400_naming_the_field(
+    client: Client, conn: asyncpg.Connection, org: Org
+) -> None:
+    # PostgreSQL text and jsonb cannot hold U+0000: serving used to fail in the sticky claim
+    # (a 500) or leave an exposure that no flush could ever write.
+    opt = await create(client, conn, org)
+    for body, path in (
+        ({"anonymous_id": "a\u0000b"}, "$.anonymous_id"),
+        ({"anonymous_id": "a\u0000b", "dry_run": True}, "$.anonymous_id"),
+        ({"anonymous_id": "ok", "context": {"country": "D\u0000E"}}, "$.context.country"),
+    ):
+        for url, sent in (
+            (f"{API}/{opt}/serve", body),
+            (f"{API}/best-variant", {**body, "optimization_id": opt}),
+        ):
+            response = await client.post(url, json=sent)  # sent as the escape \\u0000
+            assert response.status_code == 400, (sent, response.text)
+            error = response.json()["error"]
+            assert error["details"][0]["path"] == path
+            assert "U+0000" in error["message"]
+    await serve(client, opt, anonymous_id="after")
+    assert [r["anonymous_id"] for r in await wait_for_exposures(conn, opt, 1)] == ["after"]
+    assert await conn.fetchval("SELECT array_agg(anonymous_id) FROM assignments") == ["after"]
 
 
 async def test_unknown_optimizations_and_bad_bodies(
