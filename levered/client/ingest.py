@@ -20,9 +20,10 @@ Behaviour (both):
 * **Retries**: on network errors, 429 and 5xx the same batch is resent after an exponential
   backoff with jitter (``0.1 s × 2^attempt``, capped at ``max_backoff``, the upper half of the
   interval chosen at random), never sooner than the server's ``Retry-After``. Retries go on
-  while the server stays down; other errors (400: every event invalid, 401, 403, 409) are not
-  retryable: the batch is dropped, counted in ``stats.failed`` and logged. A 413 splits the
-  batch in two.
+  while the server stays down; other errors are not retryable: the batch is dropped and
+  logged with the server's message — a 400 (no event of the batch valid) counts its events in
+  ``stats.rejected``, any other refusal (401 invalid or revoked key, 403, 409) in
+  ``stats.failed``. A 413 splits the batch in two.
 * **Bounded memory, drop-oldest**: at most ``max_queued`` events wait (default 100 000, plus the
   one batch in flight). When the server stays down and the queue is full, tracking a new event
   drops the *oldest* queued one (recent data is worth more to a bandit than old data) and
@@ -69,8 +70,9 @@ class IngestStats:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    """Events the server judged invalid: rejected in a 207, or every event of a 400 batch."""
     failed: int = 0
-    """Events in batches the server refused for good (400/401/403/409)."""
+    """Events in batches refused whatever they held (401, 403, 409, other 4xx)."""
     dropped: int = 0
     """Events discarded unsent: queue full (oldest first), or still queued at close."""
     batches: int = 0
@@ -337,14 +339,7 @@ class AsyncIngestor:
                     await self._send(kind, events[half:])
                     return
                 if status not in RETRYABLE:
-                    self.stats.failed += len(events)
-                    log.warning(
-                        "ingestion batch of %d %s refused (%d): %s",
-                        len(events),
-                        kind,
-                        status,
-                        response.text[:500],
-                    )
+                    self._refused(kind, events, response)
                     return
                 reason = f"HTTP {status}"
                 with contextlib.suppress(ValueError):
@@ -357,6 +352,22 @@ class AsyncIngestor:
             self.stats.retries += 1
             log.info("ingestion retry %d in %.2f s (%s)", attempt + 1, delay, reason)
             await self._sleep(delay)
+
+    def _refused(self, kind: Kind, events: list[dict[str, Any]], response: httpx.Response) -> None:
+        """A final refusal. A 400 judged the events themselves (none of them valid): they are
+        ``rejected``, like the bad events of a 207; any other status (401, 403, 409, …) refused
+        the batch whatever it held: ``failed``."""
+        if response.status_code == 400:
+            self.stats.rejected += len(events)
+        else:
+            self.stats.failed += len(events)
+        log.warning(
+            "ingestion batch of %d %s refused (%d): %s",
+            len(events),
+            kind,
+            response.status_code,
+            _error_message(response),
+        )
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_backoff, 0.1 * 2.0**attempt)
@@ -393,6 +404,14 @@ class AsyncIngestor:
                     http.post(f"/api/v2/ingest/{kind}", content=_encode({"events": events}))
                 except httpx.HTTPError:
                     self.stats.dropped += len(events)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The error envelope's message (what the server says is wrong), else the raw text."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500]
 
 
 class Ingestor:

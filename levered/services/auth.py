@@ -13,9 +13,13 @@ import msgspec
 
 from levered.db import credentials as db
 from levered.errors import AuthenticationError
-from levered.services.tokens import api_key_prefix, digest, same_digest
+from levered.services.tokens import API_KEY_PREFIX, api_key_prefix, digest, same_digest
 
 ACCESS_TOKEN_PREFIX = "lvat_"
+INVALID_API_KEY = (
+    "invalid API key: no such key (mistyped, truncated or deleted); keys look like "
+    "lvk_<8 characters>_<secret>, as `levered api-keys create` prints them once"
+)
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -36,17 +40,25 @@ async def authenticate(
             + ("" if not api_key_only else " or 'X-API-Key: <API key>'")
         )
     prefix = api_key_prefix(token)
+    if prefix is None and token.startswith(API_KEY_PREFIX):
+        # An API key, just not one Levered issued (truncated or mistyped): say so, not that
+        # the caller sent some other kind of credential.
+        raise AuthenticationError(INVALID_API_KEY)
     async with pool.acquire() as conn:
         if prefix is not None:
             row = await db.find_api_key(conn, prefix)
             if row is None or not same_digest(row["secret_hash"], token):
-                raise AuthenticationError("invalid API key")
+                raise AuthenticationError(INVALID_API_KEY)
             if row["revoked_at"] is not None:
                 raise AuthenticationError("this API key was revoked")
             await db.touch_api_key(conn, row["id"])
             return Principal(row["organization_id"], "api_key", api_key_id=row["id"])
         if api_key_only:
-            raise AuthenticationError("this endpoint takes an API key (lvk_…), not a user token")
+            raise AuthenticationError(
+                "this endpoint takes an API key (lvk_…), not a user's access token (lvat_…)"
+                if token.startswith(ACCESS_TOKEN_PREFIX)
+                else "unrecognized credentials: this endpoint takes an API key (lvk_…)"
+            )
         if token.startswith(ACCESS_TOKEN_PREFIX):
             row = await db.find_access_token(conn, digest(token))
             if row is not None:

@@ -214,6 +214,50 @@ async def test_refused_batches_are_counted_not_retried(
     assert await count(conn, "rewards") == 1
 
 
+async def test_a_batch_the_server_refuses_as_invalid_is_counted_as_rejected(
+    live_app: Litestar, conn: asyncpg.Connection, org: Org, optimization: UUID
+) -> None:
+    # A 400 (no event of the batch valid) refused the events themselves: they are rejected,
+    # as one bad event of a 207 is, not `failed` (kept for batches refused whatever they held).
+    sdk = AsyncIngestor(URL, org.api_key, transport=Flaky(live_app), flush_interval=60)
+    async with sdk:
+        sdk.track_exposure("u1", optimization, {"headline": "zzz"})  # not a level
+        sdk.track_exposure("u2", optimization, {"colour": "a"})  # not a factor
+    assert sdk.stats.rejected == 2 and sdk.stats.failed == 0 and sdk.stats.accepted == 0
+    assert await count(conn, "exposures") == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["lvk_nope", "lvk_nope1234_wrongsecret", "lvk_", "lvk_12345678"], ids=repr
+)
+async def test_an_invalid_api_key_is_called_invalid(
+    live_app: Litestar, org: Org, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Whatever its shape, a key starting with lvk_ is an API key: the message says it is
+    # invalid, never that the endpoint wants "an API key, not a user token".
+    sdk = AsyncIngestor(URL, key, transport=Flaky(live_app), flush_interval=60)
+    with caplog.at_level("WARNING", logger="levered.client.ingest"):
+        async with sdk:
+            sdk.track_reward("u", "signup")
+    assert sdk.stats.failed == 1 and sdk.stats.rejected == 0
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]
+    message = record.getMessage()
+    assert "(401)" in message and "invalid API key" in message, message
+    assert "user token" not in message
+
+
+async def test_a_revoked_api_key_is_called_revoked(
+    live_app: Litestar, conn: asyncpg.Connection, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE organization_id = $1", org.id)
+    sdk = AsyncIngestor(URL, org.api_key, transport=Flaky(live_app), flush_interval=60)
+    with caplog.at_level("WARNING", logger="levered.client.ingest"):
+        async with sdk:
+            sdk.track_reward("u", "signup")
+    assert sdk.stats.failed == 1
+    assert any("this API key was revoked" in r.getMessage() for r in caplog.records)
+
+
 def test_naive_timestamps_are_refused_at_track_time() -> None:
     from datetime import datetime
 
