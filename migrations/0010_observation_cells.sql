@@ -13,7 +13,8 @@
 -- New indexes on the warehouse: (optimization_id, "timestamp") for the index range scans of a
 -- pass (matured since the frontier, one chunk of buckets), and BRIN indexes on received_at of
 -- exposures and rewards, which are appended in received order, so "what arrived since the last
--- pass" costs a read of the newest block ranges, not of the table.
+-- pass" costs a read of the newest block ranges, not of the table (autosummarize: each block
+-- range is summarized as it fills, so the unsummarized tail that every scan reads stays small).
 
 -- migrate:up
 ALTER TABLE optimizations ADD COLUMN training_window jsonb NOT NULL DEFAULT '{"type": "all"}';
@@ -76,8 +77,10 @@ COMMENT ON TABLE observation_users IS
     'sum (numeric) over their rows; the arm totals in observation_state follow it incrementally.';
 
 CREATE INDEX exposures_time_idx ON warehouse.exposures (optimization_id, "timestamp");
-CREATE INDEX exposures_received_brin ON warehouse.exposures USING brin (received_at);
-CREATE INDEX rewards_received_brin ON warehouse.rewards USING brin (received_at);
+CREATE INDEX exposures_received_brin ON warehouse.exposures USING brin (received_at)
+    WITH (autosummarize = on);
+CREATE INDEX rewards_received_brin ON warehouse.rewards USING brin (received_at)
+    WITH (autosummarize = on);
 
 -- migrate:down
 DROP INDEX warehouse.rewards_received_brin;
