@@ -1,11 +1,26 @@
 """``levered ingest exposures|rewards FILE``: bulk upload with batches, concurrency, retries.
 
-Input is NDJSON (one event per line) or one JSON array; ``-`` reads stdin. Events without an
-``idempotency_key`` get one derived from their position and content, so re-running the same
-file (after a crash, a timeout, a Ctrl-C) stores nothing twice. Transient failures (503, 429,
-network) are retried with exponential backoff and jitter. Rejected events are written, with
-their reasons, to ``--rejected-file`` (default ``FILE.rejected.ndjson``), and the command
+Input is NDJSON (one event per line) or one JSON array; ``-`` reads stdin. Transient failures
+(503, 429, network) are retried with exponential backoff and jitter. Rejected events are written,
+with their reasons, to ``--rejected-file`` (default ``FILE.rejected.ndjson``), and the command
 exits non-zero (2) when anything was rejected.
+
+Idempotency keys. An event without an ``idempotency_key`` gets one derived from *this upload*
+and its position in it: ``sha256(kind, upload, line)``, where the upload is the file's absolute
+path (after symlinks) and the SHA-256 of its whole content (stdin: the content alone). So
+
+* re-running the same, unchanged file — after a crash, a timeout, a Ctrl-C — derives the same
+  keys and stores nothing twice;
+* an event of any other file is never taken for one of this file's, even when it is the same
+  JSON on the same line: another path, or this path with other content, is another upload.
+
+Keys are not derived from the event's content alone because an event without a ``timestamp``
+has no identity of its own — the server stamps it when it arrives — so two identical such lines
+in two files are two real events (a user who signed up twice), and a content key would drop
+the second. The price: a file that changed since its first run (appended to, re-exported) or
+that moved is a new upload, so its earlier lines would be stored again; send only the new part
+(``tail -n +N FILE | levered ingest rewards -``), or give events their own keys. The summary
+counts the events that had no timestamp, and says so.
 """
 
 from __future__ import annotations
@@ -46,9 +61,26 @@ class Tally:
     sent: int = 0
 
 
-def read_events(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_source(source: str) -> tuple[bytes, str]:
+    """The upload's bytes and its identity: absolute path + content digest (stdin: digest)."""
+    if source == "-":
+        data, where = sys.stdin.buffer.read(), "-"
+    else:
+        path = Path(source)
+        try:
+            data, where = path.read_bytes(), str(path.resolve())
+        except OSError as exc:
+            fail(f"{source}: {exc.strerror or exc}", EXIT_USAGE)
+    digest = hashlib.sha256(data).hexdigest()
+    return data, hashlib.sha256(f"{where}\0{digest}".encode()).hexdigest()
+
+
+def read_events(source: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_or_index, event)``; a malformed line stops with its line number."""
-    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"{source}: not UTF-8 text (byte {exc.start})", EXIT_USAGE)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -72,10 +104,11 @@ def read_events(source: str) -> Iterator[tuple[int, dict[str, Any]]]:
         yield number, event
 
 
-def with_key(kind: str, position: int, event: dict[str, Any]) -> dict[str, Any]:
-    if "idempotency_key" in event:
+def with_key(kind: str, upload: str, position: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The event with its own key, or one derived from the upload and its position in it."""
+    if event.get("idempotency_key") is not None:
         return event
-    digest = hashlib.sha256(msgspec.json.encode([kind, position, event])).hexdigest()[:40]
+    digest = hashlib.sha256(f"{kind}\0{upload}\0{position}".encode()).hexdigest()[:40]
     return {**event, "idempotency_key": f"cli-{digest}"}
 
 
@@ -144,7 +177,9 @@ def _ingest(
     url: str | None,
     json: bool,
 ) -> None:
-    events = [(p, with_key(kind, p, e)) for p, e in read_events(file)]
+    data, upload = read_source(file)
+    events = [(p, with_key(kind, upload, p, e)) for p, e in read_events(file, data)]
+    unstamped = sum(1 for _, e in events if e.get("timestamp") is None)
     if not events:
         fail(f"{file}: no events", EXIT_USAGE)
     batches = [events[i : i + BATCH_SIZE] for i in range(0, len(events), BATCH_SIZE)]
@@ -175,6 +210,7 @@ def _ingest(
         "accepted": tally.accepted,
         "duplicates": tally.duplicates,
         "rejected": len(tally.rejected),
+        "without_timestamp": unstamped,
         "seconds": round(elapsed, 3),
     }
     if tally.rejected:
@@ -183,6 +219,12 @@ def _ingest(
         )
         target.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in tally.rejected))
         summary["rejected_file"] = str(target)
+    if unstamped:
+        notice(
+            f"warning: {unstamped} event(s) had no timestamp: they carry the time the server "
+            "received them. A re-run of this same, unchanged file stores nothing twice, but "
+            "the same events in another file, or in this one once it changes, are new events."
+        )
     if json:
         emit_json(summary)
     else:
@@ -203,29 +245,45 @@ Concurrency = Annotated[
     int | None, Parameter(help="Concurrent requests (config ingest_concurrency, default 4).")
 ]
 RejectedFile = Annotated[str | None, Parameter(help="Where rejected events and reasons go.")]
+# allow_leading_hyphen: so that ``-`` is taken as the file (stdin), not as an unknown option.
+Source = Annotated[
+    str, Parameter(allow_leading_hyphen=True, help="NDJSON or JSON-array file; - for stdin.")
+]
 
 
 @app.command
 def exposures(
-    file: str,
+    file: Source,
     *,
     concurrency: Concurrency = None,
     rejected_file: RejectedFile = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Upload exposures from FILE (NDJSON or a JSON array; - for stdin)."""
+    """Upload exposures from FILE (NDJSON or a JSON array; - for stdin).
+
+    An event without an idempotency_key gets one derived from this upload (the file's absolute
+    path and content; stdin: its content) and its line: re-running the same, unchanged file
+    stores nothing twice, and another file's events are never taken for duplicates. Events
+    without a timestamp get the time the server receives them; the summary warns about them.
+    """
     _ingest("exposures", file, concurrency, rejected_file, api_url_flag, json)
 
 
 @app.command
 def rewards(
-    file: str,
+    file: Source,
     *,
     concurrency: Concurrency = None,
     rejected_file: RejectedFile = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Upload rewards from FILE (NDJSON or a JSON array; - for stdin)."""
+    """Upload rewards from FILE (NDJSON or a JSON array; - for stdin).
+
+    An event without an idempotency_key gets one derived from this upload (the file's absolute
+    path and content; stdin: its content) and its line: re-running the same, unchanged file
+    stores nothing twice, and another file's events are never taken for duplicates. Events
+    without a timestamp get the time the server receives them; the summary warns about them.
+    """
     _ingest("rewards", file, concurrency, rejected_file, api_url_flag, json)
