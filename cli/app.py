@@ -1,10 +1,16 @@
-"""The root ``levered`` command: one sub-app per noun, errors mapped to exit codes."""
+"""The root ``levered`` command: one sub-app per noun, errors mapped to exit codes.
+
+Every error — a bad flag (cyclopts), an API error, one the CLI finds itself — leaves through
+``cli.console.fail``, so it looks the same on stderr and, with ``--json``, is one JSON object on
+stdout.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
-from cyclopts import App
+from cyclopts import App, CycloptsError
 
 from cli import (
     api_keys,
@@ -21,7 +27,8 @@ from cli import (
     server,
     warehouse,
 )
-from cli.console import exit_code_for, fail
+from cli.console import EXIT_USAGE, exit_code_for, fail
+from cli.output import json_errors, stdout_closed
 from levered import __version__
 from levered.errors import LeveredError
 
@@ -48,12 +55,39 @@ app.command(db.app)
 
 
 def main(argv: list[str] | None = None) -> None:
+    tokens = argv if argv is not None else sys.argv[1:]
+    # Known before parsing, so that a flag cyclopts refuses is a JSON error too. ``--json``
+    # takes no value, so the token is always the flag (``--`` ends the options).
+    json_errors("--json" in tokens[: tokens.index("--")] if "--" in tokens else "--json" in tokens)
     try:
-        app(argv if argv is not None else sys.argv[1:])
+        app(tokens, print_error=False, exit_on_error=False)
+    except CycloptsError as exc:
+        fail(str(exc), EXIT_USAGE)
     except LeveredError as exc:
-        fail(exc.message, exit_code_for(exc.code, exc.status))
+        _fail_with(exc)
+    except BaseExceptionGroup as group:  # from concurrent requests (ingest's batches)
+        error = _domain_error(group)
+        if error is None:
+            raise
+        _fail_with(error)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except BrokenPipeError:
+        stdout_closed()  # output cyclopts printed itself (help, version)
+
+
+def _fail_with(exc: LeveredError) -> NoReturn:
+    fail(exc.message, exit_code_for(exc.code, exc.status), error_code=exc.code, details=exc.details)
+
+
+def _domain_error(exc: BaseException) -> LeveredError | None:
+    """The first Levered error in a (nested) exception group, the one worth reporting."""
+    if isinstance(exc, LeveredError):
+        return exc
+    for inner in exc.exceptions if isinstance(exc, BaseExceptionGroup) else ():
+        if (found := _domain_error(inner)) is not None:
+            return found
+    return None
 
 
 if __name__ == "__main__":

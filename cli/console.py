@@ -2,13 +2,20 @@
 
 Exit codes (documented in the README):
 0 success · 1 other error · 2 usage · 3 authentication · 4 not found · 5 conflict ·
-6 server or database unavailable.
+6 server or database unavailable · 130 interrupted · 141 stdout closed by its reader.
+
+Every failure goes through :func:`fail`: the human message here, and with ``--json`` the same
+error as one JSON object on stdout (``cli.output``), so a script gets both a code to branch on
+and a document to parse.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from cli.output import emit_error
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -51,13 +58,33 @@ def exit_code_for(code: str, status: int | None = None) -> int:
     return EXIT_ERROR
 
 
+# The error code of a failure the CLI finds itself (no API error code to pass on).
+_CODE_BY_EXIT = {
+    EXIT_USAGE: "usage_error",
+    EXIT_AUTH: "unauthorized",
+    EXIT_NOT_FOUND: "not_found",
+    EXIT_CONFLICT: "conflict",
+    EXIT_UNAVAILABLE: "unavailable",
+    130: "interrupted",
+}
+
+
 def notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    _say(message)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def fail(
+    message: str, code: int = EXIT_ERROR, *, error_code: str | None = None, details: Any = None
+) -> NoReturn:
+    """Report a failure and exit with ``code``; ``error_code``/``details`` pass an API error on."""
+    emit_error(error_code or _CODE_BY_EXIT.get(code, "error"), message, code, details)
+    _say(f"error: {message}")
     raise SystemExit(code)
+
+
+def _say(text: str, end: str = "\n") -> None:
+    with contextlib.suppress(BrokenPipeError):  # stderr's reader is gone too: nobody to tell
+        print(text, end=end, file=sys.stderr, flush=True)
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -66,7 +93,7 @@ def confirm(question: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail(f"{question} — refusing without a terminal; pass -y to confirm", EXIT_USAGE)
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    _say(f"{question} [y/N] ", end="")
     if sys.stdin.readline().strip().lower() not in ("y", "yes"):
         fail("cancelled", EXIT_ERROR)
 
@@ -80,9 +107,4 @@ def progress(done: int, total: int, elapsed_s: float, *, final: bool = False) ->
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     bar = "#" * filled + "-" * (width - filled)
     end = "\n" if final else ""
-    print(
-        f"\r[{bar}] {done}/{total} events  {rate:,.0f} events/s",
-        end=end,
-        file=sys.stderr,
-        flush=True,
-    )
+    _say(f"\r[{bar}] {done}/{total} events  {rate:,.0f} events/s", end=end)
