@@ -156,13 +156,15 @@ async def test_a_superuser_set_role_fails_closed(
 async def test_role_names_do_not_reveal_organizations(
     conn: asyncpg.Connection, org: Org, other_org: Org, tenant_a: asyncpg.Connection
 ) -> None:
+    """Tenants cannot list roles (migration 0011, test_warehouse_catalogs), but a name still
+    shows through the regrole type's output, so no name may carry an organization id."""
     await ensure_tenant_role(conn, other_org.id)
+    own = await tenant_a.fetchval("SELECT current_user")
     names = [
         r[0]
-        for r in await tenant_a.fetch(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'levered_org_%'"
-        )
+        for r in await conn.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE 'levered_org_%'")
     ]
+    assert own in names
     assert len(names) >= 2
     for name in names:
         assert org.id.hex not in name and other_org.id.hex not in name
