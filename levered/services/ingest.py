@@ -52,6 +52,11 @@ from levered.schemas.ingest import (
 )
 
 MAX_FUTURE: Final = timedelta(hours=24)
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+"""Event times before this are refused (``timestamp_too_old``): no product served variants in
+the last millennium, so such a time is a client bug (a zero date, seconds read as days), and
+one bound on each side keeps an event's time inside what the cells' hour buckets and the
+training windows are made for."""
 
 # One round trip per batch: the organization's warehouse provider, and the named optimizations
 # with their owner and a hash of their design (the LEFT JOIN yields one all-NULL optimization
@@ -339,6 +344,17 @@ def _event_time(
                 "timestamp",
                 f"{given.isoformat()} is more than 24 h after the server "
                 f"time {now.isoformat(timespec='seconds')}",
+            )
+        )
+        return None
+    if given < EARLIEST:
+        rejected.append(
+            _rejection(
+                index,
+                "timestamp_too_old",
+                "timestamp",
+                f"{given.isoformat()} is before the earliest accepted time "
+                f"{EARLIEST.isoformat()}",
             )
         )
         return None

@@ -324,6 +324,8 @@ BAD_EXPOSURES: list[tuple[dict[str, Any], str, str]] = [
     ({"timestamp": "yesterday"}, "$.events[1].timestamp", "invalid_event"),
     ({"timestamp": 1750000000}, "$.events[1].timestamp", "invalid_event"),
     ({"timestamp": FAR_FUTURE}, "$.events[1].timestamp", "timestamp_in_future"),
+    ({"timestamp": "0001-01-01T00:00:00Z"}, "$.events[1].timestamp", "timestamp_too_old"),
+    ({"timestamp": "1999-12-31T23:59:59Z"}, "$.events[1].timestamp", "timestamp_too_old"),
     ({"variant": ...}, "$.events[1]", "invalid_event"),
     ({"variant": "b"}, "$.events[1].variant", "invalid_event"),
     ({"variant": {"headline": "b"}}, "$.events[1].variant", "invalid_variant"),
@@ -437,15 +439,16 @@ async def test_a_nul_character_is_rejected_not_a_500(
     assert response.json()["rejected"][0]["path"] == "$.events[1].context"
 
 
-async def test_timestamp_up_to_24h_ahead_and_far_past_are_accepted(
+async def test_timestamp_up_to_24h_ahead_and_back_to_2000_are_accepted(
     client: Client, conn: asyncpg.Connection, org: Org, optimization: UUID
 ) -> None:
     events = [
         exposure(optimization, timestamp=NEAR_FUTURE),
-        exposure(optimization, timestamp="1999-01-01T00:00:00-05:00"),
+        exposure(optimization, timestamp="1999-12-31T19:00:00-05:00"),  # 2000-01-01 UTC
     ]
     response = await post(client, EXPOSURES, org, events)
     assert response.status_code == 200, response.text
+    assert await count(conn, "exposures") == 2
 
 
 async def test_207_mixes_several_kinds_of_rejection(
