@@ -353,8 +353,7 @@ def _event_time(
                 index,
                 "timestamp_too_old",
                 "timestamp",
-                f"{given.isoformat()} is before the earliest accepted time "
-                f"{EARLIEST.isoformat()}",
+                f"{given.isoformat()} is before the earliest accepted time {EARLIEST.isoformat()}",
             )
         )
         return None
