@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from levered.db.errors import translate
-from levered.errors import LeveredError, RateLimited, Unavailable
+from levered.errors import LeveredError, RateLimited, Unavailable, ValidationError
 from levered.schemas.common import ErrorBody, ErrorEnvelope, ErrorMeta, ResponseMeta
 
 log = logging.getLogger("levered.server")
@@ -96,6 +96,25 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     return error_response(request, status, code, message, None, headers)
 
 
+TOO_DEEP = "while deserializing"
+"""In msgspec's ``RecursionError`` message: a body nested deeper than the decoder's stack."""
+
+
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """A request body nested past the decoder's depth (msgspec raises ``RecursionError``, which
+    is no validation error, so it escaped as a 500) is the client's malformed input; any other
+    recursion error stays a 500."""
+    if TOO_DEEP not in str(exc):
+        return handle_unexpected(request, exc)
+    return handle_domain_error(
+        request,
+        ValidationError(
+            "invalid request body: JSON nested too deeply to decode",
+            details=[{"path": "$", "message": "nested too deeply"}],
+        ),
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     translated = translate(exc)
     if translated is not None:
@@ -141,5 +160,6 @@ def _validation_details(exc: ValidationException) -> list[dict[str, str]]:
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LeveredError: handle_domain_error,
     HTTPException: handle_http_exception,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }
