@@ -1,34 +1,36 @@
-"""Training wall time in the real database, split into SQL attribution and fitting.
+"""Incremental observation cells: what one pass costs as the history grows.
 
-    python -m benchmarks.training [--sizes 100000,1000000,10000000]
+    python -m benchmarks.training [--sizes 1e6,1e7,1e8]
 
-For each size N, in one embedded PostgreSQL (non-durable: fsync off — it only speeds up
-seeding; the timed training run only reads and writes one version row), on freshly migrated
-schemas:
+For each history size N, in one embedded PostgreSQL (non-durable: fsync off only speeds up
+seeding), on freshly migrated schemas: an organization, a bool metric over the managed
+``rewards`` table (``name = 'purchase'``, with ``@start_date``), a live ``cmab`` optimization
+over a 4×3 design with one context factor (``device``, 3 values), a 24 h window, 10 % holdout.
 
-1. an organization (its tenant role is made by the migrations' trigger), a bool metric over the
-   managed ``rewards`` table (``name = 'purchase'``, with the ``@start_date`` filter) and a live
-   ``cmab`` optimization over a 4×3 design with one context factor (``device``, 3 values), a
-   24 h conversion window and a 10 % holdout;
-2. N exposures generated in the server (``INSERT … SELECT`` from ``generate_series``, see
-   :func:`seed`): N/2 users ``u0``… drawn uniformly (so users return; ≈ 86 % of them are seen
-   at least once), each exposure at a uniformly random second of the 30 days that end two days
-   before the as-of time (all matured), a uniformly random variant — holdout users (10 % of
-   users: id divisible by 10) see variant 1 — and a uniformly random device; a ``purchase``
-   reward row with the planted probability of its (variant, device) (≈ 5 %, :func:`_rates`) at
-   a uniformly random lag inside the 24 h window; plus N ``pageview`` rows (the user and time
-   of a uniformly random exposure) that the metric must skip. Every draw is a hash of the row
-   index, so the data are the same for every run and chunking. Then ``VACUUM ANALYZE``, as
-   autovacuum would eventually do;
-3. one real training run, ``levered.services.training.train`` (lock, attribution as the
-   organization in the sandbox, fit on a worker thread, summary, version insert). The run
-   records its two phases in the version's ``counts.seconds``: SQL (attribution and
-   aggregation to cells, in as many passes as :func:`levered.db.attribution.passes_for` says)
-   and fit (``fit_cmab`` + the posterior summary).
+Traffic runs at a constant :data:`RATE` (10⁶ exposures a day), so a larger history is a longer
+one (10⁸: 100 days) and the data near the maturity frontier look the same at every size, as in
+production, where history grows by time passing. ``T`` is the current hour, ``A = T − 3 d − 1 h``:
 
-Prints per size: seed time, attribution passes, the three timings, cells, and seconds per 10⁵
-exposures with the ratio to the smallest size (1.0 = linear growth). Measured figures:
-benchmarks/README.md.
+1. history: N exposures on ``[A − N/RATE, A)``, time-ordered (appended in received order,
+   ``received_at`` = event time, as ingestion does); N/2 users drawn uniformly (users return);
+   variant, device, and a ``purchase`` with the planted rate of its (variant, device) (≈ 5 %)
+   at a uniform lag inside the window; a ``pageview`` (skipped by the metric) at every 10th
+   exposure. Every draw is a hash of the row index. Indexes dropped during the load and built
+   again after it, then ``VACUUM ANALYZE``;
+2. **rebuild**: ``cells.extend(..., rebuild=True)`` as of ``A + 1 d`` (all history matured);
+3. new data: :data:`NEW` exposures on the next day (so not late) with their rewards — the day
+   ``[A, A + 1 d)`` has no traffic, so what matures next is exactly the new data — and
+   :data:`LATE` late purchases timed up to 6 h before the rebuild's as-of time, by users of
+   history exposures inside their window, received now (offline clients);
+4. **incremental**: one ``cells.extend`` as of ``T``: the new day, and the late purchases'
+   buckets (≤ 7 h of history before the old frontier);
+5. **train**: one ``training.train`` (extends the cells to now, reads them, fits, publishes).
+
+Each timed phase records peaks sampled every 0.2 s — the Python process's RSS, the largest
+private (anonymous) RSS of a PostgreSQL backend, the bytes in ``pgsql_tmp`` — and the
+database's ``pg_stat_database.temp_bytes`` delta (temporary-file bytes written). Ratios: the
+incremental pass and the rebuild's seconds per exposure against the baseline size's (10⁷ when
+measured; goals at 10⁸: ≤ 1.3 both). Figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -36,24 +38,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.peaks import Phase, measured
 from levered.bandit.sampler import warm_up
 from levered.db import attribution, migrations
 from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
-from levered.db.pool import connect, create_pool
-from levered.services import training
+from levered.db.pool import connect
+from levered.db.warehouse import ensure_tenant_role
+from levered.services import cells, training
 from levered.services.warehouse import Warehouse
 
-HEADLINES = ("a", "b", "c", "d")
-COLORS = ("red", "green", "blue")
+HEADLINES, COLORS = ("a", "b", "c", "d"), ("red", "green", "blue")
 DEVICES = ("mobile", "desktop", "tablet")
 DESIGN = [
     {"name": "headline", "dtype": "str", "levels": list(HEADLINES)},
@@ -63,89 +69,78 @@ METRIC_SQL = (
     "SELECT anonymous_id, timestamp, value FROM rewards "
     "WHERE name = 'purchase' AND timestamp >= @start_date"
 )
+RATE = 1_000_000
+"""Exposures per day (history and new data alike)."""
+NEW = 1_000_000
+"""New exposures before the incremental pass (one day at :data:`RATE`)."""
+LATE = 1_000
+"""Late purchases before the incremental pass."""
+LATE_HOURS = 6
 CHUNK = 1_000_000
 WINDOW_H = 24
-SPAN_DAYS = 30
 LOADERS = 2
-"""Connections inserting chunks at once (one per core of the machine this was measured on)."""
+"""Connections inserting chunks at once (one per core of the machine measured on)."""
+TIMEOUT_S = 3600.0
+"""Per-statement limit of the timed passes (the product's default is 300 s)."""
 VARIANT_JSON = [{"headline": h, "color": c} for h in HEADLINES for c in COLORS]
 DEVICE_JSON = [{"device": d} for d in DEVICES]
 
 
 def _uniform(index: str, stream: int) -> str:
-    """SQL for a uniform draw in [0, 1): the 53 low bits of a seeded hash of the row index.
-
-    A pure function of (index, stream), so every row is the same whatever the chunking and
-    however many connections load in parallel, and a row can be recomputed from its index.
-    """
+    """SQL for a uniform draw in [0, 1): the 53 low bits of a seeded hash of the row index,
+    so every row is the same whatever the chunking and the number of loaders."""
     return f"((hashint8extended({index}, {stream}) & 9007199254740991)::float8 / 2^53)"
 
 
-def _draws(source: str) -> str:
-    """The random draws of exposure ``i`` for every ``i`` of ``source``: user, variant, device,
-    time, conversion draw and reward lag. $3 users, $4 the first instant."""
-    return f"""
-        SELECT i,
-               floor({_uniform("i", 1)} * $3::bigint)::bigint AS uid,
-               floor({_uniform("i", 2)} * {len(VARIANT_JSON)})::int AS drawn_variant,
-               floor({_uniform("i", 3)} * {len(DEVICES)})::int AS device,
-               $4::timestamptz
-                 + make_interval(secs => floor({_uniform("i", 4)} * {SPAN_DAYS * 86_400}))
-                 AS ts,
-               {_uniform("i", 5)} AS conversion_draw,
-               make_interval(secs => floor({_uniform("i", 6)} * {WINDOW_H * 3600})) AS lag
-        FROM {source}"""
-
-
 EXPOSURE = f"""
-    SELECT d.uid, d.uid % 10 = 0 AS holdout,
-           CASE WHEN d.uid % 10 = 0 THEN 0 ELSE d.drawn_variant END AS variant, d.device, d.ts,
-           d.conversion_draw, d.lag
-    FROM ({_draws("generate_series($1::bigint, $2::bigint - 1) AS g(i)")}) AS d"""
-"""Exposures ``$1 ≤ i < $2``. Users whose number is divisible by 10 are the holdout and see
+    SELECT i, uid, uid % 10 = 0 AS holdout,
+           CASE WHEN uid % 10 = 0 THEN 0 ELSE drawn END AS variant, device,
+           $4::timestamptz + make_interval(secs => ((i - $6::bigint) + u) * $5::float8) AS ts,
+           conversion, make_interval(secs => floor(lag * {WINDOW_H * 3600})) AS lag
+    FROM (SELECT i, floor({_uniform("i", 1)} * $3::bigint)::bigint AS uid,
+                 floor({_uniform("i", 2)} * {len(VARIANT_JSON)})::int AS drawn,
+                 floor({_uniform("i", 3)} * {len(DEVICES)})::int AS device,
+                 {_uniform("i", 4)} AS u, {_uniform("i", 5)} AS conversion,
+                 {_uniform("i", 6)} AS lag
+          FROM generate_series($1::bigint, $2::bigint - 1) AS g(i)) AS d"""
+"""Exposures ``$1 ≤ i < $2`` of $3 users, the ``i``-th at ``$4 + (i − $6 + u) · $5`` seconds
+(time-ordered, ``u`` uniform). Users whose number is divisible by 10 are the holdout and see
 variant 0 (number 1)."""
 
 INSERT_EXPOSURES = f"""
 INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, variant,
-                                 variant_number, context, "timestamp", holdout)
-SELECT $5::uuid, $6::uuid, 'u' || x.uid, ($7::jsonb[])[x.variant + 1], x.variant + 1,
-       ($8::jsonb[])[x.device + 1], x.ts, x.holdout
+                                 variant_number, context, "timestamp", received_at, holdout)
+SELECT $7::uuid, $8::uuid, 'u' || x.uid, ($9::jsonb[])[x.variant + 1], x.variant + 1,
+       ($10::jsonb[])[x.device + 1], x.ts, x.ts, x.holdout
 FROM ({EXPOSURE}) AS x"""
-"""$5 organization, $6 optimization, $7 variant JSON per variant, $8 context JSON per device."""
-
-PICKED = f"""(SELECT floor({_uniform("j", 7)} * $6::bigint)::bigint AS i
-       FROM generate_series($1::bigint, $2::bigint - 1) AS p(j)) AS picked"""
-"""For each pageview ``$1 ≤ j < $2``, the exposure it copies: one of all $6, at random."""
 
 INSERT_REWARDS = f"""
-INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, value, "timestamp")
-SELECT $5::uuid, 'u' || x.uid, 'purchase', 1, x.ts + x.lag
+INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, value, "timestamp",
+                               received_at)
+SELECT $7::uuid, 'u' || x.uid, 'purchase', 1, x.ts + x.lag, x.ts + x.lag
 FROM ({EXPOSURE}) AS x
-WHERE x.conversion_draw < ($7::float8[])[x.variant * {len(DEVICES)} + x.device + 1]
+WHERE x.conversion < ($8::float8[])[x.variant * {len(DEVICES)} + x.device + 1]
 UNION ALL
-SELECT $5::uuid, 'u' || x.uid, 'pageview', 1, x.ts
-FROM ({_draws(PICKED)}) AS x"""
-"""Rewards of exposures ``$1 ≤ i < $2``: a purchase when the conversion draw is below the
-planted rate ($7, per variant and device) at a lag inside the window, and one pageview per
-index ``j`` for the exposure it picks at random among all $6 (its user, its time)."""
+SELECT $7::uuid, 'u' || x.uid, 'pageview', 1, x.ts, x.ts
+FROM ({EXPOSURE}) AS x WHERE x.i % 10 = 0"""
+"""Rewards of exposures ``$1 ≤ i < $2``: a purchase below the planted rate ($8) at a lag inside
+the window; a pageview at every 10th exposure's user and time."""
+
+INSERT_LATE = f"""
+INSERT INTO warehouse.rewards (organization_id, anonymous_id, name, value, "timestamp")
+SELECT $5::uuid, 'u' || floor({_uniform("e", 1)} * $3::bigint)::bigint, 'purchase', 1, t
+FROM (SELECT $4::timestamptz - make_interval(secs => back) AS t,
+             $2::bigint - 1 - floor({_uniform("j", 12)} * back / $6::float8)::bigint AS e
+      FROM (SELECT j, {_uniform("j", 11)} * {LATE_HOURS * 3600} AS back
+            FROM generate_series(0, $1::bigint - 1) AS g(j)) AS b) AS late"""
+"""$1 late purchases at ``t = $4 − back`` (``back`` < 6 h), each by the user of a history
+exposure ``e`` drawn among the last ``back`` seconds' (of $2, at $6 seconds apart), so inside
+its window; ``received_at`` is now."""
 
 SELECT_INDEXES = """
 SELECT format('%I.%I', schemaname, indexname) AS name, indexdef
 FROM pg_indexes WHERE schemaname = 'warehouse' AND tablename IN ('exposures', 'rewards')
 """
-
-
-@dataclass
-class Timing:
-    size: int
-    seed_s: float
-    attribution_s: float
-    fit_s: float
-    train_s: float
-    cells: int
-    matured: int
-    rewards: int
-    passes: int
 
 
 async def setup(conn: Any) -> tuple[uuid.UUID, uuid.UUID]:
@@ -184,135 +179,202 @@ def _rates() -> npt.NDArray[np.float64]:
     return rates
 
 
-async def seed(url: str, org: uuid.UUID, opt: uuid.UUID, size: int, as_of: datetime) -> int:
-    """Generate ``size`` exposures and their rewards in the server; returns the purchases.
-
-    The rows are computed by ``INSERT … SELECT`` from ``generate_series`` (nothing crosses the
-    wire), in chunks on :data:`LOADERS` connections at once, with the two tables' indexes
-    dropped during the load and built again afterwards (the same definitions, as the migrations
-    made them): building a B-tree once by sorting is far cheaper than 10⁷ random insertions.
-    """
-    first = as_of - timedelta(days=SPAN_DAYS + 2)
+async def load(
+    url: str, ids: tuple[uuid.UUID, uuid.UUID], lo: int, hi: int, users: int, first: datetime
+) -> None:
+    """Exposures ``lo ≤ i < hi`` (from ``first``, :data:`RATE` a day) and their rewards, in
+    chunks on :data:`LOADERS` connections (``INSERT … SELECT``: nothing crosses the wire)."""
+    org, opt = ids
+    step = 86_400 / RATE
     rates = _rates().ravel().tolist()
-    users = max(1, size // 2)
+    chunks = [(s, min(hi, s + CHUNK)) for s in range(lo, hi, CHUNK)]
+
+    async def loader() -> None:
+        conn = await connect(url)
+        try:
+            while chunks:
+                span = (*chunks.pop(0), users, first, step, lo)
+                await conn.execute(INSERT_EXPOSURES, *span, org, opt, VARIANT_JSON, DEVICE_JSON)
+                await conn.execute(INSERT_REWARDS, *span, org, rates)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(loader() for _ in range(LOADERS)))
+
+
+async def seed_history(
+    url: str, ids: tuple[uuid.UUID, uuid.UUID], size: int, end: datetime
+) -> None:
+    """The history, with the warehouse indexes dropped during the load and built again after
+    it (the same definitions): sorting once is far cheaper than 10⁸ random insertions."""
     admin = await connect(url)
     try:
         indexes = await admin.fetch(SELECT_INDEXES)
         await admin.execute("; ".join(f"DROP INDEX {row['name']}" for row in indexes))
-        chunks = asyncio.Queue[tuple[int, int]]()
-        for start in range(0, size, CHUNK):
-            chunks.put_nowait((start, min(size, start + CHUNK)))
-
-        async def load() -> None:
-            conn = await connect(url)
-            try:
-                while not chunks.empty():
-                    lo, hi = chunks.get_nowait()
-                    span = (lo, hi, users, first)
-                    await conn.execute(INSERT_EXPOSURES, *span, org, opt, VARIANT_JSON, DEVICE_JSON)
-                    await conn.execute(INSERT_REWARDS, *span, org, size, rates)
-            finally:
-                await conn.close()
-
-        await asyncio.gather(*(load() for _ in range(LOADERS)))
+        await load(url, ids, 0, size, size // 2, end - timedelta(days=size / RATE))
         await admin.execute("SET maintenance_work_mem = '1GB'")
         for row in indexes:
             await admin.execute(row["indexdef"])
-        await admin.execute("VACUUM ANALYZE warehouse.exposures")
-        await admin.execute("VACUUM ANALYZE warehouse.rewards")
-        purchases = await admin.fetchval(
-            "SELECT count(*) FROM warehouse.rewards WHERE name = 'purchase'"
-        )
+        await admin.execute("VACUUM ANALYZE warehouse.exposures, warehouse.rewards")
     finally:
         await admin.close()
-    return int(purchases)
 
 
-async def run_size(url: str, size: int) -> Timing:
+@dataclass
+class Result:
+    size: int
+    seed_s: float
+    rebuild: Phase
+    incremental: Phase
+    train: Phase
+
+
+async def run_size(url: str, pgdata: Path, size: int, lift_temp_limit: bool) -> Result:
     conn = await connect(url)
     try:
         await conn.execute("DROP SCHEMA IF EXISTS warehouse CASCADE")
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
         await migrations.migrate(conn)
         org, opt = await setup(conn)
+        found = await attribution.find_target(conn, org, opt)
+        if lift_temp_limit:  # a role-in-database setting overrides the role's own
+            role = await ensure_tenant_role(conn, org)
+            await conn.execute(
+                f"ALTER ROLE {role.name} IN DATABASE levered SET temp_file_limit = -1"
+            )
     finally:
         await conn.close()
-    as_of = datetime.now(UTC).replace(microsecond=0)
+    assert found is not None
+    spec, metric = found
+    assert metric is not None
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    end = hour - timedelta(days=3, hours=1)  # A: the history's end
+    as_of0 = end + timedelta(hours=WINDOW_H)
     started = time.perf_counter()
-    rewards = await seed(url, org, opt, size, as_of)
+    await seed_history(url, (org, opt), size, end)
     seed_s = time.perf_counter() - started
-    passes = await attribution_passes(url, opt, as_of)
-    pool = await create_pool(url, min_size=1, max_size=4)
-    try:
-        started = time.perf_counter()
-        version = await training.train(Warehouse(pool), org, opt, as_of=as_of, seed=1)
-        train_s = time.perf_counter() - started
+
+    async def extend(pool: Any, as_of: datetime, rebuild: bool) -> cells.Pass:
+        done = await cells.extend(
+            Warehouse(pool), org, spec, metric, as_of=as_of, rebuild=rebuild, timeout_s=TIMEOUT_S
+        )
+        assert done is not None
+        return done
+
+    rebuild, done = await measured(url, pgdata, lambda pool: extend(pool, as_of0, True))
+    assert done.rebuilt
+    rebuild.extra = {"chunks": done.chunks}
+    conn = await connect(url)
+    try:  # the new day (after the rebuild's as-of, so not late) and the late trickle
+        await load(url, (org, opt), size, size + NEW, size // 2, as_of0 + timedelta(minutes=1))
+        await conn.execute(INSERT_LATE, LATE, size, size // 2, as_of0, org, 86_400 / RATE)
+        await conn.execute("VACUUM ANALYZE warehouse.exposures, warehouse.rewards")
     finally:
-        await pool.close()
-    phases = version.counts["seconds"]  # measured by the training service itself
-    return Timing(
-        size,
-        seed_s,
-        phases["attribution"],
-        phases["fit"],
-        train_s,
-        int(version.counts["cells"]),
-        int(version.counts["matured"]),
-        rewards,
-        passes,
+        await conn.close()
+    incremental, done = await measured(url, pgdata, lambda pool: extend(pool, hour, False))
+    assert not done.rebuilt
+    incremental.extra = {"chunks": done.chunks, "ranges": done.ranges, "exposures": done.exposures}
+
+    async def train(pool: Any) -> Any:
+        return await training.train(Warehouse(pool), org, opt, seed=1)
+
+    trained, version = await measured(url, pgdata, train)
+    trained.extra = {"cells": version.counts["cells"], **version.counts["seconds"]}
+    conn = await connect(url)
+    try:  # free the disk for the next size
+        await conn.execute("DROP SCHEMA warehouse CASCADE; DROP SCHEMA public CASCADE")
+        await conn.execute("CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    return Result(size, seed_s, rebuild, incremental, trained)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def report(results: list[Result]) -> None:
+    base = next((r for r in results if r.size == 10**7), results[0])
+    print(f"\n{os.cpu_count()} CPUs; baseline {base.size:,}; peaks in MB (Python RSS / largest")
+    print("backend private RSS / pgsql_tmp), temp = pg_stat_database.temp_bytes written")
+    header = (
+        f"{'history':>11} {'seed s':>6} | {'rebuild s':>9} {'µs/exp':>6} {'ratio':>5} "
+        f"{'peaks':>15} {'temp':>6} | {'incr s':>6} {'re-attr':>9} {'ranges':>6} {'ratio':>5} "
+        f"{'peaks':>13} {'temp':>5} | {'train s':>7} {'SQL s':>6} {'fit s':>5}"
     )
+    print(header)
+    print("-" * len(header))
+
+    def per(r: Result) -> float:
+        return r.rebuild.seconds / r.size * 1e6
+
+    def peaks(p: Phase) -> str:
+        return f"{_mb(p.python_rss)}/{_mb(p.backend_rss)}/{_mb(p.tmp_dir)}"
+
+    for r in results:
+        i, t = r.incremental, r.train
+        print(
+            f"{r.size:>11,} {r.seed_s:>6.0f} | {r.rebuild.seconds:>9.1f} {per(r):>6.2f} "
+            f"{per(r) / per(base):>5.2f} {peaks(r.rebuild):>15} {_mb(r.rebuild.temp_written):>6} | "
+            f"{i.seconds:>6.1f} {i.extra['exposures']:>9,} {i.extra['ranges']:>6} "
+            f"{i.seconds / base.incremental.seconds:>5.2f} {peaks(i):>13} "
+            f"{_mb(i.temp_written):>5} | {t.seconds:>7.2f} {t.extra['attribution']:>6.2f} "
+            f"{t.extra['fit']:>5.2f}"
+        )
+    top = results[-1]
+    if top is not base:
+        print(
+            f"\nat {top.size:,} vs {base.size:,}: incremental pass "
+            f"{top.incremental.seconds / base.incremental.seconds:.2f}× (goal ≤ 1.3), "
+            f"rebuild per exposure {per(top) / per(base):.2f}× (goal ≤ 1.3)"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"Python peak RSS over the whole run (getrusage): {peak:,.0f} MB")
 
 
-async def attribution_passes(url: str, opt: uuid.UUID, as_of: datetime) -> int:
-    """The passes the run's attribution makes (its own count, one organization here)."""
+async def _log_slow(url: str) -> None:
+    """Log statements of 1 s or more (where a phase's time goes, for ``--log``)."""
     conn = await connect(url)
     try:
-        size = await conn.fetchrow(attribution.COUNT_ATTRIBUTED, opt, attribution.BEGINNING, as_of)
+        await conn.execute("ALTER SYSTEM SET log_min_duration_statement = '1s'")
+        await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
-    assert size is not None
-    return attribution.passes_for(size["exposures"], size["width"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="100000,1000000,10000000", help="exposure counts")
+    parser.add_argument("--sizes", default="1e6,1e7,1e8", help="history sizes (exposures)")
+    parser.add_argument("--log", type=Path, help="keep PostgreSQL's log (statements ≥ 1 s) here")
+    parser.add_argument(
+        "--lift-temp-limit",
+        action="store_true",
+        help="lift the tenant's 1 GB temp_file_limit (to measure past it; README, Training)",
+    )
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
     warm_up()
     root = reachable_tempdir("levered-bench-training-")
-    results: list[Timing] = []
-    with EmbeddedPostgres(root / "data", durable=False) as database:
-        for size in sizes:
-            load = os.getloadavg()[0]
-            timing = asyncio.run(run_size(database.url, size))
-            results.append(timing)
-            print(
-                f"{size:>11,} exposures: seeded in {timing.seed_s:.0f} s "
-                f"({timing.rewards:,} purchases), load avg {load:.1f} → {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
-    base = results[0]
-
-    def per(t: Timing) -> float:
-        return t.train_s / t.size * 1e5
-
-    print(f"\n{os.cpu_count()} CPUs; training = lock + attribution + fit + summary + publish")
-    header = (
-        f"{'exposures':>11} {'matured':>11} {'cells':>6} {'passes':>6} | {'SQL attribution s':>17} "
-        f"{'fit s':>7} {'train s':>8} | {'train s / 10⁵':>13} {'ratio':>6} "
-        f"{'SQL s / 10⁵':>11} {'ratio':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for t in results:
-        sql_per = t.attribution_s / t.size * 1e5
-        base_sql = base.attribution_s / base.size * 1e5
-        print(
-            f"{t.size:>11,} {t.matured:>11,} {t.cells:>6} {t.passes:>6} | {t.attribution_s:>17.2f} "
-            f"{t.fit_s:>7.3f} {t.train_s:>8.2f} | {per(t):>13.3f} {per(t) / per(base):>6.2f} "
-            f"{sql_per:>11.3f} {sql_per / base_sql:>6.2f}"
-        )
+    results: list[Result] = []
+    try:
+        with EmbeddedPostgres(root / "data", durable=False) as database:
+            asyncio.run(_log_slow(database.url))
+            for size in sizes:
+                load_avg = os.getloadavg()[0]
+                r = asyncio.run(run_size(database.url, database.pgdata, size, args.lift_temp_limit))
+                results.append(r)
+                print(
+                    f"{size:>11,}: seeded in {r.seed_s:.0f} s, rebuild {r.rebuild.seconds:.1f} s "
+                    f"({r.rebuild.extra['chunks']} chunks), incremental "
+                    f"{r.incremental.seconds:.2f} s, train {r.train.seconds:.2f} s; load avg "
+                    f"{load_avg:.1f} → {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    finally:
+        if args.log:
+            shutil.copy(root / "data" / "postgres.log", args.log)
+        shutil.rmtree(root, ignore_errors=True)
+    report(results)
 
 
 if __name__ == "__main__":
