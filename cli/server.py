@@ -32,6 +32,7 @@ def start(
     import anyio
 
     from levered.db.database import open_database
+    from levered.server.port import claim_port
     from levered.server.run import default_loop, run_asgi
     from levered.services.setup import prepare_database
     from levered.settings import load_settings
@@ -43,6 +44,7 @@ def start(
             EXIT_USAGE,
         )
     settings = load_settings(host=host, port=port, workers=workers)
+    port_lock = claim_port(settings.host, settings.port)  # held until the process ends
     # Until the ASGI server installs its own handlers, SIGTERM must unwind through `finally`
     # so that the embedded PostgreSQL is stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -79,3 +81,4 @@ def start(
         )
     finally:
         database.close()
+        port_lock.close()

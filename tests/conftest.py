@@ -175,10 +175,13 @@ async def other_org(conn: asyncpg.Connection) -> Org:
     return await make_org(conn, "Globex")
 
 
-def launch_server(database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def launch_server(
+    database_url: str, port: int, log: Path, **settings: str
+) -> subprocess.Popen[bytes]:
     """Start `levered server start` on ``port`` against ``database_url`` and wait until ready.
 
     The scheduler is off: tests train explicitly, so no background training races them.
+    ``settings`` are more ``LEVERED_*`` variables (``workers="2"``).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
     env |= {
@@ -187,7 +190,7 @@ def launch_server(database_url: str, port: int, log: Path) -> subprocess.Popen[b
         "LEVERED_DATA_DIR": str(reachable_tempdir("levered-srv-")),
         "LEVERED_LOG_LEVEL": "warning",
         "LEVERED_SCHEDULER": "false",
-    }
+    } | {f"LEVERED_{name.upper()}": value for name, value in settings.items()}
     with log.open("ab") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "cli.app", "server", "start"],
