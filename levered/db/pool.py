@@ -2,12 +2,30 @@
 
 jsonb uses a *binary* codec (version byte + msgspec JSON): a text codec would break
 ``copy_records_to_table`` ("no binary format encoder for type jsonb", FACTS.md).
+
+Every wait on the pool is bounded (:class:`BoundedPool`): measured with the database frozen
+(SIGSTOP), a query cancelled by the caller's timeout left the connection's release waiting for
+the cancellation until ``command_timeout`` (60 s), so a request with its own deadline still
+hung. ``acquire(timeout=…)`` also bounds that release (asyncpg uses the acquire timeout for it).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
 import asyncpg
 import msgspec
+
+from levered.errors import Unavailable
+
+DB_WAIT_S: Final = 5.0
+"""How long a request waits on the database (a connection, its statements, the release)
+before it answers 503 + ``Retry-After``: a healthy statement of the request paths takes
+milliseconds, and /ready already reports a database that does not answer within 2 s."""
+RETRY_AFTER_S: Final = 2
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -30,12 +48,55 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=init_connection, command_timeout=60
+class BoundedPool(asyncpg.Pool):
+    """A pool whose ``acquire`` (and so the release of what it hands out, and ``fetch`` & co.)
+    waits at most :data:`DB_WAIT_S` unless the caller names its own timeout."""
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=DB_WAIT_S if timeout is None else timeout)
+
+
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    connection_class: type[asyncpg.Connection] = asyncpg.Connection,
+) -> asyncpg.Pool:
+    pool = BoundedPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        connection_class=connection_class,
+        record_class=asyncpg.Record,
+        init_size=None,
+        loop=None,
+        connect=None,
+        setup=None,
+        init=init_connection,
+        reset=None,
+        command_timeout=60,
     )
-    assert pool is not None
+    await pool
     return pool
+
+
+@asynccontextmanager
+async def database_deadline(what: str, seconds: float = DB_WAIT_S) -> AsyncIterator[None]:
+    """Bound a request path's database work: past ``seconds`` it is cancelled and the caller
+    gets :class:`Unavailable` (503 + ``Retry-After``) instead of waiting for ever on a hung
+    database. Use it with :class:`BoundedPool`, whose releases are bounded too."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise Unavailable(
+            f"the database did not answer within {seconds:g} s ({what}); retry shortly",
+            retry_after=RETRY_AFTER_S,
+            details={"cause": "database_timeout"},
+        ) from None
 
 
 async def connect(url: str) -> asyncpg.Connection:

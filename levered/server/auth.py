@@ -12,6 +12,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import Provide
 
+from levered.db.pool import database_deadline
 from levered.services.auth import Principal, authenticate
 
 
@@ -25,12 +26,14 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
 
 
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    return await authenticate(request.app.state.pool, _bearer(request))
+    async with database_deadline("checking the credentials"):
+        return await authenticate(request.app.state.pool, _bearer(request))
 
 
 async def provide_api_principal(request: Request[Any, Any, Any]) -> Principal:
     token = _bearer(request) or request.headers.get("x-api-key")
-    return await authenticate(request.app.state.pool, token, api_key_only=True)
+    async with database_deadline("checking the API key"):
+        return await authenticate(request.app.state.pool, token, api_key_only=True)
 
 
 DEPENDENCIES = {

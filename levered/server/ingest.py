@@ -14,6 +14,7 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 
+from levered.db.pool import database_deadline
 from levered.schemas.ingest import MAX_BODY_BYTES, IngestResult
 from levered.server.envelope import meta
 from levered.services.auth import Principal
@@ -27,7 +28,9 @@ _DESCRIPTION = (
     "than 500 events, or no valid event (`details` names each problem by JSON path). 403: an "
     "optimization_id is unknown or another organization's (nothing stored). 409: the "
     "organization is not on the managed warehouse. 413: body over 5 MB. 503: storage failed, "
-    "nothing stored, retry after `Retry-After` seconds."
+    "nothing stored, retry after `Retry-After` seconds; also when the database does not answer "
+    "within 5 s (`details.cause` `database_timeout`: the batch may or may not be stored, so "
+    "resend it with the same idempotency keys)."
 )
 
 
@@ -40,18 +43,22 @@ class IngestController(Controller):
     async def exposures(
         self, request: Request[Any, Any, Any], api_principal: NamedDependency[Principal]
     ) -> Response[IngestResult]:
-        outcome = await ingest_exposures(
-            request.app.state.pool, api_principal.organization_id, await request.body()
-        )
+        body = await request.body()
+        async with database_deadline("storing the batch"):
+            outcome = await ingest_exposures(
+                request.app.state.pool, api_principal.organization_id, body
+            )
         return _response(request, api_principal, outcome)
 
     @post("/rewards", summary="Store a batch of rewards.", description=_DESCRIPTION)
     async def rewards(
         self, request: Request[Any, Any, Any], api_principal: NamedDependency[Principal]
     ) -> Response[IngestResult]:
-        outcome = await ingest_rewards(
-            request.app.state.pool, api_principal.organization_id, await request.body()
-        )
+        body = await request.body()
+        async with database_deadline("storing the batch"):
+            outcome = await ingest_rewards(
+                request.app.state.pool, api_principal.organization_id, body
+            )
         return _response(request, api_principal, outcome)
 
 

@@ -30,6 +30,7 @@ Replay: a decision's kernel seed is ``decision_seed(model_version, decision_id.i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import numpy as np
 
 from levered.bandit.sampler import Sampler, decision_seed
 from levered.db import serving as db
+from levered.db.pool import database_deadline
 from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
@@ -343,13 +345,18 @@ async def _sticky(
             config.remember(anonymous_id, mine)
         return fresh
     if request.dry_run:
-        async with state.claims.acquire() as conn:
+        async with (
+            database_deadline("reading the sticky assignment"),
+            state.claims.acquire() as conn,
+        ):
             found = await db.select_assignment(conn, config.id, anonymous_id, config.live_since)
         if found is None:
             return fresh
     else:
         row = (config.id, anonymous_id, config.organization_id, *mine)
-        found = await state.claim_batcher.claim(row, config.live_since)
+        async with database_deadline("claiming the sticky assignment"):
+            # shielded: a claim given up on still completes (or fails) for the batch it is in
+            found = await asyncio.shield(state.claim_batcher.claim(row, config.live_since))
     config.remember(anonymous_id, found)
     return _from_assignment(found)
 

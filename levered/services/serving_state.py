@@ -40,7 +40,7 @@ from levered.bandit.posterior import Posterior, make_posterior
 from levered.bandit.sampler import Pool, Sampler
 from levered.bandit.variants import Level, VariantSpace
 from levered.db import serving as db
-from levered.db.pool import init_connection
+from levered.db.pool import create_pool, database_deadline
 from levered.errors import NotFound
 from levered.schemas.optimizations import Status
 from levered.services.assignment_claims import ClaimBatcher
@@ -324,13 +324,8 @@ class ServingState:
         if self._dsn is None or self._listener is not None:
             return
         # min_size 0: no connection is opened here, so a database that is down only fails claims.
-        self._claims = await asyncpg.create_pool(
-            self._dsn,
-            min_size=0,
-            max_size=CLAIM_CONNECTIONS,
-            init=init_connection,
-            connection_class=_ClaimConnection,
-            command_timeout=60,
+        self._claims = await create_pool(
+            self._dsn, min_size=0, max_size=CLAIM_CONNECTIONS, connection_class=_ClaimConnection
         )
         self._listener = asyncio.create_task(self._listen_forever(), name="levered-serving-listen")
         with contextlib.suppress(TimeoutError):
@@ -366,7 +361,8 @@ class ServingState:
         if task is None:
             task = asyncio.create_task(self._first_load(optimization_id))
             self._loading[optimization_id] = task
-        found = await asyncio.shield(task)
+        async with database_deadline("loading the optimization"):
+            found = await asyncio.shield(task)  # the load goes on for later requests
         if found is None:
             raise _not_found(optimization_id)
         return found

@@ -1,0 +1,128 @@
+"""A hung database (every PostgreSQL process stopped with SIGSTOP) under a running server:
+ingestion and serves that need the database answer 503 + ``Retry-After`` within their bound
+instead of waiting until the client gives up; a sticky user this process already knows is
+served without the database at all; everything works again once PostgreSQL resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from levered.db import migrations
+from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.pool import connect
+from tests.conftest import Org, launch_server, make_org, stop_server
+from tests.integration.test_serving import definition, insert_metric
+
+pytestmark = pytest.mark.slow
+PATIENT = 30.0  # the client's own patience: far beyond the server's bound (5 s twice at most)
+
+
+def _cluster_pids(pgdata: Path) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, WAL writer, …), from /proc."""
+    master = int((pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path("/proc", entry, "status").read_text()
+        except OSError:
+            continue
+        ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if int(ppid) == master:
+            children.append(int(entry))
+    return [master, *children]
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test alone (the session's must not be frozen)."""
+    server = EmbeddedPostgres(reachable_tempdir("levered-frozen-") / "data", durable=False)
+    url = server.start()
+
+    async def migrate() -> None:
+        conn = await connect(url)
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    anyio.run(migrate)
+    try:
+        yield server
+    finally:
+        for pid in _cluster_pids(server.pgdata):
+            os.kill(pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_a_frozen_database_gets_503_with_retry_after_not_a_hang(
+    own_cluster: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    url = own_cluster.url
+
+    async def setup() -> tuple[Org, str]:
+        conn = await connect(url)
+        try:
+            org = await make_org(conn, f"Frozen {uuid.uuid4().hex[:8]}")
+            metric = await insert_metric(conn, org)
+            return org, str(metric)
+        finally:
+            await conn.close()
+
+    org, metric = anyio.run(setup)
+    port = free_port()
+    server = launch_server(url, port, tmp_path / "server.log", serve_rate_limit="0")
+    base = f"http://127.0.0.1:{port}/api/v2"
+    try:
+        with httpx.Client(base_url=base, timeout=PATIENT) as http:
+            created = http.post(
+                "/optimizations", json=definition(uuid.UUID(metric)), headers=org.headers
+            )
+            assert created.status_code == 201, created.text
+            opt = created.json()["id"]
+            first = http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "known"})
+            assert first.status_code == 200, first.text
+            exposure = {
+                "anonymous_id": "u1",
+                "optimization_id": opt,
+                "variant": first.json()["variant"],
+            }
+
+            pids = _cluster_pids(own_cluster.pgdata)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                again = http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "known"})
+                assert again.status_code == 200, again.text
+                assert again.json()["variant"] == first.json()["variant"]
+
+                for response in (
+                    http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "new"}),
+                    http.post(
+                        "/ingest/exposures", json={"events": [exposure]}, headers=org.headers
+                    ),
+                ):
+                    assert response.status_code == 503, response.text
+                    assert int(response.headers["retry-after"]) >= 1
+                    error = response.json()["error"]
+                    assert error["code"] == "unavailable"
+                    assert error["details"]["cause"] == "database_timeout"
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+
+            stored = http.post(
+                "/ingest/exposures", json={"events": [exposure]}, headers=org.headers
+            )
+            assert stored.status_code == 200, stored.text
+            new = http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "new"})
+            assert new.status_code == 200, new.text
+    finally:
+        stop_server(server)
