@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ def start(
     import anyio
 
     from levered.db.database import open_database
+    from levered.db.supervisor import Supervisor
     from levered.server.port import claim_port
     from levered.server.run import default_loop, run_asgi
     from levered.services.setup import prepare_database
@@ -44,11 +46,19 @@ def start(
             EXIT_USAGE,
         )
     settings = load_settings(host=host, port=port, workers=workers)
+    logging.basicConfig(  # this process's own messages (the supervisor's); workers log alike
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     port_lock = claim_port(settings.host, settings.port)  # held until the process ends
     # Until the ASGI server installs its own handlers, SIGTERM must unwind through `finally`
     # so that the embedded PostgreSQL is stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     database = open_database(settings)
+    supervisor = (
+        Supervisor(database.embedded).start()
+        if database.embedded is not None and database.embedded.owned
+        else None
+    )
     try:
         where = (
             "embedded PostgreSQL in " + str(database.data_dir)
@@ -80,5 +90,7 @@ def start(
             loop=loop,
         )
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         database.close()
         port_lock.close()

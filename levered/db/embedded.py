@@ -202,6 +202,23 @@ class EmbeddedPostgres:
             process.send_signal(signal.SIGQUIT)
             process.wait(STOP_TIMEOUT_S)
 
+    def exit_code(self) -> int | None:
+        """The exit status of the PostgreSQL this object started, once it has exited (None
+        while it runs, and for a server it reused or never started)."""
+        process = self._process
+        return None if process is None else process.poll()
+
+    def restart(self) -> None:
+        """Start PostgreSQL again on the same port (clients keep their URL), after it exited
+        under us; reuses a server someone else started there meanwhile."""
+        if self.port is None:
+            raise RuntimeError("embedded PostgreSQL was never started")
+        self._process = None
+        if self._running_port() == self.port:
+            return
+        if not self._spawn(self.port):
+            raise ConfigurationError(f"port {self.port} is taken; see {self._log_path()}")
+
     def __enter__(self) -> EmbeddedPostgres:
         self.start()
         return self

@@ -114,3 +114,29 @@ def test_loop_uvloop_without_uvloop_is_a_usage_error_and_starts_nothing(tmp_path
     assert done.stdout.strip() == "asyncio"
     assert "--loop uvloop: uvloop is not installed" in done.stderr
     assert not (tmp_path / "data").exists()  # no embedded PostgreSQL was created
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["stopped", "killed"])
+def test_the_server_starts_its_postgresql_again_when_it_exits(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    """PostgreSQL stopped (``pg_ctl stop -m fast`` is SIGINT) or killed under a running
+    server: the server starts it again on the same port and says so; /ready is 200 again."""
+    data_dir = reachable_tempdir("levered-srv-") / "data"
+    port = free_port()
+    log = tmp_path / "server.log"
+    server = _start(data_dir, port, log)
+    try:
+        _wait_ready(server, port, log)
+        first = _postmaster_pid(data_dir)
+        assert first is not None
+        os.kill(first, how)
+        assert _gone(first)
+        _wait_ready(server, port, log)  # fails after 90 s if nobody starts it again
+        second = _postmaster_pid(data_dir)
+        assert second is not None and second != first
+        assert "embedded PostgreSQL exited" in log.read_text()
+        assert "running again" in log.read_text()
+    finally:
+        _stop(server, signal.SIGINT)
+    assert second is not None and _gone(second), "Ctrl-C still stops the restarted PostgreSQL"
