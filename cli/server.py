@@ -80,6 +80,7 @@ def start(
                 f"{credentials.path} | cut -d= -f2)\n"
             )
         os.environ["LEVERED_DATABASE_URL"] = database.url
+        os.environ["LEVERED_DATA_DIR"] = str(database.data_dir)  # the workers' exposure spool
         notice(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
         run_asgi(
             settings.host,

@@ -20,13 +20,16 @@ bytes replayed, so Litestar's 400 is the one it always gave), bodies without a s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import msgspec
@@ -44,6 +47,7 @@ from levered.server.auth import provide_api_principal, provide_principal
 from levered.server.envelope import _CLIENT_ID, meta
 from levered.services.auth import Principal
 from levered.services.exposure_buffer import ExposureBuffer
+from levered.services.exposure_spool import ExposureSpool
 from levered.services.rate_limit import TokenBucketLimiter
 from levered.services.serving import serve
 from levered.services.serving_state import ServingState
@@ -319,6 +323,18 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def spool_of(settings: Settings) -> ExposureSpool | None:
+    """The disk spool of this server's served exposures: ``<data dir>/spool/<database>``, one
+    directory per database so that rows are only ever replayed into the database they were
+    served from. None without a configured data directory (an app embedded in a test)."""
+    if not settings.data_dir or not settings.database_url:
+        return None
+    target = urlsplit(settings.database_url)
+    where = f"{target.hostname}:{target.port}{target.path}"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return ExposureSpool(Path(settings.data_dir).expanduser() / "spool" / digest)
+
+
 def serving_lifespan(
     settings: Settings,
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
@@ -330,7 +346,7 @@ def serving_lifespan(
         await asyncio.to_thread(warm_up)
         _RNG.seed(secrets.randbits(128))  # per process, even when the module was imported pre-fork
         state = ServingState(app.state.pool, settings.database_url)
-        buffer = ExposureBuffer(app.state.pool)
+        buffer = ExposureBuffer(app.state.pool, spool=spool_of(settings))
         limiter = (
             TokenBucketLimiter(settings.serve_rate_limit, settings.serve_rate_burst)
             if settings.serve_rate_limit > 0

@@ -8,9 +8,12 @@ accumulated with one ``COPY`` per table every ``interval`` seconds (50 ms), or a
 Durability promise (docs/serving.md): a serve's exposure is acknowledged *before* it is durable.
 A clean shutdown (SIGINT/SIGTERM, lifespan exit) writes everything; a crash of the process loses
 at most what arrived since the last flush (≈ one interval). While the database is unreachable,
-rows are kept and retried, up to ``max_pending`` (the oldest are dropped beyond that, counted in
-``stats.dropped``). The ingestion API stays the exactly-once path for events that must not be
-lost: send exposures there (with idempotency keys) and serve with ``dry_run`` if that matters.
+rows go to a disk spool (:mod:`levered.services.exposure_spool`) and are written from there once
+it answers — through a crash or restart in between, exactly once; only where the spool cannot be
+written (no spool, disk full) are they kept in memory, up to ``max_pending`` (the oldest are
+dropped beyond that, counted in ``stats.dropped``). A crash of the process itself while the
+database is up still loses at most the last interval; the ingestion API stays the exactly-once
+path for events that must not be lost (idempotency keys), with ``dry_run`` serves.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import asyncpg
 
 from levered.db import Connection
 from levered.db import serving as db
+from levered.db.spooled_exposures import store_spooled
+from levered.services.exposure_spool import ExposureSpool
 
 log = logging.getLogger("levered.serving")
 
@@ -42,6 +47,8 @@ class BufferStats:
     failed_flushes: int = 0
     assignments_written: int = 0
     assignments_dropped: int = 0
+    spooled: int = 0
+    replayed: int = 0
 
 
 class ExposureBuffer:
@@ -52,8 +59,11 @@ class ExposureBuffer:
         interval: float = FLUSH_INTERVAL_S,
         max_events: int = FLUSH_EVENTS,
         max_pending: int = MAX_PENDING,
+        spool: ExposureSpool | None = None,
     ) -> None:
         self._pool = pool
+        self.spool = spool
+        self._spool_waiting = False
         self.interval = interval
         self.max_events = max_events
         self.max_pending = max_pending
@@ -77,6 +87,11 @@ class ExposureBuffer:
         self._assignments.append(row)
 
     def start(self) -> None:
+        if self.spool is not None:
+            adopted = self.spool.adopt_orphans()
+            if adopted:
+                log.warning("%d spool files of stopped processes will be written", adopted)
+            self._spool_waiting = bool(self.spool.pending())
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="levered-exposure-buffer")
 
@@ -91,10 +106,10 @@ class ExposureBuffer:
             if await self.flush() or not (self._exposures or self._assignments):
                 break
             await asyncio.sleep(0.1 * 2**attempt)
-        if self._exposures:
+        if self._exposures and not self._to_spool(self._exposures):
             log.error("shutdown: %d served exposures could not be written", len(self._exposures))
             self.stats.dropped += len(self._exposures)
-            self._exposures = []
+        self._exposures = []
 
     async def flush(self) -> bool:
         """Write what is buffered now; False when the database refused (rows are kept)."""
@@ -102,7 +117,7 @@ class ExposureBuffer:
             exposures, self._exposures = self._exposures, []
             assignments, self._assignments = self._assignments, []
             if not exposures and not assignments:
-                return True
+                return await self._replay_spool()
             try:
                 async with self._pool.acquire() as conn:
                     if assignments:
@@ -111,11 +126,53 @@ class ExposureBuffer:
                         await db.copy_exposures(conn, exposures)
             except _FAILURES as exc:
                 self.stats.failed_flushes += 1
-                self._requeue(exposures)
-                log.warning("exposure flush failed (%s); %d rows kept", exc, len(self._exposures))
+                if not self._to_spool(exposures):
+                    self._requeue(exposures)
+                    log.warning(
+                        "exposure flush failed (%s); %d rows kept", exc, len(self._exposures)
+                    )
                 return False
             self.stats.written += len(exposures)
+            return await self._replay_spool()
+
+    def _to_spool(self, rows: list[db.ExposureRow]) -> bool:
+        """Move ``rows`` to the disk spool; False (rows untouched) when that is impossible."""
+        if self.spool is None or not rows:
+            return False
+        try:
+            path = self.spool.write(rows)
+        except OSError as exc:
+            log.error("cannot spool %d served exposures to disk: %s", len(rows), exc)
+            return False
+        self.stats.spooled += len(rows)
+        self._spool_waiting = True
+        log.warning("database unavailable: %d served exposures spooled to %s", len(rows), path)
+        return True
+
+    async def _replay_spool(self) -> bool:
+        """Write the spool files, oldest first; False at the first that fails (kept)."""
+        if not self._spool_waiting or self.spool is None:
             return True
+        for path in self.spool.pending():
+            try:
+                rows = self.spool.read(path)
+            except (OSError, ValueError) as exc:  # msgspec's DecodeError is a ValueError
+                log.error("unreadable spool file %s set aside: %s", path, exc)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_name(path.name + ".unreadable"))
+                continue
+            try:
+                async with self._pool.acquire() as conn:
+                    new = await store_spooled(conn, rows)
+            except _FAILURES as exc:
+                log.warning("spooled exposures not written yet (%s)", exc)
+                return False
+            path.unlink(missing_ok=True)
+            self.stats.replayed += new
+            self.stats.written += new
+            log.warning("wrote %d spooled exposures from %s", new, path.name)
+        self._spool_waiting = False
+        return True
 
     async def _write_assignments(
         self, conn: Connection, assignments: list[db.AssignmentRow]

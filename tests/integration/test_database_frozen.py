@@ -57,8 +57,9 @@ def own_cluster() -> Iterator[EmbeddedPostgres]:
     try:
         yield server
     finally:
-        for pid in _cluster_pids(server.pgdata):
-            os.kill(pid, signal.SIGCONT)
+        if (server.pgdata / "postmaster.pid").exists():
+            for pid in _cluster_pids(server.pgdata):
+                os.kill(pid, signal.SIGCONT)
         server.stop()
 
 
