@@ -26,7 +26,7 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -45,6 +45,7 @@ from levered.schemas.common import ErrorBody, ErrorEnvelope, ErrorMeta, Response
 from levered.schemas.serving import BestVariantRequest, ServeRequest, ServeResponse, with_meta
 from levered.server.auth import provide_api_principal, provide_principal
 from levered.server.envelope import _CLIENT_ID, meta
+from levered.server.serve_auth import ServeCredentials
 from levered.services.auth import Principal
 from levered.services.exposure_buffer import ExposureBuffer
 from levered.services.exposure_spool import ExposureSpool
@@ -72,6 +73,7 @@ class ServingRuntime:
     buffer: ExposureBuffer
     limiter: TokenBucketLimiter | None
     require_key: bool
+    credentials: ServeCredentials = field(default_factory=ServeCredentials)
 
 
 async def serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
@@ -81,9 +83,14 @@ async def serve_caller(request: Request[Any, Any, Any]) -> Principal | None:
     runtime: ServingRuntime = request.app.state.serving
     headers = request.headers
     if runtime.require_key or "x-api-key" in headers:
-        return await provide_api_principal(request)
+        credential = headers.get("x-api-key") or headers.get("authorization") or ""
+        return await runtime.credentials.principal(
+            credential, lambda: provide_api_principal(request)
+        )
     if "authorization" in headers:  # optional credentials: an API key or a user's token
-        return await provide_principal(request)
+        return await runtime.credentials.principal(
+            headers["authorization"], lambda: provide_principal(request)
+        )
     if runtime.limiter is not None:
         address = request.client.host if request.client else "unknown"
         wait = runtime.limiter.acquire(address)

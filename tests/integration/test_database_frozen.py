@@ -1,7 +1,8 @@
 """A hung database (every PostgreSQL process stopped with SIGSTOP) under a running server:
 ingestion and serves that need the database answer 503 + ``Retry-After`` within their bound
 instead of waiting until the client gives up; a sticky user this process already knows is
-served without the database at all; everything works again once PostgreSQL resumes."""
+served without the database at all (with a key: one checked in the last minute); everything
+works again once PostgreSQL resumes."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def test_a_frozen_database_gets_503_with_retry_after_not_a_hang(
             opt = created.json()["id"]
             first = http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "known"})
             assert first.status_code == 200, first.text
+            keyed = http.post(
+                f"/optimizations/{opt}/serve", json={"anonymous_id": "known"}, headers=org.headers
+            )
+            assert keyed.status_code == 200, keyed.text  # the key was checked just now
             exposure = {
                 "anonymous_id": "u1",
                 "optimization_id": opt,
@@ -103,6 +108,20 @@ def test_a_frozen_database_gets_503_with_retry_after_not_a_hang(
                 again = http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "known"})
                 assert again.status_code == 200, again.text
                 assert again.json()["variant"] == first.json()["variant"]
+                # A key checked a moment ago still serves; one never checked cannot.
+                for _ in range(2):
+                    with_key = http.post(
+                        f"/optimizations/{opt}/serve",
+                        json={"anonymous_id": "known"},
+                        headers=org.headers,
+                    )
+                    assert with_key.status_code == 200, with_key.text
+                unknown = http.post(
+                    f"/optimizations/{opt}/serve",
+                    json={"anonymous_id": "known"},
+                    headers={"x-api-key": "lvk_abcd1234_" + "s" * 40},  # well formed
+                )
+                assert unknown.status_code == 503, unknown.text
 
                 for response in (
                     http.post(f"/optimizations/{opt}/serve", json={"anonymous_id": "new"}),
