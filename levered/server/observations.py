@@ -15,7 +15,10 @@ from levered.services import observations as service
 from levered.services.auth import Principal
 from levered.services.warehouse import Warehouse
 
-Page = Annotated[int, Parameter(ge=1, description="Page number, from 1.")]
+MAX_PAGE = 10**9
+"""Bounded so that the row offset ``(page - 1) * size`` always fits PostgreSQL's bigint (an
+unbounded page overflowed it: a 500)."""
+Page = Annotated[int, Parameter(ge=1, le=MAX_PAGE, description=f"Page number, 1–{MAX_PAGE:,}.")]
 Size = Annotated[int, Parameter(ge=1, le=500, description="Observations per page, 1–500.")]
 
 
