@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from levered import __version__
 from levered.db.pool import create_pool
@@ -22,6 +21,8 @@ from levered.errors import ConfigurationError
 from levered.server.auth import DEPENDENCIES
 from levered.server.envelope import EXCEPTION_HANDLERS
 from levered.server.models import scheduler_lifespan
+from levered.server.openapi import DocumentedJson, DocumentedSwagger
+from levered.server.options import answer_options
 from levered.server.routes import ROUTE_HANDLERS
 from levered.server.serving import serving_lifespan
 from levered.settings import Settings, load_settings
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=answer_options,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="Levered API",
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             description="Bandit optimization of product surfaces. Errors use one envelope: "
             '{"error": {"code", "message", "details"?}, "meta": {"request_id"}}.',
             path="/schema",
-            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            render_plugins=[DocumentedJson(), DocumentedSwagger()],
         ),
         debug=False,
     )
