@@ -67,23 +67,33 @@ SELECT DISTINCT holdout, anonymous_id FROM (
 """Users whose outcome the pass can change: those with rows in the replaced buckets, before
 and after."""
 
-USER_TOTALS: Final = """
-SELECT c.holdout, count(o.outcome) AS users, coalesce(sum(o.outcome), 0) AS outcome_sum,
-       coalesce(sum(o.outcome * o.outcome), 0) AS outcome_sumsq
-FROM {users} AS c
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN $2 THEN max(u.outcome) ELSE sum(u.outcome) END AS outcome
-    FROM observation_users AS u
-    WHERE u.optimization_id = $1 AND u.holdout = c.holdout AND u.anonymous_id = c.anonymous_id
-) AS o
-GROUP BY c.holdout
+_TOTALS_OF: Final = """
+WITH per_user AS (
+    SELECT u.holdout, CASE WHEN $2 THEN max(u.outcome) ELSE sum(u.outcome) END AS outcome
+    FROM {rows}
+    GROUP BY u.holdout, u.anonymous_id
+)
+SELECT holdout, count(*) AS users, coalesce(sum(outcome), 0) AS outcome_sum,
+       coalesce(sum(outcome * outcome), 0) AS outcome_sumsq
+FROM per_user GROUP BY holdout
 """
-"""Σ over the given users of their outcome (max of their rows for bool, sum for numeric) and of
-its square, per arm; a user without rows counts nowhere. ``{users}`` is ``pass_changed`` or,
-for a rebuild, every user of the optimization."""
+"""Σ over users of their outcome (max of their rows for bool, sum for numeric) and of its
+square, per arm, from the user rows ``{rows}`` (aliased ``u``); a user without rows counts
+nowhere. Set-based on purpose: the per-user LATERAL probe this replaced cost 60 s of a 102 s
+incremental pass at 10⁷ exposures (a random index probe per changed user), the hash join 8 s
+(benchmarks/README.md)."""
 
-AFTER_TOTALS: Final = """
-WITH outcomes AS (
+ALL_TOTALS: Final = _TOTALS_OF.format(rows="observation_users AS u WHERE u.optimization_id = $1")
+"""Every user's totals (a rebuild)."""
+
+CHANGED_TOTALS: Final = _TOTALS_OF.format(
+    rows="pass_changed AS c JOIN observation_users AS u ON u.optimization_id = $1 "
+    "AND u.holdout = c.holdout AND u.anonymous_id = c.anonymous_id"
+)
+"""The changed users' totals as they are before the pass."""
+
+AFTER_TOTALS: Final = _TOTALS_OF.format(
+    rows="""(
     SELECT u.holdout, u.anonymous_id, u.outcome
     FROM pass_changed AS c
     JOIN observation_users AS u
@@ -92,25 +102,12 @@ WITH outcomes AS (
                       WHERE u.bucket >= r.lo AND u.bucket < r.hi)
     UNION ALL
     SELECT holdout, anonymous_id, outcome FROM pass_users
-),
-per_user AS (
-    SELECT holdout, CASE WHEN $2 THEN max(outcome) ELSE sum(outcome) END AS outcome
-    FROM outcomes GROUP BY holdout, anonymous_id
+) AS u"""
 )
-SELECT holdout, count(*) AS users, coalesce(sum(outcome), 0) AS outcome_sum,
-       coalesce(sum(outcome * outcome), 0) AS outcome_sumsq
-FROM per_user GROUP BY holdout
-"""
 """The changed users' totals as they will be after the pass — their rows outside the replaced
 ranges ($3, $4) and their staged rows — computed *before* the replacement: probing the index
 after the delete and insert walks every dead row version of the replaced buckets (measured
 11× slower at 10⁶ exposures, benchmarks/README.md)."""
-
-CHANGED_TOTALS: Final = USER_TOTALS.format(users="pass_changed")
-
-ALL_USERS: Final = (
-    "(SELECT DISTINCT holdout, anonymous_id FROM observation_users WHERE optimization_id = $1)"
-)
 
 DELETE_CELLS_IN: Final = """
 DELETE FROM {table} AS t USING unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
@@ -265,9 +262,7 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
         for table in ("observation_cells", "observation_users"):
             await conn.execute(DELETE_ALL.format(table=table), opt, timeout=timeout_s)
         await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
-        arms = await _user_totals(
-            conn, USER_TOTALS.format(users=ALL_USERS), opt, w.bool_metric, timeout_s
-        )
+        arms = await _user_totals(conn, ALL_TOTALS, opt, w.bool_metric, timeout_s)
     else:
         await conn.execute(CHANGED_USERS, opt, lo, hi, timeout=timeout_s)
         await conn.execute("ANALYZE pass_changed; ANALYZE pass_users", timeout=timeout_s)
