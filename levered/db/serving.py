@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from levered.db import Connection
+from levered.db.warehouse import TWIN_LOCK, TWIN_WINDOW
 
 CHANNEL: Final = "levered_serving"
 """The NOTIFY channel of migrations/0006_serving.sql (payload: an optimization id)."""
@@ -108,6 +109,34 @@ ASSIGNMENT_COLUMNS: Final = (
     "model_version",
 )
 
+# Exclusive, for the flush's transaction: waits for the ingestion batches of these
+# optimizations that are checking for twins, and they for it (levered/db/warehouse.py).
+LOCK_TWIN_CHECKS: Final = """
+SELECT pg_advisory_xact_lock($1, k)
+FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest($2::uuid[]) AS id ORDER BY 1) AS keys
+"""
+# Marks the optimizations served (the first time: $7 holds their distinct ids) and deletes the
+# ingested twins of the rows just copied: per served row of an optimization with ingested
+# exposures, an index range scan of exposures_attribution_idx; none for the others.
+SETTLE_TWINS: Final = """
+WITH served AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::integer[], $5::timestamptz[])
+        AS s(organization_id, optimization_id, anonymous_id, variant_number, at)
+), marked AS (
+    UPDATE optimizations SET first_served_at = now()
+    WHERE id = ANY($7::uuid[]) AND first_served_at IS NULL
+), probed AS MATERIALIZED (  -- before the probes (inlined, it was joined after them)
+    SELECT * FROM served
+    WHERE optimization_id IN (SELECT id FROM optimizations
+                              WHERE id = ANY($7::uuid[]) AND first_ingested_at IS NOT NULL)
+)
+DELETE FROM warehouse.exposures e USING probed s
+WHERE e.optimization_id = s.optimization_id AND e.anonymous_id = s.anonymous_id
+  AND e."timestamp" BETWEEN s.at - $6::interval AND s.at + $6::interval
+  AND e.decision_id IS NULL AND e.organization_id = s.organization_id
+  AND e.variant_number = s.variant_number
+"""
+
 ExposureRow = tuple[
     UUID, UUID, str, dict[str, Any], int, dict[str, Any], datetime, float, UUID, int | None, bool
 ]
@@ -173,10 +202,43 @@ async def claim_assignments(
 
 
 async def copy_exposures(conn: Connection, rows: Sequence[ExposureRow]) -> None:
-    """One COPY, one transaction: every row or none (no idempotency key, so no conflicts)."""
-    await conn.copy_records_to_table(
-        "exposures", schema_name="warehouse", columns=list(EXPOSURE_COLUMNS), records=rows
+    """One COPY in one transaction: every row or none (no idempotency key, so no conflicts).
+
+    The same transaction settles twins (:mod:`levered.db.warehouse`, "Twins of served
+    exposures"): :func:`lock_twin_checks` before the COPY, :func:`settle_twins` after it.
+    """
+    if not rows:
+        return
+    async with conn.transaction():
+        await lock_twin_checks(conn, rows)
+        await conn.copy_records_to_table(
+            "exposures", schema_name="warehouse", columns=list(EXPOSURE_COLUMNS), records=rows
+        )
+        await settle_twins(conn, rows)
+
+
+async def lock_twin_checks(conn: Connection, rows: Sequence[ExposureRow]) -> None:
+    """Take the twin locks of the rows' optimizations for this transaction (exclusive: waits
+    for ingestion batches checking those optimizations for twins). Call it in the transaction
+    that stores served ``rows``, before storing them."""
+    await conn.execute(LOCK_TWIN_CHECKS, TWIN_LOCK, list({row[1] for row in rows}))
+
+
+async def settle_twins(conn: Connection, rows: Sequence[ExposureRow]) -> int:
+    """Mark the rows' optimizations served and delete the ingested twins of ``rows``; returns
+    how many were deleted. Call it after storing them, in the same transaction, which
+    :func:`lock_twin_checks` locked first. Any path that stores served exposures must."""
+    status = await conn.execute(
+        SETTLE_TWINS,
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        [row[2] for row in rows],
+        [row[4] for row in rows],
+        [row[6] for row in rows],
+        TWIN_WINDOW,
+        list({row[1] for row in rows}),
     )
+    return int(status.rsplit(" ", 1)[1])  # "DELETE <n>"
 
 
 async def copy_assignments(conn: Connection, rows: Sequence[AssignmentRow]) -> None:

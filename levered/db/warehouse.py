@@ -16,6 +16,40 @@ Writes (ingestion)
     nothing of the batch is stored and the client may resend it as is. ``synchronous_commit``
     is left on, so a batch is durable when this returns.
 
+Twins of served exposures (:func:`store_exposures` with ``served``)
+    A serve stores its own exposure (:func:`levered.db.serving.copy_exposures`); an app that
+    also sends that exposure here would store it twice, and last-touch attribution would then
+    count the user twice (one 0, one 1: rates halved). So an ingested exposure is the *twin* of
+    a served one when both have the same organization, optimization, anonymous id and variant
+    number and their timestamps are at most :data:`TWIN_WINDOW` (60 s) apart, and a twin is
+    stored once, as the served row (it carries the decision id, propensity and model version
+    that replay and bias correction need). Whichever of the two arrives second is the one not
+    stored: a batch here skips events whose served twin is stored (they count as duplicates);
+    the serve buffer's flush deletes ingested twins (``decision_id IS NULL``) in the
+    transaction of its COPY. A decision id alone does not identify a serve (a sticky user gets
+    the same one on every serve), which is why the rule is the user, variant and time.
+
+    60 s: the served time is the server's clock at the serve; the ingested one is the SDK's
+    clock when the app called ``track_exposure`` (or, when absent, the time the batch reached
+    this server, after the SDK's 1 s batching and any retry backoff, capped at 30 s). 60 s
+    covers those and a few seconds of clock skew, and is far below any conversion window (an
+    hour or more): merging two exposures of the same user and variant that close changes no
+    last-touch credit unless a reward falls between them.
+
+    Only events of optimizations with ``first_served_at`` set (migration 0012: those with
+    served exposures, read in the batch's one context query) are probed, so the common path
+    stays one COPY; likewise a flush only probes for optimizations with ``first_ingested_at``
+    set (set by a statement of its own before an optimization's first ingested rows). A batch
+    with events to probe goes in with one ``INSERT … SELECT FROM unnest(…) WHERE NOT EXISTS
+    (served twin) ON CONFLICT DO NOTHING`` (an index range probe of
+    ``exposures_attribution_idx`` per event of a served optimization, none for the others),
+    bracketed by a *shared* advisory lock per served optimization; the flush takes the same
+    locks *exclusively* for its transaction. Such a batch and a flush of the same optimization
+    thus never overlap, and each one's probe sees the other's committed rows: no race between
+    them. What remains: an optimization's very first flush and a batch that read "never
+    served" just before that flush committed are not ordered (a window of milliseconds, once
+    per optimization).
+
 Reads on behalf of an organization (warehouse queries, metric SQL)
     Enforced by PostgreSQL, not by this code (``migrations/0002_warehouse_security.sql``): each
     organization has its own LOGIN role with a random name and a generated password, mapped to
@@ -42,7 +76,7 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -98,12 +132,89 @@ ExposureRow = tuple[UUID, UUID, str, dict[str, Any], int, dict[str, Any], dateti
 RewardRow = tuple[UUID, str, str, float, datetime, UUID | None, dict[str, Any], str | None]
 """One reward in :data:`REWARD_COLUMNS` order."""
 
+TWIN_WINDOW: Final = timedelta(seconds=60)
+"""How far apart an ingested exposure and a served one may be timed and still be one exposure
+(module doc: why 60 s)."""
+TWIN_LOCK: Final = 0x6C76_7477
+"""First key of the advisory locks (second: ``hashtext`` of the optimization id) that keep a
+serve flush and an ingestion batch of the same optimization from overlapping."""
 
-async def store_exposures(conn: Connection, rows: Sequence[ExposureRow]) -> int:
-    """Store a batch atomically; returns how many rows were new (the rest were duplicates)."""
-    return await _store(
-        conn, "exposures", EXPOSURE_COLUMNS, INSERT_EXPOSURES_IGNORING_DUPLICATES, rows
-    )
+# Before an optimization's first ingested rows, in a statement of its own: whoever sees those
+# rows sees the mark, so a serve flush never skips a twin it could see (SETTLE_TWINS).
+MARK_INGESTED: Final = """
+UPDATE optimizations SET first_ingested_at = now()
+WHERE id = ANY($1::uuid[]) AND first_ingested_at IS NULL
+"""
+# Shared: batches of one optimization run side by side; a flush (exclusive) waits for them and
+# they for it. Keys are taken in ascending order on both sides, so two lockers cannot deadlock.
+LOCK_TWIN_CHECKS: Final = """
+SELECT pg_advisory_lock_shared($1, k)
+FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest($2::uuid[]) AS id ORDER BY 1) AS keys
+"""
+UNLOCK_TWIN_CHECKS: Final = """
+SELECT pg_advisory_unlock_shared($1, k)
+FROM (SELECT DISTINCT hashtext(id::text) AS k FROM unnest($2::uuid[]) AS id) AS keys
+"""
+# $9: probe this row (its optimization has served exposures). The EXISTS stays a per-row
+# subplan under NOT (… AND …): an index range scan of exposures_attribution_idx, and only for
+# rows with $9 true.
+INSERT_EXPOSURES_WITHOUT_SERVED_TWINS: Final = """
+INSERT INTO warehouse.exposures (organization_id, optimization_id, anonymous_id, variant,
+                                 variant_number, context, "timestamp", idempotency_key)
+SELECT t.organization_id, t.optimization_id, t.anonymous_id, t.variant, t.variant_number,
+       t.context, t.at, t.idempotency_key
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::integer[], $6::jsonb[],
+            $7::timestamptz[], $8::text[], $9::boolean[])
+    AS t(organization_id, optimization_id, anonymous_id, variant, variant_number, context, at,
+         idempotency_key, probe)
+WHERE NOT (t.probe AND EXISTS (
+    SELECT 1 FROM warehouse.exposures s
+    WHERE s.optimization_id = t.optimization_id AND s.anonymous_id = t.anonymous_id
+      AND s."timestamp" BETWEEN t.at - $10::interval AND t.at + $10::interval
+      AND s.decision_id IS NOT NULL AND s.organization_id = t.organization_id
+      AND s.variant_number = t.variant_number))
+ON CONFLICT DO NOTHING
+"""
+
+
+async def store_exposures(
+    conn: Connection,
+    rows: Sequence[ExposureRow],
+    *,
+    served: frozenset[UUID] = frozenset(),
+    unmarked: frozenset[UUID] = frozenset(),
+) -> int:
+    """Store a batch atomically; returns how many rows were new (the rest were duplicates).
+
+    ``served``: the batch's optimizations that have served exposures; their events are not
+    stored where a served twin is (module doc), and count as duplicates. ``unmarked``: those
+    without ``first_ingested_at``; it is set, and committed, before the rows are stored.
+    """
+    if unmarked:
+        try:
+            await conn.execute(MARK_INGESTED, list(unmarked))
+        except _WRITE_FAILURES as exc:
+            raise _unavailable(exc) from exc
+    if not served:
+        return await _store(
+            conn, "exposures", EXPOSURE_COLUMNS, INSERT_EXPOSURES_IGNORING_DUPLICATES, rows
+        )
+    if not rows:
+        return 0
+    ids = list(served)
+    probe = [row[1] in served for row in rows]
+    try:
+        await conn.execute(LOCK_TWIN_CHECKS, TWIN_LOCK, ids)
+        # One statement, outside any transaction block; committed before the unlock below.
+        status = await conn.execute(
+            INSERT_EXPOSURES_WITHOUT_SERVED_TWINS, *zip(*rows, strict=True), probe, TWIN_WINDOW
+        )
+        await conn.execute(UNLOCK_TWIN_CHECKS, TWIN_LOCK, ids)
+    except _WRITE_FAILURES as exc:
+        # A lock left held by a failed statement is released with the connection: the pool's
+        # reset runs pg_advisory_unlock_all(), a broken connection ends its session.
+        raise _unavailable(exc) from exc
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
 
 
 async def store_rewards(conn: Connection, rows: Sequence[RewardRow]) -> int:

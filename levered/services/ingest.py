@@ -12,7 +12,10 @@ Order of checks for one request (each step only runs when the previous passed):
    ``variant`` exactly one level of each design factor; more rejections, or 400 when nothing
    is left;
 6. idempotency keys repeated inside the batch keep their first event (later ones count as
-   duplicates); the rest is stored atomically (:mod:`levered.db.warehouse`).
+   duplicates); the rest is stored atomically (:mod:`levered.db.warehouse`). An exposure whose
+   served twin is stored — the exposure a serve already recorded for the same user and variant,
+   timed within 60 s — is not stored again and counts as a duplicate (the warehouse module's
+   "Twins of served exposures"; only optimizations that have served exposures are checked).
 
 Design cache: building a :class:`VariantSpace` means decoding ``design_factors``; the cache keeps
 one per ``(optimization id, md5 of design_factors)``. Every batch still asks PostgreSQL for the
@@ -59,11 +62,13 @@ one bound on each side keeps an event's time inside what the cells' hour buckets
 training windows are made for."""
 
 # One round trip per batch: the organization's warehouse provider, and the named optimizations
-# with their owner and a hash of their design (the LEFT JOIN yields one all-NULL optimization
-# row when none of the ids exists, so the provider always comes back).
+# with their owner, a hash of their design and whether they have served and ingested exposures
+# (the LEFT JOIN yields one all-NULL optimization row when none of the ids exists, so the
+# provider always comes back).
 SELECT_BATCH_CONTEXT: Final = """
 SELECT org.warehouse_provider, o.id, o.organization_id,
-       md5(o.design_factors::text) AS design_hash
+       md5(o.design_factors::text) AS design_hash,
+       o.first_served_at IS NOT NULL AS served, o.first_ingested_at IS NOT NULL AS ingested
 FROM organizations org LEFT JOIN optimizations o ON o.id = ANY($2::uuid[])
 WHERE org.id = $1
 """
@@ -117,7 +122,7 @@ async def ingest_exposures(
     # variant's JSON, which, unlike the dict, tells ``true`` from ``1``.
     by_int = {event.optimization_id.int: event.optimization_id for _, event in events}
     async with pool.acquire() as conn:
-        spaces = await _design_spaces(conn, organization_id, set(by_int.values()))
+        spaces, served, unmarked = await _design_spaces(conn, organization_id, set(by_int.values()))
         space_of = {opt.int: spaces[opt] for opt in by_int.values()}
         numbers: dict[tuple[int, bytes], int | None] = {}
         rows: list[warehouse.ExposureRow] = []
@@ -154,7 +159,11 @@ async def ingest_exposures(
                 )
             )
             keys.append(event.idempotency_key)
-        return await _store(conn, rows, keys, rejected, warehouse.store_exposures)
+
+        async def write(conn: Connection, rows: list[warehouse.ExposureRow]) -> int:
+            return await warehouse.store_exposures(conn, rows, served=served, unmarked=unmarked)
+
+        return await _store(conn, rows, keys, rejected, write)
 
 
 async def ingest_rewards(
@@ -292,7 +301,7 @@ async def _check_organization(
 ) -> list[asyncpg.Record]:
     """409 unless on the managed warehouse; 403 unless every id is the organization's.
 
-    Returns the rows (id, design_hash) of the named optimizations.
+    Returns the rows (id, design_hash, served, ingested) of the named optimizations.
     """
     found = await conn.fetch(SELECT_BATCH_CONTEXT, organization_id, list(ids))
     provider = found[0]["warehouse_provider"] if found else None
@@ -314,10 +323,15 @@ async def _check_organization(
 
 async def _design_spaces(
     conn: Connection, organization_id: UUID, ids: set[UUID]
-) -> dict[UUID, VariantSpace]:
+) -> tuple[dict[UUID, VariantSpace], frozenset[UUID], frozenset[UUID]]:
+    """The variant space of each id, the ids with served exposures and the ids without
+    ingested ones (both for the twin rule of :func:`warehouse.store_exposures`)."""
     spaces: dict[UUID, VariantSpace] = {}
     misses: list[UUID] = []
-    for record in await _check_organization(conn, organization_id, ids):
+    owned = await _check_organization(conn, organization_id, ids)
+    served = frozenset(record["id"] for record in owned if record["served"])
+    unmarked = frozenset(record["id"] for record in owned if not record["ingested"])
+    for record in owned:
         space = DESIGNS.get((record["id"], record["design_hash"]))
         if space is None:
             misses.append(record["id"])
@@ -328,7 +342,7 @@ async def _design_spaces(
             space = VariantSpace.of(record["design_factors"])
             DESIGNS.put((record["id"], record["design_hash"]), space)
             spaces[record["id"]] = space
-    return spaces
+    return spaces, served, unmarked
 
 
 def _event_time(
