@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from levered.db import Connection
+from levered.db import Connection, serving
 from levered.db.serving import EXPOSURE_COLUMNS, ExposureRow
 
 _TYPES: Final = (
@@ -42,8 +42,13 @@ WHERE NOT EXISTS (
 
 
 async def store_spooled(conn: Connection, rows: Sequence[ExposureRow]) -> int:
-    """Insert the rows not stored yet, in one statement (all or nothing); how many were new."""
+    """Insert the rows not stored yet, in one transaction (all or nothing) that also settles
+    their twins as every path storing served exposures must (:func:`serving.settle_twins`);
+    how many were new."""
     if not rows:
         return 0
-    status = await conn.execute(INSERT_MISSING, *(list(c) for c in zip(*rows, strict=True)))
+    async with conn.transaction():
+        await serving.lock_twin_checks(conn, rows)
+        status = await conn.execute(INSERT_MISSING, *(list(c) for c in zip(*rows, strict=True)))
+        await serving.settle_twins(conn, rows)
     return int(status.rsplit(" ", 1)[1])
