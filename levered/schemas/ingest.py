@@ -69,7 +69,9 @@ class Rejection(msgspec.Struct, frozen=True):
 
 class IngestResult(msgspec.Struct, frozen=True):
     """``accepted``: events stored by this request; ``duplicates``: valid events not stored
-    because their idempotency key was already stored (earlier, or earlier in this batch).
+    because their idempotency key was already stored (earlier, or earlier in this batch), or,
+    for exposures, because a serve already recorded the same exposure (same optimization,
+    anonymous id and variant within 60 s: its twin, docs/serving.md).
     ``accepted + duplicates + len(rejected)`` is the number of events sent."""
 
     accepted: int

@@ -368,12 +368,16 @@ INGEST_DESCRIPTION: Final = (
     "(server time when omitted) lies between 2000-01-01 and 24 h after server time "
     "(`timestamp_too_old`, `timestamp_in_future`), and an exposure's `variant` names exactly "
     "one level of each design factor of its optimization (`invalid_variant`). "
-    "200: every event stored, or already stored under its idempotency key (`duplicates`). "
+    "200: every event stored, or already stored under its idempotency key (`duplicates`; for "
+    "an exposure also: a serve already recorded it — same optimization, anonymous id and "
+    "variant within 60 s). "
     "207: some events rejected, the valid ones stored. 400: not JSON, wrong shape, 0 or more "
     f"than {MAX_EVENTS} events, or no valid event (`details` names each problem by JSON path). "
     "403: an optimization_id is unknown or another organization's (nothing stored). 409: the "
     "organization is not on the managed warehouse. 413: body over 5 MB. 503: storage failed, "
-    "nothing stored; retry after `Retry-After` seconds."
+    "nothing stored; retry after `Retry-After` seconds — or the database did not answer within "
+    "5 s (`details.cause` `database_timeout`: the batch may be stored; resend it with the same "
+    "idempotency keys)."
 )
 
 
