@@ -7,6 +7,7 @@ Isolation: every test starts from truncated tables (≈ 4 ms), never from mocks.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -81,10 +82,19 @@ END $$
 
 @pytest.fixture
 async def db_url(migrated_url: str) -> str:
-    """The migrated database, emptied before this test."""
+    """The migrated database, emptied before this test. The session's server may still be
+    writing (a serve buffer's flush locks exposures, then optimizations), so a deadlock with it
+    is retried: PostgreSQL aborted one of the two, and the flush retries on its own."""
     conn = await connect(migrated_url)
     try:
-        await conn.execute(TRUNCATE_ALL)
+        for attempt in range(5):
+            try:
+                await conn.execute(TRUNCATE_ALL)
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1)
     finally:
         await conn.close()
     return migrated_url

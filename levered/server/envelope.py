@@ -133,6 +133,11 @@ def _validation_message(exc: ValidationException) -> str:
     details = _validation_details(exc)
     if details:
         first = details[0]
+        items = exc.extra if isinstance(exc.extra, list) else []
+        given = items[0].get("source") if items and isinstance(items[0], dict) else "body"
+        source = str(getattr(given, "value", given))  # Litestar's ParamType enum, or a str
+        if source in ("query", "path", "header", "cookie") and items[0].get("key"):
+            return f"invalid {source} parameter {items[0]['key']}: {first['message']}"
         where = f" at {first['path']}" if first.get("path") else ""
         return f"invalid request body{where}: {first['message']}"
     return str(exc.detail)

@@ -136,5 +136,6 @@ async def test_a_page_past_the_last_is_a_400_naming_it(client: Client, org: Org)
         body = response.json()["error"]
         assert body["code"] == "validation_error"
         assert body["details"][0]["path"] == "$.page"
+        assert body["message"].startswith("invalid query parameter page: ")
     response = await client.get(path, params={"page": MAX_PAGE}, headers=org.headers)
     assert response.status_code == 404  # valid page, unknown optimization
