@@ -21,8 +21,8 @@ from levered.services.auth import Principal
 from levered.services.ingest import IngestOutcome, ingest_exposures, ingest_rewards
 
 _DESCRIPTION = (
-    'Body `{"events": [...]}` with 1–500 events, fields as in the managed-warehouse '
-    "ingestion doc (read raw and decoded by the service, so it is not modelled here). "
+    'Body `{"events": [...]}` with 1–500 events; the event schemas are in the document\'s '
+    "components (from the decoders' types, levered.server.openapi), the body is read raw. "
     "200: every event stored or already stored under its idempotency key. 207: the valid "
     "events were stored, `rejected` lists the others. 400: not JSON, wrong shape, 0 or more "
     "than 500 events, or no valid event (`details` names each problem by JSON path). 403: an "
