@@ -136,6 +136,10 @@ def test_the_server_starts_its_postgresql_again_when_it_exits(
         second = _postmaster_pid(data_dir)
         assert second is not None and second != first
         assert "embedded PostgreSQL exited" in log.read_text()
+        # /ready may answer before the supervisor's thread has logged that the restart is done
+        deadline = time.monotonic() + 30
+        while "running again" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "running again" in log.read_text()
     finally:
         _stop(server, signal.SIGINT)
