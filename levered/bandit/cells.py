@@ -1,7 +1,7 @@
 """Training input: observations aggregated to cells (variant × context cell).
 
 SQL aggregates matured observations to one row per (variant number, context cell) with the
-count, Σreward and Σreward² (PRODUCT.md §5); the models read nothing else, so training cost
+count, Σreward and Σreward² (docs/attribution.md); the models read nothing else, so training cost
 follows the number of cells, not the number of events. Count, sum and sum of squares are the
 sufficient statistics of both likelihoods we use: binomial (successes = Σreward, trials =
 count) and Gaussian (Σy, Σy² give the residual sum of squares for any linear predictor).

@@ -1,4 +1,4 @@
-"""The numeric parts of results (PRODUCT.md §7), all computed from joint posterior draws.
+"""The numeric parts of results (docs/training.md), all computed from joint posterior draws.
 
 Every figure is a functional of the posterior of the variants' expected rewards, so one set of
 draws r[s, v] (reward scale: probabilities for bool — the linear predictor passed through the
@@ -235,7 +235,7 @@ def summarize(
     seed: int = 0,
     context: Mapping[str, Any] | None = None,
 ) -> Results:
-    """Every numeric result of PRODUCT.md §7 that comes from the model, for one context
+    """Every numeric result (docs/training.md, "Results") that comes from the model, for one context
     (None: the population model; unseen context values fall back to it, as when serving).
     ``mab`` ignores context."""
     n_variants = posterior.n_variants

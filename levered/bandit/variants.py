@@ -1,6 +1,6 @@
 """The variant space of an optimization: every combination of one level per design factor.
 
-Numbering (PRODUCT.md §2): a variant's ``number`` is its 1-based mixed-radix index in declared
+Numbering: a variant's ``number`` is its 1-based mixed-radix index in declared
 factor and level order — the first factor is the most significant digit — so variant 1 (every
 first level) is the baseline. Its ``key`` is the level indices joined by ``.``: with factors of
 5 and 2 levels, variant 7 is levels (3, 0) and key ``"3.0"``.

@@ -1,6 +1,6 @@
 """Last-touch attribution in the warehouse, run as the organization: the shared SQL.
 
-Contract: PRODUCT.md §5; every decision is written down in docs/attribution.md.
+Every decision is written down in docs/attribution.md.
 
 Input is the metric as *normalized rows* — ``(anonymous_id text, "timestamp" timestamptz,
 value float8)`` taking one parameter ``$1``, the window start — built by

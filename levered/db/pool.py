@@ -1,7 +1,7 @@
 """The asyncpg pool and its type codecs.
 
 jsonb uses a *binary* codec (version byte + msgspec JSON): a text codec would break
-``copy_records_to_table`` ("no binary format encoder for type jsonb", FACTS.md).
+``copy_records_to_table`` (asyncpg: "no binary format encoder for type jsonb").
 
 Every wait on the pool is bounded (:class:`BoundedPool`): measured with the database frozen
 (SIGSTOP), a query cancelled by the caller's timeout left the connection's release waiting for

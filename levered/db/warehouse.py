@@ -1,7 +1,7 @@
 """The managed warehouse: idempotent batch writes, and reads confined to one organization.
 
 Writes (ingestion)
-    A batch goes in with one ``COPY`` statement (the fastest path asyncpg has, FACTS.md), which
+    A batch goes in with one ``COPY`` statement (asyncpg's fastest path), which
     PostgreSQL runs as one transaction: all of its rows or none, committed before it returns
     (no BEGIN/COMMIT round trips). ``COPY`` is not idempotent: a row whose idempotency key is
     already stored (a retried batch, or an identical batch committed concurrently) aborts it

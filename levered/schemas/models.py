@@ -1,4 +1,4 @@
-"""Wire Structs of ``/api/v2/models`` (PRODUCT.md §2 Model, §4.3, §6). Decisions:
+"""Wire Structs of ``/api/v2/models`` (docs/training.md, "Models API"). Decisions:
 docs/training.md.
 """
 

@@ -1,4 +1,4 @@
-"""Wire Structs of ``GET /api/v2/optimizations/{id}/observations`` (PRODUCT.md §2, §5).
+"""Wire Structs of ``GET /api/v2/optimizations/{id}/observations`` (docs/attribution.md).
 
 An observation is a *matured* exposure (its conversion window has closed) joined to the reward
 last-touch attribution credited to it. Younger exposures are only counted, as ``pending``.

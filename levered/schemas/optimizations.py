@@ -1,4 +1,4 @@
-"""Wire Structs of the optimizations resource (PRODUCT.md §2, §4.3).
+"""Wire Structs of the optimizations resource (docs/optimizations.md).
 
 The Structs check shapes, types and single-field ranges, so msgspec reports those with a JSON
 path before any code runs. Rules that span fields (unique names, level dtypes, the size of the

@@ -1,4 +1,4 @@
-"""Wire Structs of ``GET /api/v2/optimizations/{id}/results`` (PRODUCT.md §7). Formulas and
+"""Wire Structs of ``GET /api/v2/optimizations/{id}/results`` (docs/training.md). Formulas and
 decisions: docs/training.md.
 """
 

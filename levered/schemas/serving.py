@@ -1,4 +1,4 @@
-"""Wire Structs of serving (PRODUCT.md §4.2): the request and the decision it returns."""
+"""Wire Structs of serving (docs/serving.md): the request and the decision it returns."""
 
 from __future__ import annotations
 

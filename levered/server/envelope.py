@@ -1,4 +1,4 @@
-"""Request ids and the error envelope of PRODUCT.md §4, for every error the app can produce.
+"""Request ids and the error envelope (README, "HTTP API"), for every error the app can produce.
 
 Litestar applies middleware per route, so an unknown route never reaches one; the request id is
 therefore created lazily, by whichever of handler or exception handler asks first, and cached

@@ -1,4 +1,4 @@
-"""``GET /api/v2/optimizations/{id}/results`` (PRODUCT.md §7)."""
+"""``GET /api/v2/optimizations/{id}/results`` (docs/training.md, "Results")."""
 
 from __future__ import annotations
 

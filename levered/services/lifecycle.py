@@ -1,4 +1,4 @@
-"""The optimization lifecycle of PRODUCT.md §3, as data the server, CLI and serving share.
+"""The optimization lifecycle (docs/optimizations.md), as data the server, CLI and serving share.
 
 ``draft → live ⇄ paused``; ``live → shipped → live`` (undo); ``live/paused/shipped →
 completed``; any status but ``archived`` → ``archived``. ``completed`` and ``archived`` are

@@ -1,4 +1,4 @@
-"""Results of an optimization (PRODUCT.md §7): counts, measured lift, modeled lift, importance,
+"""Results of an optimization (docs/training.md): counts, measured lift, modeled lift, importance,
 daily series — from a fresh attribution (as of the request) and the current model version.
 
 Measured lift compares per-user pooled outcomes of optimized traffic (mean m_o over n_o users,
@@ -116,7 +116,7 @@ async def results(
     as_of: datetime | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> Results:
-    """Every field of PRODUCT.md §7; 404 for another organization's optimization."""
+    """Every field of the results (docs/training.md); 404 for another organization's one."""
     async with wh.pool.acquire() as conn:
         s = await models.subject(conn, organization_id, optimization_id)
     note = None

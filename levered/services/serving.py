@@ -1,4 +1,4 @@
-"""Serving (PRODUCT.md §3, §4.2): which variant this user sees now, and the exposure it makes.
+"""Serving (docs/serving.md): which variant this user sees now, and the exposure it makes.
 
 By status (``levered.services.lifecycle.SERVE_MODE``):
 

@@ -1,4 +1,4 @@
-"""Every error the app produces uses the envelope of PRODUCT.md §4, with no stack traces."""
+"""Every error the app produces uses the envelope of README "HTTP API", with no stack traces."""
 
 from __future__ import annotations
 

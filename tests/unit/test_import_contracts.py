@@ -1,4 +1,4 @@
-"""The dependency direction of STYLE.md, checked in fresh interpreters via ``sys.modules``."""
+"""The dependency direction (README "Layout"), checked in fresh interpreters via ``sys.modules``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The lifecycle table of PRODUCT.md §3, checked over every (from, to) pair."""
+"""The lifecycle table (docs/optimizations.md, "Lifecycle"), checked over every (from, to) pair."""
 
 from __future__ import annotations
 
