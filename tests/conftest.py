@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import anyio
 import asyncpg
 import httpx
 import pytest
@@ -236,3 +237,41 @@ def server_url(migrated_url: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_server(process)
+
+
+def cluster_pids(pgdata: Path) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, WAL writer, …), from /proc."""
+    master = int((pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = Path("/proc", entry, "status").read_text()
+        except OSError:
+            continue
+        ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
+        if int(ppid) == master:
+            children.append(int(entry))
+    return [master, *children]
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of this test alone (the session's must not be frozen)."""
+    server = EmbeddedPostgres(reachable_tempdir("levered-frozen-") / "data", durable=False)
+    url = server.start()
+
+    async def migrate() -> None:
+        conn = await connect(url)
+        try:
+            await migrations.migrate(conn)
+        finally:
+            await conn.close()
+
+    anyio.run(migrate)
+    try:
+        yield server
+    finally:
+        if (server.pgdata / "postmaster.pid").exists():
+            for pid in cluster_pids(server.pgdata):
+                os.kill(pid, signal.SIGCONT)
+        server.stop()

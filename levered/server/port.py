@@ -47,7 +47,7 @@ def claim_port(host: str, port: int) -> IO[str]:
 def _lock_file(host: str, port: int) -> IO[str]:
     path = Path(tempfile.gettempdir()) / f"levered-port-{host.replace(':', '_')}-{port}.lock"
     handle = path.open("a+", encoding="utf-8")
-    if sys.platform == "win32":  # pragma: no cover - the probe alone guards Windows
+    if sys.platform == "win32":  # no fcntl there: the probe bind alone guards Windows
         return handle
     import fcntl
 

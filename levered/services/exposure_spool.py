@@ -29,11 +29,20 @@ from levered.db import serving as db
 _ROWS: Final = msgspec.msgpack.Decoder(
     list[
         tuple[
-            UUID, UUID, str, dict[str, Any], int, dict[str, Any], datetime, float, UUID,
-            int | None, bool,
+            UUID,
+            UUID,
+            str,
+            dict[str, Any],
+            int,
+            dict[str, Any],
+            datetime,
+            float,
+            UUID,
+            int | None,
+            bool,
         ]
     ]
-)  # fmt: skip
+)
 _ENCODE: Final = msgspec.msgpack.Encoder().encode
 _PREFIX: Final = "exposures-"
 _SUFFIX: Final = ".msgpack"

@@ -9,59 +9,19 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres, free_port
 from levered.db.pool import connect
-from tests.conftest import Org, launch_server, make_org, stop_server
+from tests.conftest import Org, cluster_pids, launch_server, make_org, stop_server
 from tests.integration.test_serving import definition, insert_metric
 
 pytestmark = pytest.mark.slow
 PATIENT = 30.0  # the client's own patience: far beyond the server's bound (5 s twice at most)
-
-
-def _cluster_pids(pgdata: Path) -> list[int]:
-    """The postmaster and its children (backends, checkpointer, WAL writer, …), from /proc."""
-    master = int((pgdata / "postmaster.pid").read_text().split()[0])
-    children = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path("/proc", entry, "status").read_text()
-        except OSError:
-            continue
-        ppid = next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))
-        if int(ppid) == master:
-            children.append(int(entry))
-    return [master, *children]
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[EmbeddedPostgres]:
-    """A PostgreSQL of this test alone (the session's must not be frozen)."""
-    server = EmbeddedPostgres(reachable_tempdir("levered-frozen-") / "data", durable=False)
-    url = server.start()
-
-    async def migrate() -> None:
-        conn = await connect(url)
-        try:
-            await migrations.migrate(conn)
-        finally:
-            await conn.close()
-
-    anyio.run(migrate)
-    try:
-        yield server
-    finally:
-        if (server.pgdata / "postmaster.pid").exists():
-            for pid in _cluster_pids(server.pgdata):
-                os.kill(pid, signal.SIGCONT)
-        server.stop()
 
 
 def test_a_frozen_database_gets_503_with_retry_after_not_a_hang(
@@ -101,7 +61,7 @@ def test_a_frozen_database_gets_503_with_retry_after_not_a_hang(
                 "variant": first.json()["variant"],
             }
 
-            pids = _cluster_pids(own_cluster.pgdata)
+            pids = cluster_pids(own_cluster.pgdata)
             for pid in pids:
                 os.kill(pid, signal.SIGSTOP)
             try:

@@ -40,10 +40,21 @@ def rows(n: int) -> list[db.ExposureRow]:
     org, opt = uuid.uuid4(), uuid.uuid4()
     start = datetime.now(UTC) - timedelta(seconds=n)
     return [
-        (org, opt, f"user-{i}", {"cta": "Go"}, 1 + i % 2, {"device": "ios"},
-         start + timedelta(seconds=i), 0.5, uuid.uuid4(), None, i % 5 == 0)
+        (
+            org,
+            opt,
+            f"user-{i}",
+            {"cta": "Go"},
+            1 + i % 2,
+            {"device": "ios"},
+            start + timedelta(seconds=i),
+            0.5,
+            uuid.uuid4(),
+            None,
+            i % 5 == 0,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 async def stored(url: str) -> int:

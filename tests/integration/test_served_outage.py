@@ -16,7 +16,6 @@ import pytest
 from levered.db.embedded import EmbeddedPostgres, free_port
 from levered.db.pool import connect
 from tests.conftest import launch_server, make_org, stop_server
-from tests.integration.test_database_frozen import own_cluster  # noqa: F401 (fixture)
 from tests.integration.test_serving import definition, insert_metric
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ async def _count(url: str, opt: str) -> int:
 
 
 def test_exposures_served_during_an_outage_survive_a_crash(
-    own_cluster: EmbeddedPostgres,  # noqa: F811
+    own_cluster: EmbeddedPostgres,
     tmp_path: Path,
 ) -> None:
     url = own_cluster.url
