@@ -1,10 +1,11 @@
-"""The stored observation cells of migration 0010: their watermark, the writes of a pass, reads.
+"""The stored observation cells (migrations 0010, 0015): their watermark, a pass's writes, reads.
 
 App-owned tables (the tenant role never sees them), every query keyed by an optimization the
 service layer has already resolved inside the caller's organization. A pass's write
 (:func:`stage`, :func:`stage_rows`, :func:`finish_pass`) is one transaction: it replaces the
-re-attributed buckets' cells and per-user outcomes, moves the arm totals of the measured lift
-by the change of each affected user's outcome, and moves the watermark. A crash before its
+re-attributed buckets' cells and per-user outcomes, adds their change to the per-user totals
+(``observation_user_totals``) and the arm totals of the measured lift, and moves the
+watermark. A crash before its
 commit leaves the previous cells and watermark as they were; a rerun replaces the same buckets
 again, so nothing is counted twice.
 """
@@ -53,61 +54,80 @@ CELL_COLUMNS: Final = (
     "reward_sumsq",
 )
 
-CHANGED_USERS: Final = """
-CREATE TEMP TABLE pass_changed ON COMMIT DROP AS
-SELECT DISTINCT holdout, anonymous_id FROM (
-    SELECT u.holdout, u.anonymous_id
+PASS_DELTA: Final = """
+CREATE TEMP TABLE pass_delta ON COMMIT DROP AS
+SELECT holdout, anonymous_id, sum(b)::bigint AS buckets, sum(c)::bigint AS credited,
+       sum(s) AS outcome_sum
+FROM (
+    SELECT u.holdout, u.anonymous_id, -1 AS b, -(u.outcome > 0)::int AS c, -u.outcome AS s
     FROM observation_users AS u
     JOIN unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
       ON u.bucket >= r.lo AND u.bucket < r.hi
     WHERE u.optimization_id = $1
     UNION ALL
-    SELECT holdout, anonymous_id FROM pass_users) AS touched
+    SELECT holdout, anonymous_id, 1, (outcome > 0)::int, outcome FROM pass_users) AS d
+GROUP BY holdout, anonymous_id
+HAVING sum(b) <> 0 OR sum(c) <> 0 OR sum(s) <> 0
 """
-"""Users whose outcome the pass can change: those with rows in the replaced buckets, before
-and after."""
+"""What the pass changes in each user's totals: their staged rows minus their stored rows in
+the replaced buckets (a range scan of the bucket-first primary key). Users whose rows come
+back unchanged — most of the frontier bucket's — drop out."""
 
-_TOTALS_OF: Final = """
-WITH per_user AS (
-    SELECT u.holdout, CASE WHEN $2 THEN max(u.outcome) ELSE sum(u.outcome) END AS outcome
-    FROM {rows}
-    GROUP BY u.holdout, u.anonymous_id
+_OUTCOME: Final = "CASE WHEN {b} <= 0 THEN NULL WHEN $2 THEN ({c} > 0)::int::float8 ELSE {s} END"
+"""A user's outcome from their totals: none without rows, "any credited" for a bool metric,
+the sum for a numeric one."""
+
+APPLY_DELTA: Final = """
+WITH moved AS (
+    INSERT INTO observation_user_totals AS t
+        (optimization_id, holdout, anonymous_id, buckets, credited, outcome_sum)
+    SELECT $1, holdout, anonymous_id, buckets, credited, outcome_sum FROM pass_delta
+    ON CONFLICT (optimization_id, holdout, anonymous_id) DO UPDATE
+    SET buckets = t.buckets + EXCLUDED.buckets, credited = t.credited + EXCLUDED.credited,
+        outcome_sum = t.outcome_sum + EXCLUDED.outcome_sum
+    RETURNING t.holdout, t.anonymous_id, t.buckets, t.credited, t.outcome_sum
+), outcomes AS (
+    SELECT m.holdout, {before} AS before, {after} AS after
+    FROM moved AS m JOIN pass_delta AS d USING (holdout, anonymous_id)
 )
-SELECT holdout, count(*) AS users, coalesce(sum(outcome), 0) AS outcome_sum,
+SELECT holdout, count(after) - count(before) AS users,
+       coalesce(sum(after), 0) - coalesce(sum(before), 0) AS outcome_sum,
+       coalesce(sum(after * after), 0) - coalesce(sum(before * before), 0) AS outcome_sumsq
+FROM outcomes GROUP BY holdout
+""".format(
+    before=_OUTCOME.format(
+        b="m.buckets - d.buckets",
+        c="m.credited - d.credited",
+        s="m.outcome_sum - d.outcome_sum",
+    ),
+    after=_OUTCOME.format(b="m.buckets", c="m.credited", s="m.outcome_sum"),
+)
+"""Add the deltas to the users' totals (one upsert per changed user: an index probe into a
+table of users, not of their history) and return how the arm totals move. The totals before
+are the returned ones minus the delta, so each user is probed once."""
+
+DROP_EMPTY: Final = """
+DELETE FROM observation_user_totals AS t USING pass_delta AS d
+WHERE t.optimization_id = $1 AND t.holdout = d.holdout AND t.anonymous_id = d.anonymous_id
+  AND d.buckets < 0 AND t.buckets <= 0
+"""
+"""Users whose last rows the pass removed leave the table (they count nowhere)."""
+
+ALL_TOTALS: Final = """
+WITH per_user AS (
+    INSERT INTO observation_user_totals
+        (optimization_id, holdout, anonymous_id, buckets, credited, outcome_sum)
+    SELECT $1, holdout, anonymous_id, count(*), count(*) FILTER (WHERE outcome > 0),
+           sum(outcome)
+    FROM pass_users GROUP BY holdout, anonymous_id ORDER BY holdout, anonymous_id
+    RETURNING holdout, {outcome} AS outcome
+)
+SELECT holdout, count(outcome) AS users, coalesce(sum(outcome), 0) AS outcome_sum,
        coalesce(sum(outcome * outcome), 0) AS outcome_sumsq
 FROM per_user GROUP BY holdout
-"""
-"""Σ over users of their outcome (max of their rows for bool, sum for numeric) and of its
-square, per arm, from the user rows ``{rows}`` (aliased ``u``); a user without rows counts
-nowhere. Set-based on purpose: the per-user LATERAL probe this replaced cost 60 s of a 102 s
-incremental pass at 10⁷ exposures (a random index probe per changed user), the hash join 8 s
-(benchmarks/README.md)."""
-
-ALL_TOTALS: Final = _TOTALS_OF.format(rows="observation_users AS u WHERE u.optimization_id = $1")
-"""Every user's totals (a rebuild)."""
-
-CHANGED_TOTALS: Final = _TOTALS_OF.format(
-    rows="pass_changed AS c JOIN observation_users AS u ON u.optimization_id = $1 "
-    "AND u.holdout = c.holdout AND u.anonymous_id = c.anonymous_id"
-)
-"""The changed users' totals as they are before the pass."""
-
-AFTER_TOTALS: Final = _TOTALS_OF.format(
-    rows="""(
-    SELECT u.holdout, u.anonymous_id, u.outcome
-    FROM pass_changed AS c
-    JOIN observation_users AS u
-      ON u.optimization_id = $1 AND u.holdout = c.holdout AND u.anonymous_id = c.anonymous_id
-    WHERE NOT EXISTS (SELECT 1 FROM unnest($3::timestamptz[], $4::timestamptz[]) AS r(lo, hi)
-                      WHERE u.bucket >= r.lo AND u.bucket < r.hi)
-    UNION ALL
-    SELECT holdout, anonymous_id, outcome FROM pass_users
-) AS u"""
-)
-"""The changed users' totals as they will be after the pass — their rows outside the replaced
-ranges ($3, $4) and their staged rows — computed *before* the replacement: probing the index
-after the delete and insert walks every dead row version of the replaced buckets (measured
-11× slower at 10⁶ exposures, benchmarks/README.md)."""
+""".format(outcome=_OUTCOME.format(b="buckets", c="credited", s="outcome_sum"))
+"""A rebuild: every user's totals from the staged rows, inserted in key order (appends to the
+primary key, not random inserts), and the arm totals they add up to."""
 
 DELETE_CELLS_IN: Final = """
 DELETE FROM {table} AS t USING unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
@@ -259,20 +279,20 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
     lo = [r[0] for r in w.ranges]
     hi = [r[1] for r in w.ranges]
     if w.rebuild or w.previous is None:
-        for table in ("observation_cells", "observation_users"):
+        for table in ("observation_cells", "observation_users", "observation_user_totals"):
             await conn.execute(DELETE_ALL.format(table=table), opt, timeout=timeout_s)
         await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
         arms = await _user_totals(conn, ALL_TOTALS, opt, w.bool_metric, timeout_s)
     else:
-        await conn.execute(CHANGED_USERS, opt, lo, hi, timeout=timeout_s)
-        await conn.execute("ANALYZE pass_changed; ANALYZE pass_users", timeout=timeout_s)
-        before = await _user_totals(conn, CHANGED_TOTALS, opt, w.bool_metric, timeout_s)
-        after = await _user_totals(conn, AFTER_TOTALS, opt, w.bool_metric, timeout_s, lo, hi)
+        await conn.execute(PASS_DELTA, opt, lo, hi, timeout=timeout_s)
+        await conn.execute("ANALYZE pass_delta", timeout=timeout_s)
+        moved = await _user_totals(conn, APPLY_DELTA, opt, w.bool_metric, timeout_s)
+        await conn.execute(DROP_EMPTY, opt, timeout=timeout_s)
         for table in ("observation_cells", "observation_users"):
             await conn.execute(DELETE_CELLS_IN.format(table=table), opt, lo, hi, timeout=timeout_s)
         await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
         arms = {
-            held: _moved(arm, before[held], after[held])
+            held: _moved(arm, moved[held])
             for held, arm in ((False, w.previous.optimized), (True, w.previous.holdout))
         }
     await conn.execute(INSERT_CELLS, opt, timeout=timeout_s)
@@ -297,12 +317,12 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
     )
 
 
-def _moved(arm: Arm, before: Arm, after: Arm) -> Arm:
-    """An arm's totals after its changed users went from ``before`` to ``after``."""
+def _moved(arm: Arm, change: Arm) -> Arm:
+    """An arm's totals moved by the ``change`` of its users' outcomes."""
     return Arm(
-        arm.users - before.users + after.users,
-        arm.outcome_sum - before.outcome_sum + after.outcome_sum,
-        arm.outcome_sumsq - before.outcome_sumsq + after.outcome_sumsq,
+        arm.users + change.users,
+        arm.outcome_sum + change.outcome_sum,
+        arm.outcome_sumsq + change.outcome_sumsq,
     )
 
 
@@ -312,11 +332,9 @@ async def _user_totals(
     optimization_id: UUID,
     bool_metric: bool,
     timeout_s: float,
-    *ranges: list[datetime],
 ) -> dict[bool, Arm]:
     totals = {False: Arm(0, 0.0, 0.0), True: Arm(0, 0.0, 0.0)}
-    args = (optimization_id, bool_metric, *ranges)
-    for row in await conn.fetch(sql, *args, timeout=timeout_s):
+    for row in await conn.fetch(sql, optimization_id, bool_metric, timeout=timeout_s):
         totals[row["holdout"]] = Arm(
             int(row["users"]), float(row["outcome_sum"]), float(row["outcome_sumsq"])
         )

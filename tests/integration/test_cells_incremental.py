@@ -193,6 +193,25 @@ async def _assert_stored_match(
         assert arm.outcome_sum == pytest.approx(total)
         assert arm.outcome_sumsq == pytest.approx(squares)
     assert sum(p["exposures"] for p in state.pending) == expected["pending"]
+    await _assert_user_totals_follow_rows(conn, optimization_id)
+
+
+async def _assert_user_totals_follow_rows(conn: asyncpg.Connection, optimization_id: UUID) -> None:
+    """The per-user totals, kept by adding each pass's change, equal their bucket rows."""
+    kept = await conn.fetch(
+        "SELECT holdout, anonymous_id, buckets, credited, outcome_sum "
+        "FROM observation_user_totals WHERE optimization_id = $1 ORDER BY 1, 2",
+        optimization_id,
+    )
+    summed = await conn.fetch(
+        "SELECT holdout, anonymous_id, count(*) AS buckets, "
+        "count(*) FILTER (WHERE outcome > 0) AS credited, sum(outcome) AS outcome_sum "
+        "FROM observation_users WHERE optimization_id = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+        optimization_id,
+    )
+    assert [tuple(r)[:4] for r in kept] == [tuple(r)[:4] for r in summed]
+    for k, s in zip(kept, summed, strict=True):
+        assert k["outcome_sum"] == pytest.approx(s["outcome_sum"])
 
 
 @settings(
