@@ -95,21 +95,46 @@ SELECT EXISTS (SELECT 1 FROM warehouse.exposures
                WHERE optimization_id = $1 AND "timestamp" > $2 AND "timestamp" <= $3)
 """
 
-LATE: Final = """
+
+def unseen(xmin: str, since: str, seen_below: str) -> str:
+    """SQL: the row (received_at, system column ``xmin``) may have been committed after the
+    snapshot of a pass whose newest ``received_at`` was past ``since`` and whose snapshot xmin
+    was ``seen_below`` (NULL: unknown, every row after ``since`` counts as unseen).
+
+    A transaction id below a snapshot's xmin had ended when the snapshot was taken, so its rows
+    were visible to it; one at or above it may not have been. Rows keep 32-bit ids: the epoch
+    is the current snapshot's, one less for an id above the current one's low half (the rows
+    in question are minutes old, far from a wrap-around). Sound for subtransactions too, unlike
+    ``pg_visible_in_snapshot``: a subtransaction's id is above its parent's."""
+    x = f"{xmin}::text::bigint"
+    now = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+    full = (
+        f"(({now} >> 32) << 32) + {x} "
+        f"- CASE WHEN {x} > ({now} & 4294967295) THEN 4294967296 ELSE 0 END"
+    )
+    return f"(received_at > {since} AND ({seen_below}::bigint IS NULL OR {full} >= {seen_below}))"
+
+
+LATE: Final = f"""
 SELECT date_bin('1 hour', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
        max(received_at) AS received
-FROM (SELECT "timestamp", received_at FROM warehouse.exposures
+FROM (SELECT "timestamp", received_at, xmin AS x FROM warehouse.exposures
       WHERE received_at > $2 AND optimization_id = $1 AND "timestamp" <= $3
       UNION ALL
-      SELECT "timestamp", received_at FROM warehouse.rewards
+      SELECT "timestamp", received_at, xmin FROM warehouse.rewards
       WHERE received_at > $2 AND "timestamp" <= $3
         AND (optimization_id IS NULL OR optimization_id = $1)) AS late
+WHERE {unseen("x", "$2", "$4")}
 GROUP BY 1
 """
-"""Buckets of events received after $2 whose time is at or before $3 (the previous pass's as-of
-time): events that pass could not see. Read through the BRIN indexes on ``received_at``: the
-newest block ranges, not the table. Rewards are taken from the raw table, not the metric: every
-reward of the organization that could count (a superset of what the metric selects)."""
+"""Buckets of events the previous pass did not see — received after $2 (its marker less the
+margin) and not committed before its snapshot (xmin $4) — timed at or before $3 (its as-of
+time). Read through the BRIN indexes on ``received_at``: the newest block ranges, not the
+table. Rewards are taken from the raw table, not the metric: every reward of the organization
+that could count (a superset of what the metric selects)."""
+
+SNAPSHOT_XMIN: Final = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+"""The xmin of the pass's snapshot (what the next pass needs to know what this one saw)."""
 
 MARKER: Final = """
 SELECT max(received_at) FROM (
@@ -147,11 +172,20 @@ async def any_matured(
 
 
 async def late_buckets(
-    tenant: Connection, optimization_id: UUID, received_after: datetime, through: datetime
+    tenant: Connection,
+    optimization_id: UUID,
+    received_after: datetime,
+    through: datetime,
+    seen_below: int | None,
 ) -> list[datetime]:
-    """Buckets of events received after ``received_after`` with a time ``≤ through``."""
-    rows = await tenant.fetch(LATE, optimization_id, received_after, through)
+    """Buckets of events unseen by the previous pass (:data:`LATE`) with a time ``≤ through``."""
+    rows = await tenant.fetch(LATE, optimization_id, received_after, through, seen_below)
     return [row["bucket"] for row in rows]
+
+
+async def snapshot_xmin(tenant: Connection) -> int:
+    """:data:`SNAPSHOT_XMIN` of the transaction ``tenant`` is in."""
+    return int(await tenant.fetchval(SNAPSHOT_XMIN))
 
 
 async def marker(

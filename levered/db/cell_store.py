@@ -22,7 +22,7 @@ from levered.db import Connection
 from levered.db.attribution import Arm
 
 SELECT_STATE: Final = """
-SELECT fingerprint, as_of, frontier, marker, passes, rebuilt_at, updated_at, pending,
+SELECT fingerprint, as_of, frontier, marker, seen_below, passes, rebuilt_at, updated_at, pending,
        optimized_users, optimized_sum, optimized_sumsq,
        holdout_users, holdout_sum, holdout_sumsq
 FROM observation_state WHERE optimization_id = $1
@@ -82,6 +82,7 @@ WITH moved AS (
     INSERT INTO observation_user_totals AS t
         (optimization_id, holdout, anonymous_id, buckets, credited, outcome_sum)
     SELECT $1, holdout, anonymous_id, buckets, credited, outcome_sum FROM pass_delta
+    ORDER BY holdout, anonymous_id
     ON CONFLICT (optimization_id, holdout, anonymous_id) DO UPDATE
     SET buckets = t.buckets + EXCLUDED.buckets, credited = t.credited + EXCLUDED.credited,
         outcome_sum = t.outcome_sum + EXCLUDED.outcome_sum
@@ -104,7 +105,8 @@ FROM outcomes GROUP BY holdout
 )
 """Add the deltas to the users' totals (one upsert per changed user: an index probe into a
 table of users, not of their history) and return how the arm totals move. The totals before
-are the returned ones minus the delta, so each user is probed once."""
+are the returned ones minus the delta, so each user is probed once; in key order, so the
+probes walk the index and the heap (filled in key order by the rebuild) forward."""
 
 DROP_EMPTY: Final = """
 DELETE FROM observation_user_totals AS t USING pass_delta AS d
@@ -138,7 +140,10 @@ DELETE_ALL: Final = "DELETE FROM {table} WHERE optimization_id = $1"
 INSERT_USERS: Final = """
 INSERT INTO observation_users (optimization_id, bucket, holdout, anonymous_id, outcome)
 SELECT $1, bucket, holdout, anonymous_id, outcome FROM pass_users
+ORDER BY bucket, holdout, anonymous_id
 """
+"""In key order: the rows go into the primary key as appends, page by page, not as random
+inserts across the buckets of a chunk."""
 INSERT_CELLS: Final = """
 INSERT INTO observation_cells (optimization_id, bucket, variant_number, holdout, context,
                                exposures, reward_sum, reward_sumsq)
@@ -148,13 +153,13 @@ FROM pass_cells
 
 UPSERT_STATE: Final = """
 INSERT INTO observation_state AS s (
-    optimization_id, organization_id, fingerprint, as_of, frontier, marker,
+    optimization_id, organization_id, fingerprint, as_of, frontier, marker, seen_below,
     optimized_users, optimized_sum, optimized_sumsq, holdout_users, holdout_sum, holdout_sumsq,
     pending, passes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)
+VALUES ($1, $2, $3, $4, $5, $6, $15, $7, $8, $9, $10, $11, $12, $13, 1)
 ON CONFLICT (optimization_id) DO UPDATE SET
     fingerprint = EXCLUDED.fingerprint, as_of = EXCLUDED.as_of, frontier = EXCLUDED.frontier,
-    marker = EXCLUDED.marker,
+    marker = EXCLUDED.marker, seen_below = EXCLUDED.seen_below,
     optimized_users = EXCLUDED.optimized_users, optimized_sum = EXCLUDED.optimized_sum,
     optimized_sumsq = EXCLUDED.optimized_sumsq, holdout_users = EXCLUDED.holdout_users,
     holdout_sum = EXCLUDED.holdout_sum, holdout_sumsq = EXCLUDED.holdout_sumsq,
@@ -195,6 +200,8 @@ class CellState:
     as_of: datetime
     frontier: datetime
     marker: datetime | None
+    seen_below: int | None
+    """The xmin of the pass's snapshot (migration 0015): events of older transactions it saw."""
     passes: int
     rebuilt_at: datetime
     updated_at: datetime
@@ -212,6 +219,7 @@ async def load_state(conn: Connection, optimization_id: UUID) -> CellState | Non
         as_of=row["as_of"],
         frontier=row["frontier"],
         marker=row["marker"],
+        seen_below=row["seen_below"],
         passes=row["passes"],
         rebuilt_at=row["rebuilt_at"],
         updated_at=row["updated_at"],
@@ -268,6 +276,7 @@ class PassWrite:
     as_of: datetime
     frontier: datetime
     marker: datetime | None
+    seen_below: int
     pending: list[dict[str, Any]]
     previous: CellState | None
 
@@ -313,6 +322,7 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
         h.outcome_sumsq,
         w.pending,
         w.rebuild or w.previous is None,
+        w.seen_below,
         timeout=timeout_s,
     )
 

@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from levered.db import Connection
+from levered.db.cell_passes import unseen
 
 # -- the model of an optimization -------------------------------------------------------------
 
@@ -121,6 +122,7 @@ SELECT o.organization_id, o.id AS optimization_id,
        mv.version, mv.window_end AS trained_as_of,
        (mv.counts ->> 'data_through')::timestamptz AS trained_through,
        (mv.counts ->> 'marker')::timestamptz AS trained_marker,
+       (mv.counts ->> 'seen_below')::bigint AS trained_seen_below,
        st.fingerprint AS cells_fingerprint
 FROM optimizations o
 JOIN models m ON m.optimization_id = o.id AND m.deleted_at IS NULL
@@ -137,15 +139,18 @@ SELECT EXISTS (SELECT 1 FROM warehouse.exposures
 """
 """Exposures that matured since the version's frontier ($2): a range of ``exposures_time_idx``."""
 
-NEW_LATE: Final = """
+NEW_LATE: Final = f"""
 SELECT EXISTS (SELECT 1 FROM warehouse.exposures
-               WHERE received_at > $3 AND optimization_id = $2 AND "timestamp" <= $4)
+               WHERE received_at > $3 AND optimization_id = $2 AND "timestamp" <= $4
+                 AND {unseen("xmin", "$3", "$5")})
     OR EXISTS (SELECT 1 FROM warehouse.rewards
                WHERE received_at > $3 AND organization_id = $1 AND "timestamp" <= $4
-                 AND (optimization_id IS NULL OR optimization_id = $2))
+                 AND (optimization_id IS NULL OR optimization_id = $2)
+                 AND {unseen("xmin", "$3", "$5")})
 """
-"""Events received after the newest one the version's cells saw ($3), timed at or before its
-as-of ($4): late data. Through the BRIN indexes on ``received_at`` (the newest block ranges)."""
+"""Events the version's cells did not see — received after $3 and not committed before the
+snapshot with xmin $5 (:func:`levered.db.cell_passes.unseen`) — timed at or before its as-of
+($4): late data. Through the BRIN indexes on ``received_at`` (the newest block ranges)."""
 
 
 async def ensure_model(conn: Connection, organization_id: UUID, optimization_id: UUID) -> None:
@@ -262,7 +267,10 @@ async def new_late(
     optimization_id: UUID,
     received_after: datetime,
     through: datetime,
+    seen_below: int | None,
 ) -> bool:
     return bool(
-        await conn.fetchval(NEW_LATE, organization_id, optimization_id, received_after, through)
+        await conn.fetchval(
+            NEW_LATE, organization_id, optimization_id, received_after, through, seen_below
+        )
     )

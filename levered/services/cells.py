@@ -19,10 +19,15 @@ past. The first pass, a change of the metric or of the attribution (the *fingerp
 ``rebuild=True`` rebuild everything in one linear sweep over the history, cut into chunks of at
 most :data:`CHUNK_EXPOSURES` exposures (index range scans; no re-reading of the table).
 
-"Received after the previous pass" is judged with a margin (:data:`LATE_MARGIN`): ``received_at``
-is the inserting transaction's start time, so a batch that was still committing when the
-previous snapshot was taken has a slightly older ``received_at`` than the newest one that pass
-saw. Re-reading the margin's events again is harmless (a bucket recomputed twice is the same).
+"Unseen by the previous pass" is judged in two steps. ``received_at`` is the inserting
+transaction's start time, so a batch that was still committing when the previous snapshot was
+taken has a slightly older ``received_at`` than the newest one that pass saw: candidates are
+the events received after that newest one less a margin (:data:`LATE_MARGIN`, BRIN ranges).
+Among them, an event whose inserting transaction id is below the previous snapshot's xmin had
+committed before that pass read, so it was seen and is skipped
+(:func:`levered.db.cell_passes.unseen`); only the rest re-attribute buckets. Each late event
+therefore costs one pass, not every pass of the margin (with the scheduler's 60 s interval, a
+5-minute margin re-read every late event five times).
 """
 
 from __future__ import annotations
@@ -159,12 +164,15 @@ async def _pass(
     window = timedelta(hours=optimization.conversion_window_hours)
     frontier = as_of - window
     metric_rows = rows_sql(metric)
-    await store.stage(app, timeout_s)
     chunks = exposures = 0
     async with (
         wh.session(organization_id) as tenant,
         attribution_db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s),
     ):
+        # First, so the snapshot predates this pass's own write transaction (its xid would
+        # hold the snapshot's xmin down: events committed meanwhile would count as unseen).
+        seen_below = await passes.snapshot_xmin(tenant)
+        await store.stage(app, timeout_s)
         if full or previous is None:
             ranges = [(passes.EPOCH, floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
@@ -208,6 +216,7 @@ async def _pass(
             as_of=as_of,
             frontier=frontier,
             marker=marker,
+            seen_below=seen_below,
             pending=pending,
             previous=previous,
         ),
@@ -229,7 +238,10 @@ async def _dirty(
         ranges.append((floor_bucket(previous.frontier), floor_bucket(frontier) + passes.BUCKET))
     counted_end = floor_bucket(previous.frontier) + passes.BUCKET
     seen_after = _seen_after(previous.marker)
-    for bucket in await passes.late_buckets(tenant, optimization_id, seen_after, previous.as_of):
+    late = await passes.late_buckets(
+        tenant, optimization_id, seen_after, previous.as_of, previous.seen_below
+    )
+    for bucket in late:
         ranges.append((floor_bucket(bucket - window), min(bucket + passes.BUCKET, counted_end)))
     return merge(ranges)
 

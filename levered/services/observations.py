@@ -63,6 +63,8 @@ class Attribution:
     """The training window the cells were read with (None: all history, unweighted)."""
     marker: datetime | None = None
     """The newest ``received_at`` the stored cells have seen (late-data detection)."""
+    seen_below: int | None = None
+    """The xmin of the snapshot the cells were last extended in (late-data detection)."""
 
 
 async def attribute(
@@ -213,6 +215,7 @@ async def stored(
         state.frontier,
         window,
         state.marker,
+        state.seen_below,
     )
 
 
@@ -255,6 +258,7 @@ def _assemble(
     data_through: datetime | None,
     window: dict[str, Any] | None,
     marker: datetime | None = None,
+    seen_below: int | None = None,
 ) -> Attribution:
     """Cells ``(variant, context, holdout, n, Σr, Σr²)`` and days ``(day, variant, holdout) →
     [pending, matured, Σr, Σr²]`` as an :class:`Attribution`."""
@@ -284,6 +288,7 @@ def _assemble(
         data_through=data_through,
         window=window,
         marker=marker,
+        seen_below=seen_below,
     )
 
 

@@ -5,8 +5,10 @@ what its current version was trained on (``counts.data_through``, ``counts.marke
 as-of time of the version):
 
 - exposures have matured since (an index range on ``(optimization_id, timestamp)``), or
-- late events arrived: exposures or rewards received after the newest event the version's cells
-  had seen, timed at or before its as-of (BRIN ranges on ``received_at``), or
+- late events arrived: exposures or rewards the version's cells had not seen (received after
+  the newest event they had seen less a margin, and committed after their snapshot:
+  :func:`levered.db.cell_passes.unseen`), timed at or before its as-of (BRIN ranges on
+  ``received_at``), or
 - its metric or attribution changed (the stored cells' fingerprint differs: a rebuild), or
 - it has no version yet and has matured exposures.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +34,7 @@ from levered.db.attribution import find_target
 from levered.db.cell_passes import EPOCH
 from levered.errors import Conflict
 from levered.services import training
-from levered.services.cells import fingerprint
+from levered.services.cells import LATE_MARGIN, fingerprint
 from levered.services.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -56,12 +59,19 @@ async def _has_new_data(conn: Connection, row: Any) -> bool:
         return False
     found = await find_target(conn, organization_id, optimization_id)
     stored_fp = row["cells_fingerprint"]
-    if found is not None and found[1] is not None and stored_fp is not None:
-        return fingerprint(found[0], found[1]) != stored_fp or await db.new_late(
-            conn, organization_id, optimization_id, row["trained_marker"], row["trained_as_of"]
-        )
+    if (
+        found is not None
+        and found[1] is not None
+        and stored_fp is not None
+        and fingerprint(found[0], found[1]) != stored_fp
+    ):
+        return True
+    seen_below = row["trained_seen_below"]
+    # Without the snapshot's xmin (a version trained before it was recorded), only what is
+    # newer than the marker counts: the margin's events would look late on every check.
+    since = row["trained_marker"] - (LATE_MARGIN if seen_below is not None else timedelta(0))
     return await db.new_late(
-        conn, organization_id, optimization_id, row["trained_marker"], row["trained_as_of"]
+        conn, organization_id, optimization_id, since, row["trained_as_of"], seen_below
     )
 
 

@@ -258,6 +258,7 @@ def _fit(target: Target, attribution: Attribution, seed: int, bias: Bias | None 
         "window": attribution.window or {"type": "all"},
         "data_through": _iso(attribution.data_through),
         "marker": _iso(attribution.marker),
+        "seen_below": attribution.seen_below,
     }
     summary = _summary(target, attribution, posterior, seed)
     return Fitted(posterior, counts, summary)
