@@ -114,7 +114,8 @@ async def test_a_batch_committed_after_a_pass_with_an_older_received_at_is_found
     state = second.state
     assert state.marker is not None and state.seen_below is not None
     late = await conn.fetchval(
-        "SELECT received_at FROM warehouse.rewards WHERE anonymous_id = 'u1' AND organization_id = $1",
+        "SELECT received_at FROM warehouse.rewards "
+        "WHERE anonymous_id = 'u1' AND organization_id = $1",
         org.id,
     )
     assert late < state.marker  # older than the newest event the pass saw: only xmin tells
