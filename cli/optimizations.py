@@ -84,6 +84,8 @@ def _print_details(o: dict[str, Any]) -> None:
         ["status", o["status"]],
         ["model_type", o["model_type"]],
         ["model", f"{model.get('status', '-')} (version {model.get('current_version') or '-'})"],
+        # The id `levered models train` takes: without it here a user had no way to find it.
+        ["model_id", model.get("id") or "-"],
         ["reward_metric", f"{metric.get('name', '-')} ({o.get('reward_metric_id')})"],
         ["variants", o.get("variants_count")],
         ["holdout_percentage", o["holdout_percentage"]],
@@ -169,10 +171,14 @@ def update(
     all_history: Annotated[
         bool, Parameter(negative="", help="Train on all history (the default window).")
     ] = False,
+    yes: YesFlag = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Rename an optimization, move it to a new status or set its training window."""
+    """Rename an optimization, move it to a new status or set its training window.
+
+    ``--status completed`` (or ``archived``) is final, so it prompts unless -y, like ``stop``.
+    """
     body: dict[str, Any] = {
         k: v for k, v in {"status": status, "name": name}.items() if v is not None
     }
@@ -195,6 +201,8 @@ def update(
             "--all-history",
             EXIT_USAGE,
         )
+    if status in ("completed", "archived"):
+        confirm(f"Move optimization {optimization_id} to {status}? This is final.", yes)
     _patch(optimization_id, body, api_url_flag, json)
 
 
@@ -227,7 +235,19 @@ app.command(
 app.command(
     _transition("shipped", "Ship: serve the current winner per context, no exploring."), name="ship"
 )
-app.command(_transition("completed", "Stop for good (completed is final)."), name="stop")
+
+
+@app.command
+def stop(
+    optimization_id: str,
+    *,
+    yes: YesFlag = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Stop for good (completed is final). Prompts unless -y."""
+    confirm(f"Stop optimization {optimization_id}? Completed is final.", yes)
+    _patch(optimization_id, {"status": "completed"}, api_url_flag, json)
 
 
 @app.command

@@ -90,7 +90,19 @@ async def test_optimization_lifecycle_from_the_cli(
     resumed = await levered("optimizations", "resume", opt_id, "--json", env=env)
     assert resumed.json()["status"] == "live"
 
-    stopped = await levered("optimizations", "stop", opt_id, env=env)
+    shown = await levered("optimizations", "show", opt_id, env=env)
+    assert shown.code == 0 and "model_id" in shown.stdout
+    assert body["model"]["id"] in shown.stdout
+
+    unconfirmed = await levered("optimizations", "stop", opt_id, env=env)
+    assert unconfirmed.code == 2 and "-y" in unconfirmed.stderr and unconfirmed.stdout == ""
+    unconfirmed_update = await levered(
+        "optimizations", "update", opt_id, "--status", "completed", env=env
+    )
+    assert unconfirmed_update.code == 2 and "-y" in unconfirmed_update.stderr
+    still = await levered("optimizations", "show", opt_id, "--json", env=env)
+    assert still.json()["status"] == "live"
+    stopped = await levered("optimizations", "stop", opt_id, "-y", env=env)
     assert stopped.code == 0
     illegal = await levered("optimizations", "update", opt_id, "--status", "live", env=env)
     assert illegal.code == 5 and "allowed" in illegal.stderr and illegal.stdout == ""
