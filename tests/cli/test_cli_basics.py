@@ -34,6 +34,15 @@ async def test_config_set_get_list_and_unknown_keys(
     assert got.json() == {"dashboard_refresh": 2.0}
     listed = await levered("config", "list", "--json", env=cli_env)
     assert set(listed.json()) == {"api_url", "dashboard_refresh", "ingest_concurrency"}
+    # cli_env sets LEVERED_API_URL: the effective value is the env's, whatever the file says.
+    assert (await levered("config", "set", "api_url", "http://file.invalid", env=cli_env)).code == 0
+    listed = await levered("config", "list", "--json", env=cli_env)
+    assert listed.json()["api_url"] == cli_env["LEVERED_API_URL"]
+    table = await levered("config", "list", env=cli_env)
+    assert "env LEVERED_API_URL" in table.stdout and "file" in table.stdout
+    unset = {k: v for k, v in cli_env.items() if k != "LEVERED_API_URL"}
+    from_file = await levered("config", "get", "api_url", "--json", env=unset)
+    assert from_file.json() == {"api_url": "http://file.invalid"}
     unknown = await levered("config", "set", "colour", "blue", env=cli_env)
     assert unknown.code == 2 and "known keys" in unknown.stderr and unknown.stdout == ""
     bad = await levered("config", "set", "dashboard_refresh", "soon", env=cli_env)
