@@ -171,11 +171,31 @@ def update(
     all_history: Annotated[
         bool, Parameter(negative="", help="Train on all history (the default window).")
     ] = False,
+    holdout_percentage: Annotated[
+        float | None, Parameter(help="Share of users kept on the baseline (0–50).")
+    ] = None,
+    excluded_combinations: Annotated[
+        str | None, Parameter(help="JSON array of partial factor→level maps never to serve.")
+    ] = None,
+    conversion_window_hours: float | None = None,
+    reward_metric_id: str | None = None,
+    sticky: bool | None = None,
+    design_factors: Annotated[
+        str | None, Parameter(help="JSON array of factors and levels (drafts only).")
+    ] = None,
+    context_factors: Annotated[
+        str | None, Parameter(help="JSON array of context factors (drafts only).")
+    ] = None,
+    model_type: Annotated[
+        Literal["cmab", "mab"] | None, Parameter(help="Model type (drafts only).")
+    ] = None,
     yes: YesFlag = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Rename an optimization, move it to a new status or set its training window.
+    """Change an optimization: name, status, training window, holdout, exclusions, metric,
+    attribution window, stickiness; design and context factors and model type while a draft
+    (the server answers 409 otherwise).
 
     ``--status completed`` (or ``archived``) is final, so it prompts unless -y, like ``stop``.
     """
@@ -191,14 +211,33 @@ def update(
         )
         if given
     ]
+    settings: dict[str, Any] = {
+        "holdout_percentage": holdout_percentage,
+        "reward_metric_id": reward_metric_id,
+        "sticky": sticky,
+        "model_type": model_type,
+    }
+    body |= {k: v for k, v in settings.items() if v is not None}
+    for key, flag, raw in (
+        ("excluded_combinations", "--excluded-combinations", excluded_combinations),
+        ("design_factors", "--design-factors", design_factors),
+        ("context_factors", "--context-factors", context_factors),
+    ):
+        if raw is not None:
+            body[key] = _json_flag(flag, raw)
+    if conversion_window_hours is not None:
+        body["attribution"] = {
+            "type": "last_touch",
+            "conversion_window_hours": conversion_window_hours,
+        }
     if len(windows) > 1:
         fail("--window-days, --half-life-days and --all-history exclude each other", EXIT_USAGE)
     if windows:
         body["training_window"] = windows[0]
     if not body:
         fail(
-            "nothing to update: pass --status, --name, --window-days, --half-life-days or "
-            "--all-history",
+            "nothing to update: pass --status, --name, a training window, --holdout-percentage, "
+            "--excluded-combinations or another setting (see --help)",
             EXIT_USAGE,
         )
     if status in ("completed", "archived"):

@@ -252,3 +252,39 @@ async def test_observations_from_the_cli(
     assert rewards["u1"] == 1 and sum(rewards.values()) == 1
     table = await levered("optimizations", "observations", opt_id, env=env)
     assert "ANONYMOUS_ID" in table.stdout and "matured" in table.stderr
+
+
+async def test_update_changes_settings_and_the_design_of_a_draft(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = _keyed(cli_env, org)
+    metric_id = await _metric(conn, org)
+    created = await levered(
+        "optimizations", "create", "--name", "Hero", "--design-factors", HERO_FACTORS,
+        "--reward-metric-id", metric_id, "--draft", "--json", env=env,
+    )  # fmt: skip
+    opt_id = created.json()["id"]
+    updated = await levered(
+        "optimizations", "update", opt_id, "--holdout-percentage", "20",
+        "--excluded-combinations", '[{"cta_text": "Buy"}]',
+        "--design-factors", '[{"name": "cta_text", "levels": ["Go", "Try", "Buy"]}]',
+        "--model-type", "mab", "--conversion-window-hours", "2", "--no-sticky", "--json",
+        env=env,
+    )  # fmt: skip
+    assert updated.code == 0, updated.stderr
+    body: Any = updated.json()
+    assert body["holdout_percentage"] == 20 and body["model_type"] == "mab"
+    assert body["variants_count"] == 2 and body["sticky"] is False  # 3 minus the excluded one
+    assert body["excluded_combinations"] == [{"cta_text": "Buy"}]
+    assert body["attribution"]["conversion_window_hours"] == 2
+    assert body["design_factors"][0]["levels"] == ["Go", "Try", "Buy"]
+    assert (await levered("optimizations", "update", opt_id, "--status", "live", env=env)).code == 0
+    frozen = await levered(
+        "optimizations", "update", opt_id, "--design-factors",
+        '[{"name": "cta_text", "levels": ["Go", "Try"]}]', env=env,
+    )  # fmt: skip
+    assert frozen.code == 5 and frozen.stdout == ""
+    holdout = await levered(
+        "optimizations", "update", opt_id, "--holdout-percentage", "5", "--json", env=env
+    )
+    assert holdout.code == 0 and holdout.json()["holdout_percentage"] == 5
