@@ -18,7 +18,7 @@ from tui.widgets.bars import bar
 from tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
-    from tui.app import DashboardApp
+    from tui.host import Dashboard
 
 TOP_VARIANTS = 15
 
@@ -181,8 +181,8 @@ class OptimizationScreen(Screen[None]):
         self.context_index = 0
 
     @property
-    def dashboard(self) -> DashboardApp:
-        return cast("DashboardApp", self.app)
+    def dashboard(self) -> Dashboard:
+        return cast("Dashboard", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()

@@ -15,7 +15,7 @@ from levered.errors import LeveredError
 from tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
-    from tui.app import DashboardApp
+    from tui.host import Dashboard
 
 COLUMNS = ("name", "status", "model", "variants", "exposures", "lift", "last trained")
 SORT_KEYS = ("created", "name", "status", "exposures")
@@ -67,8 +67,8 @@ class OverviewScreen(Screen[None]):
     include_archived: reactive[bool] = reactive(False)
 
     @property
-    def dashboard(self) -> DashboardApp:
-        return cast("DashboardApp", self.app)
+    def dashboard(self) -> Dashboard:
+        return cast("Dashboard", self.app)
 
     def compose(self) -> ComposeResult:
         yield Header()
