@@ -14,7 +14,7 @@ import asyncpg
 from levered.db import Connection
 
 LIST_API_KEYS: Final = """
-SELECT id, label, prefix, created_at, last_used_at, revoked_at
+SELECT id, label, prefix, scopes, created_at, last_used_at, revoked_at
 FROM api_keys
 WHERE organization_id = $1
 ORDER BY created_at DESC, id DESC
@@ -23,7 +23,7 @@ ORDER BY created_at DESC, id DESC
 REVOKE_API_KEY: Final = """
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
 WHERE id = $1 AND organization_id = $2
-RETURNING id, label, prefix, created_at, last_used_at, revoked_at
+RETURNING id, label, prefix, scopes, created_at, last_used_at, revoked_at
 """
 
 

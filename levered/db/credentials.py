@@ -9,7 +9,7 @@ import asyncpg
 from levered.db import Connection
 
 SELECT_API_KEY: Final = """
-SELECT id, organization_id, secret_hash, revoked_at FROM api_keys WHERE prefix = $1
+SELECT id, organization_id, secret_hash, revoked_at, scopes FROM api_keys WHERE prefix = $1
 """
 TOUCH_API_KEY: Final = """
 UPDATE api_keys SET last_used_at = now()

@@ -16,8 +16,9 @@ INSERT INTO users (organization_id, email, name, password_hash) VALUES ($1, $2, 
 RETURNING id
 """
 INSERT_API_KEY: Final = """
-INSERT INTO api_keys (organization_id, label, prefix, secret_hash) VALUES ($1, $2, $3, $4)
-RETURNING id, organization_id, label, prefix, created_at, last_used_at, revoked_at
+INSERT INTO api_keys (organization_id, label, prefix, secret_hash, scopes)
+VALUES ($1, $2, $3, $4, $5::text[])
+RETURNING id, organization_id, label, prefix, scopes, created_at, last_used_at, revoked_at
 """
 
 
@@ -38,8 +39,15 @@ async def insert_user(
 
 
 async def insert_api_key(
-    conn: Connection, organization_id: UUID, label: str, prefix: str, secret_hash: bytes
+    conn: Connection,
+    organization_id: UUID,
+    label: str,
+    prefix: str,
+    secret_hash: bytes,
+    scopes: tuple[str, ...] = ("admin",),
 ) -> asyncpg.Record:
-    record = await conn.fetchrow(INSERT_API_KEY, organization_id, label, prefix, secret_hash)
+    record = await conn.fetchrow(
+        INSERT_API_KEY, organization_id, label, prefix, secret_hash, list(scopes)
+    )
     assert record is not None
     return record

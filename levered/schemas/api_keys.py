@@ -7,7 +7,7 @@ carry it (the server keeps only its SHA-256 and could not show it again anyway).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -24,8 +24,20 @@ Label = Annotated[
 ]
 
 
+Scope = Literal["ingest", "serve", "read", "admin"]
+Scopes = Annotated[
+    list[Scope],
+    msgspec.Meta(
+        min_length=1,
+        max_length=4,
+        description="What the key may do: ingest, serve, read, admin (admin implies the rest).",
+    ),
+]
+
+
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     label: Label
+    scopes: Scopes = msgspec.field(default_factory=lambda: ["admin"])
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,6 +46,7 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     id: UUID
     label: str
     prefix: str
+    scopes: list[str]
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

@@ -14,6 +14,7 @@ from litestar.di import Provide
 
 from levered.db.pool import database_deadline
 from levered.services.auth import Principal, authenticate
+from levered.services.scopes import check_scope, required_scope
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -25,15 +26,26 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
     return None
 
 
+def _scoped(request: Request[Any, Any, Any], principal: Principal) -> Principal:
+    """Refuse (403 naming the scope) a key that lacks the scope this route needs."""
+    # The serving fast path is a bare ASGI app: it has no route handler, hence no declared scope.
+    handler = request.scope.get("route_handler")
+    declared = handler.opt.get("scope") if handler is not None else None
+    check_scope(principal.scopes, required_scope(request.method, request.url.path, declared))
+    return principal
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     async with database_deadline("checking the credentials"):
-        return await authenticate(request.app.state.pool, _bearer(request))
+        principal = await authenticate(request.app.state.pool, _bearer(request))
+    return _scoped(request, principal)
 
 
 async def provide_api_principal(request: Request[Any, Any, Any]) -> Principal:
     token = _bearer(request) or request.headers.get("x-api-key")
     async with database_deadline("checking the API key"):
-        return await authenticate(request.app.state.pool, token, api_key_only=True)
+        principal = await authenticate(request.app.state.pool, token, api_key_only=True)
+    return _scoped(request, principal)
 
 
 DEPENDENCIES = {

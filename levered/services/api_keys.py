@@ -23,13 +23,16 @@ from levered.schemas.api_keys import (
 )
 from levered.schemas.common import ResponseMeta
 from levered.services.auth import Principal
+from levered.services.scopes import normalize_scopes
 from levered.services.tokens import digest, new_api_key
 
-FIELDS: Final = ("id", "label", "prefix", "created_at", "last_used_at", "revoked_at")
+FIELDS: Final = ("id", "label", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
 
 
 def _fields(record: asyncpg.Record) -> dict[str, Any]:
-    return {name: record[name] for name in FIELDS}
+    fields = {name: record[name] for name in FIELDS}
+    fields["scopes"] = list(fields["scopes"])
+    return fields
 
 
 async def create_api_key(
@@ -38,7 +41,12 @@ async def create_api_key(
     secret, prefix = new_api_key()
     async with pool.acquire() as conn:
         record = await insert_api_key(
-            conn, principal.organization_id, data.label, prefix, digest(secret)
+            conn,
+            principal.organization_id,
+            data.label,
+            prefix,
+            digest(secret),
+            normalize_scopes(data.scopes),
         )
     return ApiKeyCreated(**_fields(record), secret=secret, meta=meta)
 

@@ -13,6 +13,7 @@ import msgspec
 
 from levered.db import credentials as db
 from levered.errors import AuthenticationError
+from levered.services.scopes import ALL_SCOPES
 from levered.services.tokens import API_KEY_PREFIX, api_key_prefix, digest, same_digest
 
 ACCESS_TOKEN_PREFIX = "lvat_"
@@ -29,6 +30,8 @@ class Principal(msgspec.Struct, frozen=True):
     kind: Literal["api_key", "user"]
     api_key_id: UUID | None = None
     user_id: UUID | None = None
+    scopes: frozenset[str] = ALL_SCOPES
+    """An API key's scopes; a user's token carries all (checked per route in the server)."""
 
 
 async def authenticate(
@@ -52,7 +55,12 @@ async def authenticate(
             if row["revoked_at"] is not None:
                 raise AuthenticationError("this API key was revoked")
             await db.touch_api_key(conn, row["id"])
-            return Principal(row["organization_id"], "api_key", api_key_id=row["id"])
+            return Principal(
+                row["organization_id"],
+                "api_key",
+                api_key_id=row["id"],
+                scopes=frozenset(row["scopes"]),
+            )
         if api_key_only:
             raise AuthenticationError(
                 "this endpoint takes an API key (lvk_…), not a user's access token (lvat_…)"

@@ -32,6 +32,7 @@ async def test_create_returns_secret_once_and_stores_only_its_hash(
         "id",
         "label",
         "prefix",
+        "scopes",
         "created_at",
         "last_used_at",
         "revoked_at",
