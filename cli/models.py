@@ -86,6 +86,12 @@ def state(
             for v in body.get("variants", [])
         ],
     )
+    scales = body.get("prior_scales")
+    if scales:
+        notice(
+            "prior scales learned from the data (sd on the link scale): "
+            + ", ".join(f"{name} {value:g}" for name, value in scales.items())
+        )
 
 
 def data_note(counts: dict[str, Any] | None) -> str:

@@ -32,21 +32,22 @@ def levels(level_counts: Sequence[int]) -> npt.NDArray[np.int64]:
 
 
 def feature_names(
-    level_counts: Sequence[int], vocab: Sequence[tuple[str, Any]]
+    level_counts: Sequence[int], vocab: Sequence[tuple[str, Any]], first: int = 0
 ) -> list[tuple[Any, ...]]:
-    """Feature identities in the documented column order."""
+    """Feature identities in the documented column order (``first`` = 1: the legacy reference
+    coding, level 0 without a column)."""
     n_f = len(level_counts)
     names: list[tuple[Any, ...]] = []
-    names += [("main", f, lv) for f in range(n_f) for lv in range(1, level_counts[f])]
+    names += [("main", f, lv) for f in range(n_f) for lv in range(first, level_counts[f])]
     for f in range(n_f):
         for g in range(f + 1, n_f):
             names += [
                 ("pair", f, g, a, b)
-                for a in range(1, level_counts[f])
-                for b in range(1, level_counts[g])
+                for a in range(first, level_counts[f])
+                for b in range(first, level_counts[g])
             ]
     for c in range(len(vocab)):
-        names += [("cd", c, f, lv) for f in range(n_f) for lv in range(1, level_counts[f])]
+        names += [("cd", c, f, lv) for f in range(n_f) for lv in range(first, level_counts[f])]
     names.append(("intercept",))
     names += [("ctx", c) for c in range(len(vocab))]
     return names
@@ -68,10 +69,11 @@ def design_matrix(
     vocab: Sequence[tuple[str, Any]],
     variant_numbers: Sequence[int],
     contexts: Sequence[Mapping[str, Any] | None],
+    first: int = 0,
 ) -> F64:
     """Dense design matrix, one row per (variant number, context) pair, built column by column
     from each feature's definition."""
-    names = feature_names(level_counts, vocab)
+    names = feature_names(level_counts, vocab, first)
     lv = levels(level_counts)[np.asarray(variant_numbers, dtype=np.int64) - 1]
     ctx = [context_positions(vocab, c) for c in contexts]
     has = np.array([[c in row for c in range(len(vocab))] for row in ctx], dtype=bool)

@@ -56,9 +56,9 @@ def row_scale(design: Design, bias: Sequence[float]) -> F64:
     factor = 1.0 + np.asarray(bias, dtype=np.float64)
     scale = np.ones(design.n_features)
     for f, k in enumerate(design.level_counts):
-        main = design.main_idx[f, 1:k]
+        main = design.main_idx[f, design.first_level : k]
         scale[main] = factor[f]
-        cd = design.cd_idx[:, f, 1:k].ravel()
+        cd = design.cd_idx[:, f, design.first_level : k].ravel()
         scale[cd[cd >= 0]] = factor[f]
     for p in range(design.pair_f.size):
         f, g = int(design.pair_f[p]), int(design.pair_g[p])

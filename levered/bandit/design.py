@@ -3,9 +3,8 @@
 Every feature is a 0/1 indicator, so a row of the design matrix is just the set of its active
 columns. Features, in column order:
 
-1. design main effects: one column per non-baseline level of each factor (level 0 is the
-   reference, absorbed by the intercept);
-2. pairwise design interactions: one column per pair of non-baseline levels of each factor pair;
+1. design main effects: one column per level of each factor;
+2. pairwise design interactions: one column per pair of levels of each factor pair;
 3. context × design: for each known context value, one column per design main-effect column;
 4. the intercept;
 5. context main effects: one-hot of every known context value (no reference level — the
@@ -17,10 +16,20 @@ The order is chosen for the sampler: it only needs coefficients that differ betw
 depends only on z up to its own row, so the intercept and context mains — constant across
 variants, irrelevant to the argmax — sit last and are never drawn when serving.
 
-Priors (independent Gaussians, mean 0): sd 1.0 for design and context main effects, sd 0.3 for
-design pairs and context × design terms (interactions shrunk harder, as in hierarchical
-factorial models: Gelman et al., BDA3 §15), sd 5.0 for the intercept. The scale is the linear
-predictor: logits for bool rewards, standardized reward for numeric ones.
+Coding is *exchangeable*: every level, the baseline included, has its own column with the same
+prior, so no level is special before data arrives and, with no data, every variant is equally
+likely best (under reference coding — level 0 fixed at 0, the others N(0, 1) — the baseline of a
+4-level factor is best with probability 1/8, not 1/4, and a model trained on nothing already
+"prefers" non-baseline variants). The intercept is collinear with each factor's level columns;
+the proper priors identify the fit. Posteriors written before this coding carry no ``coding``
+in their meta and are read back with the old reference layout (``coding="reference"``).
+
+Priors (independent Gaussians, mean 0), one scale per block: design mains, design pairs, and
+context × design terms, defaults sd 1.0 / 0.3 / 0.3 (interactions shrunk harder, as in
+hierarchical factorial models: Gelman et al., BDA3 §15); the fit replaces the defaults by scales
+learned from the cells (:mod:`levered.bandit.scales`). sd 5.0 for the intercept, 1.0 for context
+mains. The scale is the linear predictor: logits for bool rewards, standardized reward for
+numeric ones.
 
 A variant's score is Σ_f main[f, l_f] + Σ_{f<g} pair[f, g, l_f, l_g] + Σ_c cd[c, f, l_f]
 (+ constants), computed from the level indices: the variants' feature matrix is never built,
@@ -77,6 +86,9 @@ class Design:
 
     level_counts: tuple[int, ...]
     context_vocab: tuple[tuple[str, ContextValue], ...] = ()
+    coding: str = "exchangeable"
+    scales: tuple[tuple[str, float], ...] = ()
+    """Prior sd per block name (see :meth:`blocks`) replacing the default of its kind."""
     main_idx: I64 = field(init=False, repr=False, compare=False)
     pair_f: I64 = field(init=False, repr=False, compare=False)
     pair_g: I64 = field(init=False, repr=False, compare=False)
@@ -92,32 +104,36 @@ class Design:
         counts = tuple(int(k) for k in self.level_counts)
         if not counts or min(counts) < 1:
             raise ValueError("every design factor needs at least one level")
+        if self.coding not in ("exchangeable", "reference"):
+            raise ValueError(f"unknown coding {self.coding!r}")
+        first = 0 if self.coding == "exchangeable" else 1
+        sd_main, sd_pair, sd_cd = PRIOR_SD_MAIN, PRIOR_SD_INTERACTION, PRIOR_SD_INTERACTION
         n_f = len(counts)
         k = max(counts)
         col = 0
         sds: list[float] = []
         main = np.full((n_f, k), -1, dtype=np.int64)
         for f, kf in enumerate(counts):
-            for level in range(1, kf):
+            for level in range(first, kf):
                 main[f, level] = col
                 col += 1
-                sds.append(PRIOR_SD_MAIN)
+                sds.append(sd_main)
         pairs = [(f, g) for f in range(n_f) for g in range(f + 1, n_f)]
         pair = np.full((len(pairs), k, k), -1, dtype=np.int64)
         for p, (f, g) in enumerate(pairs):
-            for a in range(1, counts[f]):
-                for b in range(1, counts[g]):
+            for a in range(first, counts[f]):
+                for b in range(first, counts[g]):
                     pair[p, a, b] = col
                     col += 1
-                    sds.append(PRIOR_SD_INTERACTION)
+                    sds.append(sd_pair)
         n_c = len(self.context_vocab)
         cd = np.full((n_c, n_f, k), -1, dtype=np.int64)
         for c in range(n_c):
             for f, kf in enumerate(counts):
-                for level in range(1, kf):
+                for level in range(first, kf):
                     cd[c, f, level] = col
                     col += 1
-                    sds.append(PRIOR_SD_INTERACTION)
+                    sds.append(sd_cd)
         intercept = col
         col += 1
         sds.append(PRIOR_SD_INTERCEPT)
@@ -135,9 +151,39 @@ class Design:
         object.__setattr__(self, "cd_idx", cd)
         object.__setattr__(self, "intercept", intercept)
         object.__setattr__(self, "ctx_main_idx", ctx_main)
-        object.__setattr__(self, "prior_sd", np.array(sds, dtype=np.float64))
+        prior_sd = np.array(sds, dtype=np.float64)
+        overrides = dict(self.scales)
+        for name, cols in self.blocks():
+            if name in overrides:
+                prior_sd[cols] = float(overrides[name])
+        object.__setattr__(self, "prior_sd", prior_sd)
         object.__setattr__(self, "n_features", col)
         object.__setattr__(self, "_lookup", lookup)
+
+    @property
+    def first_level(self) -> int:
+        """The first level with its own column: 0, or 1 under the legacy reference coding."""
+        return 0 if self.coding == "exchangeable" else 1
+
+    def blocks(self) -> list[tuple[str, I64]]:
+        """Prior blocks, one scale each, as in a hierarchical ANOVA (Gelman 2005, "Analysis of
+        variance — why it is more important than ever"): ``main:f`` per design factor,
+        ``pair:f:g`` per factor pair, ``context:name:f`` per context factor × design factor."""
+        out: list[tuple[str, I64]] = []
+        for f in range(len(self.level_counts)):
+            row = self.main_idx[f]
+            out.append((f"main:{f}", row[row >= 0]))
+        for p in range(self.pair_f.size):
+            cols = self.pair_idx[p][self.pair_idx[p] >= 0]
+            out.append((f"pair:{int(self.pair_f[p])}:{int(self.pair_g[p])}", np.sort(cols)))
+        by_name: dict[str, list[int]] = {}
+        for c, (name, _) in enumerate(self.context_vocab):
+            by_name.setdefault(name, []).append(c)
+        for name, cs in by_name.items():
+            for f in range(len(self.level_counts)):
+                cols = self.cd_idx[cs, f]
+                out.append((f"context:{name}:{f}", np.sort(cols[cols >= 0])))
+        return [(n, c.astype(np.int64)) for n, c in out if c.size]
 
     @property
     def n_variants(self) -> int:

@@ -20,6 +20,7 @@ O(cells · k²) for k active columns per cell plus O(p³) for the factorization.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from numba import njit
 from levered.bandit.cells import Cells
 from levered.bandit.design import MIN_CONTEXT_COUNT, Design, context_vocabulary
 from levered.bandit.posterior import Posterior, make_posterior
+from levered.bandit.scales import MAX_FEATURES, learn_scales
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -187,6 +189,7 @@ def fit_cmab(
     """Laplace posterior of the shared GLM on the cells (see the module docstring)."""
     vocab = context_vocabulary(cells, min_context_count)
     design = Design(tuple(int(k) for k in level_counts), vocab)
+    meta: dict[str, object] = {"coding": design.coding}
     if cells.size and int(cells.variant_number.max()) > design.n_variants:
         raise ValueError(f"a cell's variant number exceeds the space size {design.n_variants}")
     keep = cells.count > 0
@@ -195,7 +198,7 @@ def fit_cmab(
     s = np.ascontiguousarray(cells.reward_sum[keep])
     q = np.ascontiguousarray(cells.reward_sumsq[keep])
     total = float(n.sum())
-    meta: dict[str, object] = {"exposures": total, "reward_sum": float(s.sum())}
+    meta.update({"exposures": total, "reward_sum": float(s.sum())})
     meta["cells"] = int(active.shape[0])
     meta["features"] = design.n_features
     meta["traffic_mix"] = traffic_mix(cells)
@@ -205,6 +208,12 @@ def fit_cmab(
         theta0 = np.zeros(design.n_features)
         rate = (float(s.sum()) + 0.5) / (total + 1.0)
         theta0[design.intercept] = np.log(rate / (1.0 - rate))
+
+        def logistic_fit(sd: F64) -> tuple[F64, F64]:
+            th, h, _ = fit_logistic(active, n, s, sd, theta0)
+            return th, h
+
+        design = _learned(design, logistic_fit, total, meta)
         theta, precision, iters = fit_logistic(active, n, s, design.prior_sd, theta0)
         meta["iterations"] = iters
         return make_posterior(
@@ -222,6 +231,12 @@ def fit_cmab(
     y_scale = float(np.sqrt(var)) if var > 1e-12 else 1.0
     zs = (s - n * y_mean) / y_scale
     zq = (q - 2.0 * y_mean * s + n * y_mean**2) / y_scale**2
+
+    def gaussian_fit(sd: F64) -> tuple[F64, F64]:
+        th, h, _, _ = fit_gaussian(active, n, zs, zq, sd)
+        return th, h
+
+    design = _learned(design, gaussian_fit, total, meta)
     theta, precision, sigma2, iters = fit_gaussian(active, n, zs, zq, design.prior_sd)
     meta["iterations"] = iters
     meta["noise_sd"] = float(np.sqrt(sigma2)) * y_scale
@@ -237,6 +252,38 @@ def fit_cmab(
     )
 
 
+def _learned(
+    design: Design,
+    fit: Callable[[F64], tuple[F64, F64]],
+    total: float,
+    meta: dict[str, object],
+) -> Design:
+    """The design with block scales learned by empirical Bayes (:mod:`levered.bandit.scales`),
+    recorded in ``meta["prior_scales"]``; without data, or for very large spaces, the defaults."""
+    blocks = design.blocks()
+    source = "defaults"
+    if total > 0 and design.n_features <= MAX_FEATURES and blocks:
+        learned = learn_scales(fit, design.prior_sd, blocks)
+        design = Design(
+            design.level_counts, design.context_vocab, design.coding, tuple(learned.items())
+        )
+        source = "empirical_bayes"
+    meta["prior_scales"] = {name: float(design.prior_sd[cols][0]) for name, cols in blocks}
+    meta["prior_scales_source"] = source
+    return design
+
+
 def design_of(posterior: Posterior) -> Design:
-    """The column layout a cmab posterior was fitted with."""
-    return Design(tuple(posterior.level_counts), tuple((n, v) for n, v in posterior.context_vocab))
+    """The column layout a cmab posterior was fitted with. Posteriors from before exchangeable
+    coding have no ``coding`` in their meta: they were reference coded with the default scales."""
+    coding = str(posterior.meta.get("coding", "reference"))
+    stored = posterior.meta.get("prior_scales")
+    scales = (
+        tuple((str(k), float(v)) for k, v in stored.items()) if isinstance(stored, dict) else ()
+    )
+    return Design(
+        tuple(posterior.level_counts),
+        tuple((n, v) for n, v in posterior.context_vocab),
+        coding,
+        scales,
+    )

@@ -257,6 +257,9 @@ def summarize(
     means = draws.mean(axis=0)
     best = int(np.flatnonzero(mask)[np.argmax(means[mask])])
     baseline = draws[:, 0]
+    # Without a single exposure the relative figures are pure prior spread; a lift read off them
+    # ("+33 % vs baseline" on no data) would be a claim the data never made: report none.
+    no_data = float(posterior.meta.get("exposures", 1.0)) <= 0.0
     return Results(
         expected_reward=[_interval(draws[:, v]) for v in range(n_variants)],
         prob_best=pb,
@@ -265,8 +268,8 @@ def summarize(
         interaction_importance=interaction,
         pair_importance=pairs,
         context_importance={} if theta is None else context_importance(posterior, theta),
-        estimated_improvement_percent=_relative(draws @ pb, baseline),
-        best_vs_baseline_percent=_relative(draws[:, best], baseline),
+        estimated_improvement_percent=None if no_data else _relative(draws @ pb, baseline),
+        best_vs_baseline_percent=None if no_data else _relative(draws[:, best], baseline),
         estimated_progress=float(pb.max()),
         draws=s,
     )

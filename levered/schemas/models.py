@@ -152,6 +152,10 @@ class ModelState(msgspec.Struct, frozen=True):
     bias: dict[str, float] | None = None
     """The current version's exploration bias (null: none); weights and intervals are those
     of the widened posterior."""
+    prior_scales: dict[str, float] | None = None
+    """cmab: the prior sd of each coefficient block (``headline`` mains, ``headline × cta``
+    pairs, ``device × headline`` context terms), learned from the cells by empirical Bayes at
+    training; None for mab and for versions trained before scales were learned."""
 
 
 class ModelDeleted(msgspec.Struct, frozen=True):

@@ -30,17 +30,17 @@ def coefficient_names(posterior: Posterior, space: VariantSpace) -> list[tuple[s
         return f"{factor.name}={factor.levels[i]}"
 
     for f, k in enumerate(d.level_counts):
-        for i in range(1, k):
+        for i in range(d.first_level, k):
             names[int(d.main_idx[f, i])] = (level(f, i), "main")
     for p in range(d.pair_f.size):
         f, g = int(d.pair_f[p]), int(d.pair_g[p])
-        for a in range(1, d.level_counts[f]):
-            for b in range(1, d.level_counts[g]):
+        for a in range(d.first_level, d.level_counts[f]):
+            for b in range(d.first_level, d.level_counts[g]):
                 names[int(d.pair_idx[p, a, b])] = (f"{level(f, a)} × {level(g, b)}", "pair")
     for c, (ctx_name, ctx_value) in enumerate(d.context_vocab):
         names[int(d.ctx_main_idx[c])] = (f"{ctx_name}={ctx_value}", "context")
         for f, k in enumerate(d.level_counts):
-            for i in range(1, k):
+            for i in range(d.first_level, k):
                 names[int(d.cd_idx[c, f, i])] = (
                     f"{ctx_name}={ctx_value} × {level(f, i)}",
                     "context_interaction",
@@ -68,3 +68,23 @@ def summarize_coefficients(
         )
         for j in order[:top]
     ]
+
+
+def prior_scales(posterior: Posterior, space: VariantSpace) -> dict[str, float] | None:
+    """The learned block scales of a cmab version, keyed by factor names rather than the
+    positional block names the posterior stores (``main:0`` → ``headline``)."""
+    stored = posterior.meta.get("prior_scales")
+    if posterior.model_type != "cmab" or not isinstance(stored, dict):
+        return None
+    names = [f.name for f in space.factors]
+    out: dict[str, float] = {}
+    for key, value in stored.items():
+        kind, *rest = str(key).split(":")
+        if kind == "main":
+            label = names[int(rest[0])]
+        elif kind == "pair":
+            label = f"{names[int(rest[0])]} × {names[int(rest[1])]}"
+        else:
+            label = f"{rest[0]} × {names[int(rest[1])]}"
+        out[label] = float(value)
+    return out

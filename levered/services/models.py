@@ -39,7 +39,7 @@ from levered.schemas.models import (
     VariantState,
 )
 from levered.services.bias import recorded
-from levered.services.coefficients import summarize_coefficients
+from levered.services.coefficients import prior_scales, summarize_coefficients
 
 SUMMARY_CACHE_SIZE: Final = 16
 UNTRAINED_NOTE: Final = (
@@ -262,6 +262,7 @@ async def model_state(
         coefficients=_coefficients(v, s.space) if summary is not None else None,
         context_cells=_context_cells(v) if summary is not None else None,
         bias=None if v is None else v.bias,
+        prior_scales=None if v is None or summary is None else prior_scales(v.posterior, s.space),
     )
 
 

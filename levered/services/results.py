@@ -5,12 +5,14 @@ Measured lift compares per-user pooled outcomes of optimized traffic (mean m_o o
 sample variance s²_o) and the holdout (m_h, n_h, s²_h):
 
 - ``lift_percent`` = 100 · (m_o / m_h − 1);
-- its 95 % interval by the delta method on the ratio R = m_o / m_h:
-  Var(R) ≈ Var(m_o) / m_h² + m_o² · Var(m_h) / m_h⁴ with Var(m) = s² / n, so
-  ``ci`` = 100 · (R − 1 ± 1.96 · √Var(R));
-- ``p_value``: two-sided z-test of m_o − m_h (Welch standard error √(s²_o/n_o + s²_h/n_h)),
-  p = erfc(|z| / √2) — the null "no lift" is the same for the difference and the ratio;
-- CI and p only when both arms have at least :data:`MIN_ARM_USERS` users.
+- one estimator for both the interval and the test: the delta method on the log ratio
+  log R = log m_o − log m_h, Var(log R) ≈ Var(m_o) / m_o² + Var(m_h) / m_h² with
+  Var(m) = s² / n. ``ci`` = 100 · (exp(log R ± 1.96 · se) − 1) and ``p_value`` =
+  erfc(|log R / se| / √2), the Wald test of log R = 0. The interval excludes 0 exactly when
+  p < 0.05 (a separate difference test next to a ratio interval could print an interval across
+  0 beside p < 0.01), and it is asymmetric like the ratio itself;
+- CI and p only when both arms have at least :data:`MIN_ARM_USERS` users and both means are
+  positive (log R is undefined otherwise).
 """
 
 from __future__ import annotations
@@ -83,13 +85,17 @@ def measured_lift(optimized: Arm, holdout: Arm, min_users: int = MIN_ARM_USERS) 
     if optimized.users >= min_users and holdout.users >= min_users:
         m_o, v_o = _mean_var(optimized)
         m_h, v_h = _mean_var(holdout)
-        se = math.sqrt(v_o + v_h)
-        diff = m_o - m_h
-        p_value = math.erfc(abs(diff / se) / math.sqrt(2.0)) if se > 0 else float(diff == 0.0)
-        if m_h != 0.0:
-            ratio = m_o / m_h
-            se_ratio = math.sqrt(v_o / m_h**2 + m_o**2 * v_h / m_h**4)
-            ci = [100.0 * (ratio - 1.0 - Z95 * se_ratio), 100.0 * (ratio - 1.0 + Z95 * se_ratio)]
+        if m_o > 0.0 and m_h > 0.0:
+            log_ratio = math.log(m_o / m_h)
+            se = math.sqrt(v_o / m_o**2 + v_h / m_h**2)
+            if se > 0:
+                p_value = math.erfc(abs(log_ratio / se) / math.sqrt(2.0))
+            else:
+                p_value = float(log_ratio == 0.0)
+            ci = [
+                100.0 * (math.exp(log_ratio - Z95 * se) - 1.0),
+                100.0 * (math.exp(log_ratio + Z95 * se) - 1.0),
+            ]
     return MeasuredLift(
         optimized_rate=o_rate,
         holdout_rate=h_rate,

@@ -73,6 +73,8 @@ async def test_train_state_results(
     state: Any = (await levered("models", "state", model_id, "--json", env=env)).json()
     best = max(state["variants"], key=lambda v: v["prob_best"])
     assert best["number"] == 2
+    if state["kind"].startswith("laplace"):
+        assert state["prior_scales"] and all(v > 0 for v in state["prior_scales"].values())
 
     listed = await levered("models", "list", env=env)
     assert "Headlines" in listed.stdout and "trained" in listed.stdout
@@ -106,6 +108,8 @@ async def test_train_state_results(
     assert "trained version 2; trained on the last 7 days, data through" in rebuilt.stderr
     shown = await levered("models", "state", model_id, env=env)
     assert "data through" in shown.stderr
+    if state["kind"].startswith("laplace"):
+        assert "prior scales learned from the data" in shown.stderr
 
     deleted = await levered("models", "delete", model_id, "-y", env=env)
     assert deleted.code == 0

@@ -23,18 +23,24 @@ def url(optimization_id: UUID, **params: object) -> str:
 
 
 def hand_lift(traffic: Traffic) -> tuple[float, list[float], float]:
-    """Lift %, its delta-method 95 % CI and the z-test p-value, from the raw user outcomes."""
+    """Lift %, its log-ratio delta-method 95 % CI and the matching Wald p-value, from the raw
+    user outcomes."""
     o = np.array(list(traffic.optimized.values()))
     h = np.array(list(traffic.holdout.values()))
     mo, mh = o.mean(), h.mean()
     vo, vh = o.var(ddof=1) / o.size, h.var(ddof=1) / h.size
-    grad = np.array([1 / mh, -mo / mh**2])  # ∂(mo/mh)
+    grad = np.array([1 / mo, -1 / mh])  # ∂ log(mo/mh)
     se = math.sqrt(grad @ np.diag([vo, vh]) @ grad)
     lift = 100 * (mo / mh - 1)
-    z = (mo - mh) / math.sqrt(vo + vh)
+    z = math.log(mo / mh) / se
     p = 2 * (1 - 0.5 * (1 + math.erf(abs(z) / math.sqrt(2))))
     z95 = 1.959963984540054
-    return lift, [lift - 100 * z95 * se, lift + 100 * z95 * se], p
+    ratio = mo / mh
+    return (
+        lift,
+        [100 * (ratio * math.exp(-z95 * se) - 1), 100 * (ratio * math.exp(z95 * se) - 1)],
+        p,
+    )
 
 
 async def train(client: Client, conn: asyncpg.Connection, org: Org, optimization_id: UUID) -> None:
@@ -80,10 +86,12 @@ async def test_results_of_a_trained_bool_optimization(
     )
     assert math.isclose(lift["lift_percent"], expected_lift, rel_tol=1e-9)
     assert lift["lift_percent"] > 0
-    half = lift["ci"][1] - lift["lift_percent"]
     assert math.isclose(lift["ci"][0], expected_ci[0], rel_tol=1e-9, abs_tol=1e-9)
     assert math.isclose(lift["ci"][1], expected_ci[1], rel_tol=1e-9)
-    assert math.isclose(half, lift["lift_percent"] - lift["ci"][0], rel_tol=1e-9)
+    # Log-ratio interval: symmetric around the log ratio, not around the lift.
+    ratio = 1 + lift["lift_percent"] / 100
+    lo, hi = 1 + lift["ci"][0] / 100, 1 + lift["ci"][1] / 100
+    assert math.isclose(math.log(hi / ratio), math.log(ratio / lo), rel_tol=1e-9)
     assert math.isclose(lift["p_value"], expected_p, rel_tol=1e-6, abs_tol=1e-12)
 
     modeled = body["modeled"]

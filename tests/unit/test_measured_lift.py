@@ -1,4 +1,5 @@
-"""Measured lift (optimized vs holdout) by the delta method: hand numbers and coverage."""
+"""Measured lift (optimized vs holdout) by the log-ratio delta method: hand numbers, coverage,
+and agreement of the interval with the p-value."""
 
 from __future__ import annotations
 
@@ -22,13 +23,29 @@ def test_hand_computed_bool_example() -> None:
     assert lift.lift_percent == pytest.approx(50.0)
     var_o = (60 - 60**2 / 200) / 199 / 200  # s² / n
     var_h = (20 - 20**2 / 100) / 99 / 100
-    se_ratio = math.sqrt(var_o / 0.2**2 + 0.3**2 * var_h / 0.2**4)
+    se_log = math.sqrt(var_o / 0.3**2 + var_h / 0.2**2)
     assert lift.ci == pytest.approx(
-        [50 - 100 * 1.959964 * se_ratio, 50 + 100 * 1.959964 * se_ratio]
+        [
+            100 * (1.5 * math.exp(-1.959964 * se_log) - 1),
+            100 * (1.5 * math.exp(1.959964 * se_log) - 1),
+        ]
     )
-    z = 0.1 / math.sqrt(var_o + var_h)
+    z = math.log(1.5) / se_log
     assert lift.p_value == pytest.approx(math.erfc(z / math.sqrt(2)))
-    assert lift.p_value == pytest.approx(0.0530, abs=5e-4)  # z ≈ 1.935
+    assert lift.p_value == pytest.approx(0.0758, abs=5e-4)  # z ≈ 1.78: the interval spans 0 too
+
+
+def test_interval_and_p_value_agree() -> None:
+    """One estimator: the interval excludes 0 exactly when p < 0.05."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n_o, n_h = int(rng.integers(100, 2000)), int(rng.integers(100, 500))
+        o = float(rng.binomial(n_o, 0.1))
+        h = float(max(rng.binomial(n_h, 0.08), 1))
+        lift = measured_lift(Arm(n_o, o, o), Arm(n_h, h, h))
+        assert lift.ci is not None and lift.p_value is not None
+        excludes_zero = lift.ci[0] > 0 or lift.ci[1] < 0
+        assert excludes_zero == (lift.p_value < 0.05)
 
 
 def test_interval_and_p_value_need_100_users_per_arm() -> None:
@@ -43,10 +60,11 @@ def test_degenerate_arms() -> None:
     empty = measured_lift(Arm(0, 0.0, 0.0), Arm(0, 0.0, 0.0))
     assert empty.optimized_rate is None and empty.lift_percent is None and empty.ci is None
     zero_holdout = measured_lift(Arm(200, 10.0, 10.0), Arm(200, 0.0, 0.0))
+    # log R is undefined with a zero mean: neither the interval nor its test is reported.
     assert zero_holdout.lift_percent is None and zero_holdout.ci is None
-    assert zero_holdout.p_value is not None and zero_holdout.p_value < 0.01
+    assert zero_holdout.p_value is None
     same = measured_lift(Arm(200, 0.0, 0.0), Arm(200, 0.0, 0.0))
-    assert same.p_value == 1.0
+    assert same.p_value is None
 
 
 def test_the_interval_covers_the_true_lift_about_95_percent_of_the_time() -> None:
@@ -75,9 +93,10 @@ def test_numeric_outcomes_match_a_direct_delta_method() -> None:
     lift = measured_lift(arm_of(o), arm_of(h))
     mo, mh = o.mean(), h.mean()
     cov = np.diag([o.var(ddof=1) / o.size, h.var(ddof=1) / h.size])
-    grad = np.array([1 / mh, -mo / mh**2])
-    se = 100 * math.sqrt(grad @ cov @ grad)
+    grad = np.array([1 / mo, -1 / mh])  # of log(mo / mh)
+    se = math.sqrt(grad @ cov @ grad)
     assert lift.lift_percent == pytest.approx(100 * (mo / mh - 1))
+    ratio = mo / mh
     assert lift.ci == pytest.approx(
-        [lift.lift_percent - 1.959964 * se, lift.lift_percent + 1.959964 * se]
+        [100 * (ratio * math.exp(-1.959964 * se) - 1), 100 * (ratio * math.exp(1.959964 * se) - 1)]
     )
