@@ -47,6 +47,7 @@ from levered.schemas.ingest import (
 )
 from levered.schemas.oauth import OAuthErrorBody, TokenResponse
 from levered.services.oauth import CLIENT_ID, MAX_REDIRECT_URI, STATE
+from levered.services.scopes import required_scope
 from levered.services.warehouse import SUPPORTED_PROVIDERS
 
 Schema = dict[str, Any]
@@ -270,6 +271,14 @@ def _describe(
     for status, applies in derived.items():
         if applies:
             codes.setdefault(status, GENERIC[status])
+    if "security" in operation:
+        method, _, path = key.partition(" ")
+        scope = required_scope(method, path)
+        lacking = (
+            f"`forbidden`: the API key lacks the `{scope}` scope this operation needs "
+            "(`details.missing_scope` names it; see docs/teams.md)."
+        )
+        codes[403] = f"{codes[403]} Or {lacking}" if 403 in codes else lacking
     responses = operation.setdefault("responses", {})
     for status in [s for s in responses if s.isdigit() and int(s) >= 400]:
         if int(status) not in codes and not _is_envelope(responses[status]):
