@@ -275,6 +275,7 @@ def _posterior_mean(posterior: Posterior) -> Posterior:
         context_vocab=list(posterior.context_vocab),
         y_mean=posterior.y_mean,
         y_scale=posterior.y_scale,
+        meta=dict(posterior.meta),  # the coding and learned scales: the same column layout
     )
 
 
