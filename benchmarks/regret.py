@@ -180,12 +180,15 @@ class Batched(Policy):
 
 
 class VowpalWabbit(Policy):
-    """``--cb_explore_adf`` with one action line per variant (its factor levels as features)."""
+    """``--cb_explore_adf --squarecb -q UA`` (quadratic user × action features), one action line
+    per variant with its factor levels as features: the strongest contextual peer measured."""
 
     name = "vw"
 
     def __init__(self, vw_module: Any, n_v: int, contextual: bool, seed: int) -> None:
-        self.vw = vw_module.Workspace(f"--cb_explore_adf --quiet --random_seed {seed}")
+        self.vw = vw_module.Workspace(
+            f"--cb_explore_adf --squarecb -q UA --quiet --random_seed {seed}"
+        )
         lv = levels_matrix(LEVELS)
         self.actions = [
             "|Action " + " ".join(f"f{f}={lv[v, f]}" for f in range(len(LEVELS)))
