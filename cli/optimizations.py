@@ -276,30 +276,39 @@ app.command(
 )
 
 
-@app.command
-def stop(
-    optimization_id: str,
-    *,
-    yes: YesFlag = False,
-    api_url_flag: ApiUrlFlag = None,
-    json: JsonFlag = False,
-) -> None:
-    """Stop for good (completed is final). Prompts unless -y."""
-    confirm(f"Stop optimization {optimization_id}? Completed is final.", yes)
-    _patch(optimization_id, {"status": "completed"}, api_url_flag, json)
+def _final_transition(status: Status, question: str, doc: str) -> Any:
+    """A command for a final status: it asks ``question`` first, unless ``-y``."""
+
+    def command(
+        optimization_id: str,
+        *,
+        yes: YesFlag = False,
+        api_url_flag: ApiUrlFlag = None,
+        json: JsonFlag = False,
+    ) -> None:
+        confirm(question.format(id=optimization_id), yes)
+        _patch(optimization_id, {"status": status}, api_url_flag, json)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command
-def archive(
-    optimization_id: str,
-    *,
-    yes: YesFlag = False,
-    api_url_flag: ApiUrlFlag = None,
-    json: JsonFlag = False,
-) -> None:
-    """Archive an optimization (final). Prompts unless -y."""
-    confirm(f"Archive optimization {optimization_id}? This is final.", yes)
-    _patch(optimization_id, {"status": "archived"}, api_url_flag, json)
+app.command(
+    _final_transition(
+        "completed",
+        "Stop optimization {id}? Completed is final.",
+        "Stop for good (completed is final). Prompts unless -y.",
+    ),
+    name="stop",
+)
+app.command(
+    _final_transition(
+        "archived",
+        "Archive optimization {id}? This is final.",
+        "Archive an optimization (final). Prompts unless -y.",
+    ),
+    name="archive",
+)
 
 
 @app.command

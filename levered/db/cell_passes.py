@@ -108,10 +108,10 @@ SELECT EXISTS (SELECT 1 FROM warehouse.exposures
 """
 
 
-def unseen(xmin: str, since: str, seen_below: str) -> str:
-    """SQL: the row (received_at, system column ``xmin``) may have been committed after the
-    snapshot of a pass whose newest ``received_at`` was past ``since`` and whose snapshot xmin
-    was ``seen_below`` (NULL: unknown, every row after ``since`` counts as unseen).
+def unseen(xmin: str, seen_below: str) -> str:
+    """SQL: the row with system column ``xmin`` may have been committed after the snapshot of
+    a pass whose snapshot xmin was ``seen_below`` (NULL: unknown, so every row counts). The
+    callers bound the rows by ``received_at`` (the newest ones) first.
 
     A transaction id below a snapshot's xmin had ended when the snapshot was taken, so its rows
     were visible to it; one at or above it may not have been. Rows keep 32-bit ids: the epoch
@@ -124,7 +124,7 @@ def unseen(xmin: str, since: str, seen_below: str) -> str:
         f"(({now} >> 32) << 32) + {x} "
         f"- CASE WHEN {x} > ({now} & 4294967295) THEN 4294967296 ELSE 0 END"
     )
-    return f"(received_at > {since} AND ({seen_below}::bigint IS NULL OR {full} >= {seen_below}))"
+    return f"({seen_below}::bigint IS NULL OR {full} >= {seen_below})"
 
 
 LATE: Final = f"""
@@ -136,7 +136,7 @@ FROM (SELECT "timestamp", received_at, xmin AS x FROM warehouse.exposures
       SELECT "timestamp", received_at, xmin FROM warehouse.rewards
       WHERE received_at > $2 AND "timestamp" <= $3
         AND (optimization_id IS NULL OR optimization_id = $1)) AS late
-WHERE {unseen("x", "$2", "$4")}
+WHERE {unseen("x", "$4")}
 GROUP BY 1
 """
 """Buckets of events the previous pass did not see — received after $2 (its marker less the

@@ -142,11 +142,11 @@ SELECT EXISTS (SELECT 1 FROM warehouse.exposures
 NEW_LATE: Final = f"""
 SELECT EXISTS (SELECT 1 FROM warehouse.exposures
                WHERE received_at > $3 AND optimization_id = $2 AND "timestamp" <= $4
-                 AND {unseen("xmin", "$3", "$5")})
+                 AND {unseen("xmin", "$5")})
     OR EXISTS (SELECT 1 FROM warehouse.rewards
                WHERE received_at > $3 AND organization_id = $1 AND "timestamp" <= $4
                  AND (optimization_id IS NULL OR optimization_id = $2)
-                 AND {unseen("xmin", "$3", "$5")})
+                 AND {unseen("xmin", "$5")})
 """
 """Events the version's cells did not see — received after $3 and not committed before the
 snapshot with xmin $5 (:func:`levered.db.cell_passes.unseen`) — timed at or before its as-of
