@@ -14,7 +14,10 @@ logistic — reward units for numeric) gives them all consistently:
   importance is 1 − Σ_f S_f. Reported as posterior mean, q1, q3 over draws; per-level effects
   are E[r | l_f = l] − E[r | l_f = 0] with 95 % intervals;
 - context importance (cmab): for each context factor, a two-way decomposition of r over
-  (known value, variant): the share from the value itself and from value × design;
+  (known value, variant): the share from the value itself, from value × design and from the
+  design alone, adding up to 1 in each draw. Its denominator is the variance over (value,
+  variant) cells, not over variants, so a context share is never added to the design
+  factors' shares (those, with the interaction share, add up to 1 on their own);
 - modeled improvement: the prob_best-weighted reward (current allocation) and the reward of the
   variant with the highest posterior mean, each relative to the baseline (variant 1), per draw.
 
@@ -195,7 +198,8 @@ def factor_importance(
 
 def context_importance(posterior: Posterior, theta: F64) -> dict[str, dict[str, Spread]]:
     """Per context factor: shares of Var over (known value, variant) from the value
-    (``context``) and from value × design (``interaction``), and their sum (``total``)."""
+    (``context``), from value × design (``interaction``), their sum (``total``) and the rest,
+    the design alone (``design``): one decomposition, ``total`` + ``design`` = 1."""
     by_factor: dict[str, list[Any]] = {}
     for name, value in posterior.context_vocab:
         by_factor.setdefault(name, []).append(value)
@@ -217,6 +221,7 @@ def context_importance(posterior: Posterior, theta: F64) -> dict[str, dict[str, 
             "total": _spread(ctx + inter),
             "context": _spread(ctx),
             "interaction": _spread(inter),
+            "design": _spread(1.0 - ctx - inter),
         }
     return out
 

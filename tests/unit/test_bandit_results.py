@@ -99,3 +99,28 @@ def test_numeric_rewards_and_ten_thousand_variants() -> None:
     big = fit_mab(Cells.of([1, 2], [10, 10], [1, 5]), (10, 10, 10, 10), "bool")
     res = summarize(big, n_draws=2000)
     assert res.draws == 400 and len(res.expected_reward) == 10_000
+
+
+def test_importance_shares_form_two_decompositions_each_adding_to_one() -> None:
+    """Design shares (with interactions) add up to 1; each context factor's shares (value,
+    value × design, design alone) add up to 1 on their own: never one list to be summed."""
+    rng = np.random.default_rng(8)
+    rates = {"A": np.linspace(0.05, 0.2, 6), "B": np.linspace(0.2, 0.05, 6)}
+    numbers, ctx, n_all, s_all = [], [], [], []
+    for c, seg in enumerate(("A", "B")):
+        n, s, _ = naive.simulate_cells(rng, rates[seg], 600)
+        numbers += list(range(1, 7))
+        ctx += [c] * 6
+        n_all += list(n)
+        s_all += list(s)
+    cells = Cells.of(
+        numbers, n_all, s_all, context_index=ctx, contexts=[{"segment": "A"}, {"segment": "B"}]
+    )
+    res = summarize(fit_cmab(cells, (3, 2), "bool"), n_draws=500)
+    design = sum(f.importance.mean for f in res.factor_importance)
+    assert design + res.interaction_importance.mean == pytest.approx(1.0)
+    seg = res.context_importance["segment"]
+    assert seg["total"].mean + seg["design"].mean == pytest.approx(1.0)
+    assert seg["context"].mean + seg["interaction"].mean == pytest.approx(seg["total"].mean)
+    # The planted flip is a segment × design effect: it dominates that decomposition.
+    assert seg["interaction"].mean > seg["design"].mean

@@ -106,19 +106,32 @@ def traffic(results: dict[str, Any] | None, screen_width: int = 130) -> str:
 
 
 def importance(results: dict[str, Any] | None) -> str:
+    """Design shares and context shares answer different questions, with different
+    denominators (docs/statistics.md, "Reading factor importance"): shown as two
+    decompositions, each adding up to 100 %, never as one list to be summed."""
     factors = (results or {}).get("factor_importance") or []
     contexts = (results or {}).get("context_importance") or []
     if not factors:
         return "Factor importance appears after the first training."
-    lines = [
-        f"{f['name']:<20} {bar(f.get('mean') or 0, 20)} {f.get('mean') or 0:6.1%} "
+    lines = ["How variants differ (population), shares adding up to 100 %:"]
+    lines += [
+        f"  {f['name']:<18} {bar(f.get('mean') or 0, 20)} {f.get('mean') or 0:6.1%} "
         f"(IQR {f.get('q1') or 0:.1%}–{f.get('q3') or 0:.1%})"
         for f in factors
     ]
-    lines += [
-        f"context {c['name']:<12} {bar(c.get('mean') or 0, 20)} {c.get('mean') or 0:6.1%}"
-        for c in contexts
-    ]
+    inter = (results or {}).get("interaction_importance") or {}
+    if inter:
+        share = inter.get("mean") or 0
+        lines.append(f"  {'interactions':<18} {bar(share, 20)} {share:6.1%}")
+    for c in contexts:
+        total = c.get("mean") or 0
+        value = (c.get("context") or {}).get("mean") or 0
+        cross = (c.get("interaction") or {}).get("mean") or 0
+        lines.append(
+            f"How ({c['name']} value, variant) cells differ, its own 100 %: "
+            f"{c['name']} {value:.1%} + {c['name']} × design {cross:.1%} "
+            f"+ design alone {max(0.0, 1.0 - total):.1%}"
+        )
     return "\n".join(lines)
 
 
