@@ -13,6 +13,7 @@ from typing import NoReturn
 from cyclopts import App, CycloptsError
 
 from cli import (
+    analysis,  # noqa: F401  (registers its commands on optimizations.app)
     api_keys,
     auth,
     config,

@@ -15,6 +15,10 @@ from cli.session import call
 app = App(name="optimizations", help="Create, manage, and inspect optimizations.")
 
 Status = Literal["live", "paused", "shipped", "completed", "archived"]
+GUARDRAILS_HELP = (
+    'JSON array of guardrails, e.g. \'[{"metric_id": "…", "direction": "must_not_increase", '
+    '"tolerance_percent": 5, "auto_pause": true}]\' (replaces the list; docs/analysis.md).'
+)
 
 
 def _json_flag(flag: str, raw: str | None) -> Any:
@@ -104,6 +108,16 @@ def _print_details(o: dict[str, Any]) -> None:
         )
     for rule in o.get("excluded_combinations", []):
         rows.append(["excluded", msgspec.json.encode(rule).decode()])
+    for g in o.get("guardrails", []):
+        pause = ", auto-pause" if g.get("auto_pause") else ""
+        rows.append(
+            [
+                "guardrail",
+                f"{g['metric_id']} {g['direction']} ±{g['tolerance_percent']:g}%{pause}",
+            ]
+        )
+    if o.get("status_reason"):
+        rows.append(["status_reason", o["status_reason"]["message"]])
     emit_table(["field", "value"], rows)
 
 
@@ -124,6 +138,7 @@ def create(
     ] = None,
     sticky: bool = True,
     draft: Annotated[bool, Parameter(negative="", help="Create as draft.")] = False,
+    guardrails: Annotated[str | None, Parameter(help=GUARDRAILS_HELP)] = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -140,6 +155,8 @@ def create(
         body["context_factors"] = _json_flag("--context-factors", context_factors)
     if excluded_combinations is not None:
         body["excluded_combinations"] = _json_flag("--excluded-combinations", excluded_combinations)
+    if guardrails is not None:
+        body["guardrails"] = _json_flag("--guardrails", guardrails)
     if holdout_percentage is not None:
         body["holdout_percentage"] = holdout_percentage
     if conversion_window_hours is not None:
@@ -189,6 +206,7 @@ def update(
     model_type: Annotated[
         Literal["cmab", "mab"] | None, Parameter(help="Model type (drafts only).")
     ] = None,
+    guardrails: Annotated[str | None, Parameter(help=GUARDRAILS_HELP)] = None,
     yes: YesFlag = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
@@ -222,6 +240,7 @@ def update(
         ("excluded_combinations", "--excluded-combinations", excluded_combinations),
         ("design_factors", "--design-factors", design_factors),
         ("context_factors", "--context-factors", context_factors),
+        ("guardrails", "--guardrails", guardrails),
     ):
         if raw is not None:
             body[key] = _json_flag(flag, raw)

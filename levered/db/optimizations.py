@@ -27,6 +27,7 @@ class OptimizationValues(NamedTuple):
     excluded_combinations: list[dict[str, Any]]
     sticky: bool
     training_window: dict[str, Any]
+    guardrails: list[dict[str, Any]]
 
 
 SELECT_METRIC: Final = """
@@ -36,8 +37,8 @@ SELECT id, name, reward_type FROM metrics WHERE organization_id = $1 AND id = $2
 INSERT_OPTIMIZATION: Final = """
 INSERT INTO optimizations (organization_id, name, status, model_type, design_factors,
                            context_factors, reward_metric_id, attribution, holdout_percentage,
-                           excluded_combinations, sticky, training_window)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                           excluded_combinations, sticky, training_window, guardrails)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING id
 """
 
@@ -45,8 +46,8 @@ RETURNING id
 _VIEW: Final = """
 SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors,
        o.reward_metric_id, o.attribution, o.holdout_percentage, o.excluded_combinations,
-       o.sticky, o.summary, o.created_at, o.updated_at, o.training_window,
-       mt.name AS metric_name, mt.reward_type AS metric_reward_type,
+       o.sticky, o.summary, o.created_at, o.updated_at, o.training_window, o.guardrails,
+       o.status_reason, mt.name AS metric_name, mt.reward_type AS metric_reward_type,
        m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version,
        mv.trained_at AS model_trained_at
 FROM optimizations o
@@ -68,7 +69,8 @@ LIMIT $2
 
 LOCK_OPTIMIZATION: Final = """
 SELECT id, name, status, model_type, design_factors, context_factors, reward_metric_id,
-       attribution, holdout_percentage, excluded_combinations, sticky, training_window
+       attribution, holdout_percentage, excluded_combinations, sticky, training_window,
+       guardrails
 FROM optimizations WHERE organization_id = $1 AND id = $2
 FOR UPDATE
 """
@@ -77,9 +79,18 @@ UPDATE_OPTIMIZATION: Final = """
 UPDATE optimizations
 SET name = $3, status = $4, model_type = $5, design_factors = $6, context_factors = $7,
     reward_metric_id = $8, attribution = $9, holdout_percentage = $10,
-    excluded_combinations = $11, sticky = $12, training_window = $13, updated_at = now()
+    excluded_combinations = $11, sticky = $12, training_window = $13, guardrails = $14,
+    status_reason = CASE WHEN status = $4 THEN status_reason END, updated_at = now()
 WHERE organization_id = $1 AND id = $2
 """
+"""A status change through the API clears ``status_reason`` (what the server set itself)."""
+
+PAUSE_FOR: Final = """
+UPDATE optimizations SET status = 'paused', status_reason = $3, updated_at = now()
+WHERE organization_id = $1 AND id = $2 AND status = 'live'
+RETURNING id
+"""
+"""The server's own pause (a violated guardrail): only a live optimization, with the reason."""
 
 DELETE_DRAFT: Final = """
 WITH draft AS (
@@ -138,3 +149,10 @@ async def delete_draft(
     when nothing matched."""
     value: UUID | None = await conn.fetchval(DELETE_DRAFT, organization_id, optimization_id)
     return value
+
+
+async def pause_for(
+    conn: Connection, organization_id: UUID, optimization_id: UUID, reason: dict[str, Any]
+) -> bool:
+    """Pause a live optimization, recording why; False when it was not live (nothing done)."""
+    return await conn.fetchval(PAUSE_FOR, organization_id, optimization_id, reason) is not None

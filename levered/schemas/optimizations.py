@@ -113,6 +113,42 @@ class Decay(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag="decay"
 
 TrainingWindow = AllHistory | LastDays | Decay
 
+GuardrailDirection = Literal["must_not_increase", "must_not_decrease"]
+TolerancePercent = Annotated[
+    float,
+    Meta(
+        gt=0,
+        le=1000,
+        description="The relative change of the guardrail metric (optimized vs holdout, in %) "
+        "that is tolerated: more than 0, at most 1,000.",
+    ),
+]
+
+
+class Guardrail(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A metric the optimization must not make worse (docs/analysis.md, "Guardrails").
+
+    ``must_not_increase`` with ``tolerance_percent`` 5: the metric's per-user rate under
+    optimized traffic may not exceed the holdout's by more than 5 %. ``auto_pause``: pause the
+    optimization (serve the baseline) when the guardrail is violated.
+    """
+
+    metric_id: UUID
+    direction: GuardrailDirection
+    tolerance_percent: TolerancePercent
+    auto_pause: bool = False
+
+
+class StatusReason(msgspec.Struct, frozen=True, kw_only=True):
+    """Why the server itself set the current status (an automatic pause)."""
+
+    code: str
+    """``guardrail_violated``."""
+    message: str
+    at: datetime
+    metric_id: UUID | None = None
+    details: dict[str, Any] | None = None
+
 
 class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Name
@@ -126,6 +162,8 @@ class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     sticky: bool = True
     draft: bool = False
     training_window: TrainingWindow = AllHistory()
+    guardrails: list[Guardrail] = []
+    """Metrics that must not get worse; each metric at most once, of this organization."""
 
 
 class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -147,6 +185,8 @@ class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     sticky: bool | UnsetType = UNSET
     training_window: TrainingWindow | UnsetType = UNSET
     """Editable in every status but archived; the next training uses it."""
+    guardrails: list[Guardrail] | UnsetType = UNSET
+    """Replaces the whole list; editable in every status but archived."""
 
 
 class LinkedMetric(msgspec.Struct, frozen=True):
@@ -195,6 +235,10 @@ class Optimization(msgspec.Struct, frozen=True):
     created_at: datetime
     updated_at: datetime
     training_window: TrainingWindow = AllHistory()
+    guardrails: list[Guardrail] = []
+    status_reason: StatusReason | None = None
+    """Set when the server changed the status itself (a guardrail's auto-pause); null after
+    any status change through the API."""
 
 
 class OptimizationResponse(Optimization, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar.types import ControllerRouterHandler
 
+from levered.server.analysis import AnalysisController
 from levered.server.api_keys import ApiKeyController
 from levered.server.health import HealthController
 from levered.server.ingest import IngestController
@@ -31,4 +32,5 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     ServingController,
     ModelController,
     ResultsController,
+    AnalysisController,
 ]

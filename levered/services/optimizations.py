@@ -30,6 +30,7 @@ from levered.schemas.optimizations import (
     Baseline,
     ContextFactor,
     DesignFactor,
+    Guardrail,
     LinkedMetric,
     LinkedModel,
     ModelType,
@@ -37,10 +38,11 @@ from levered.schemas.optimizations import (
     OptimizationCreate,
     OptimizationUpdate,
     Status,
+    StatusReason,
     TrainingWindow,
     Variant,
 )
-from levered.services import lifecycle
+from levered.services import guardrail_rules, lifecycle
 
 MAB_MAX_VARIANTS: Final = 1_000
 """Each mab arm learns only from its own traffic; beyond ~1,000 arms most never get enough."""
@@ -309,6 +311,7 @@ class Config(msgspec.Struct, frozen=True):
     excluded_combinations: list[dict[str, str | bool]]
     sticky: bool
     training_window: TrainingWindow = AllHistory()
+    guardrails: list[Guardrail] = []
 
 
 CONFIG_FIELDS: Final = Config.__struct_fields__
@@ -327,6 +330,7 @@ def _values(config: Config, status: Status) -> db.OptimizationValues:
         excluded_combinations=msgspec.to_builtins(config.excluded_combinations),
         sticky=config.sticky,
         training_window=msgspec.to_builtins(config.training_window),
+        guardrails=msgspec.to_builtins(config.guardrails),
     )
 
 
@@ -382,6 +386,10 @@ def _view(row: asyncpg.Record) -> Optimization:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         training_window=msgspec.convert(row["training_window"], TrainingWindow),
+        guardrails=msgspec.convert(row["guardrails"], list[Guardrail]),
+        status_reason=None
+        if row["status_reason"] is None
+        else msgspec.convert(row["status_reason"], StatusReason, strict=False),
     )
 
 
@@ -431,10 +439,12 @@ async def create_optimization(
         excluded_combinations=body.excluded_combinations,
         sticky=body.sticky,
         training_window=body.training_window,
+        guardrails=body.guardrails,
     )
     values = _values(config, "draft" if body.draft else "live")
     async with pool.acquire() as conn, conn.transaction():
         await _check_metric(conn, organization_id, body.reward_metric_id)
+        await guardrail_rules.check(conn, organization_id, body.guardrails)
         optimization_id = await db.insert_optimization(conn, organization_id, values)
         await models_db.insert_model(conn, organization_id, optimization_id)
         return await _fetch_view(conn, organization_id, optimization_id)
@@ -505,6 +515,8 @@ async def update_optimization(
             )
         if "reward_metric_id" in changed and config.reward_metric_id is not None:
             await _check_metric(conn, organization_id, config.reward_metric_id)
+        if "guardrails" in changed:
+            await guardrail_rules.check(conn, organization_id, config.guardrails)
         if changed or target != status:
             await db.update_optimization(
                 conn, organization_id, optimization_id, _values(config, target)

@@ -12,6 +12,9 @@ as-of time of the version):
 - its metric or attribution changed (the stored cells' fingerprint differs: a rebuild), or
 - it has no version yet and has matured exposures.
 
+After the trainings, each live optimization with an ``auto_pause`` guardrail is judged
+(:func:`levered.services.guardrails.run_scheduled`), so a violated one pauses within an interval.
+
 Every check reads only what is new, never counts over the table. Every server process runs
 one; the training lock (:mod:`levered.services.training`) makes sure two never train the same
 model at once — the loser's ``training_in_progress`` is not an error here. Any failure is logged
@@ -33,7 +36,7 @@ from levered.db import models as db
 from levered.db.attribution import find_target
 from levered.db.cell_passes import EPOCH
 from levered.errors import Conflict
-from levered.services import training
+from levered.services import guardrails, training
 from levered.services.cells import LATE_MARGIN, fingerprint
 from levered.services.warehouse import Warehouse
 
@@ -87,6 +90,8 @@ async def run_once(wh: Warehouse) -> int:
                 log.warning("scheduled training of %s failed: %s", optimization_id, exc.message)
         except Exception:
             log.exception("scheduled training of %s failed", optimization_id)
+    # Auto-pause guardrails are judged every interval, not only when someone reads them.
+    await guardrails.run_scheduled(wh)
     return trained
 
 

@@ -1,0 +1,76 @@
+"""``levered optimizations guardrails|progress|lift-history|report-data`` against a real server:
+JSON documents, tables, and the errors they exit with."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from tests.cli.conftest import levered
+from tests.conftest import Org
+from tests.integration.test_guardrails import refund_metric, traffic
+from tests.integration.test_training import make_optimization
+
+
+async def _seeded(conn: asyncpg.Connection, org: Org) -> tuple[UUID, UUID]:
+    optimization_id = await make_optimization(conn, org)
+    refunds = await refund_metric(conn, org)
+    await traffic(conn, org, optimization_id, users=4000, optimized_rate=0.2, holdout_rate=0.1)
+    return optimization_id, refunds
+
+
+async def test_guardrails_set_on_update_then_judged(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    optimization_id, refunds = await _seeded(conn, org)
+    spec = (
+        f'[{{"metric_id": "{refunds}", "direction": "must_not_increase", '
+        '"tolerance_percent": 5, "auto_pause": true}]'
+    )
+    updated = await levered(
+        "optimizations", "update", str(optimization_id), "--guardrails", spec, "--json", env=env
+    )
+    assert updated.code == 0, updated.stderr
+    assert updated.json()["guardrails"][0]["auto_pause"] is True
+
+    judged = await levered("optimizations", "guardrails", str(optimization_id), "--json", env=env)
+    assert judged.code == 0, judged.stderr
+    body: Any = judged.json()
+    assert body["guardrails"][0]["status"] == "violated"
+    assert body["paused"] is True and body["status"] == "paused"
+
+    table = await levered("optimizations", "guardrails", str(optimization_id), env=env)
+    assert table.code == 0, table.stderr
+    assert "violated (auto-pause)" in table.stdout and "Refunds" in table.stdout
+    assert "paused automatically" in table.stderr
+
+    shown = await levered("optimizations", "show", str(optimization_id), env=env)
+    assert "status_reason" in shown.stdout and "must_not_increase" in shown.stdout
+
+
+async def test_guardrail_errors_exit_non_zero(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    optimization_id = await make_optimization(conn, org)
+    bad = await levered(
+        "optimizations", "update", str(optimization_id), "--guardrails", "[{", "--json", env=env
+    )
+    assert bad.code != 0 and "--guardrails is not valid JSON" in bad.json()["error"]["message"]
+    wrong = await levered(
+        "optimizations",
+        "update",
+        str(optimization_id),
+        "--guardrails",
+        '[{"metric_id": "00000000-0000-0000-0000-000000000000", "direction": "down", '
+        '"tolerance_percent": 5}]',
+        env=env,
+    )
+    assert wrong.code != 0 and "$.guardrails[0].direction" in wrong.stderr
+    missing = await levered(
+        "optimizations", "guardrails", "00000000-0000-0000-0000-000000000000", env=env
+    )
+    assert missing.code != 0 and "no optimization" in missing.stderr
