@@ -85,8 +85,10 @@ class Unavailable(LeveredError):
     code = "unavailable"
     status = 503
 
-    def __init__(self, message: str, *, retry_after: int = 1, details: Any = None) -> None:
-        super().__init__(message, details=details)
+    def __init__(
+        self, message: str, *, retry_after: int = 1, details: Any = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, details=details, code=code)
         self.retry_after = retry_after
 
 

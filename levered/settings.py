@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An existing PostgreSQL to use; when unset an embedded PostgreSQL is started."""
     data_dir: str | None = None
     """Where the embedded PostgreSQL and the initial credentials live."""
+    secret_key: str | None = None
+    """Encrypts connected warehouses' passwords at rest; when unset, ``secret.key`` in the data
+    directory (created on first use). Every server process must see the same one."""
     db_port: Port = 0
     """Port of the embedded PostgreSQL on 127.0.0.1; 0 picks a free one."""
     host: str = "127.0.0.1"

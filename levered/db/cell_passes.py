@@ -240,8 +240,12 @@ async def chunk(
     frontier: datetime,
     as_of: datetime,
     timeout_s: float,
+    rows_params: tuple[Any, ...] = (),
 ) -> ChunkRows:
-    """Attribute the matured exposures of buckets ``[lo, hi)`` (module doc, :data:`CHUNK`)."""
+    """Attribute the matured exposures of buckets ``[lo, hi)`` (module doc, :data:`CHUNK`).
+
+    ``rows_params`` are bound after the chunk's own eight (``$9`` on), for a ``rows_sql``
+    that reads them (a connected warehouse's rows, bound as arrays)."""
     window = timedelta(hours=optimization.conversion_window_hours)
     newest_reward = min(hi + window, as_of)
     sql = CHUNK.format(credited=credited_ctes(rows_sql))
@@ -256,6 +260,7 @@ async def chunk(
         list(optimization.context_factors),
         hi,
         frontier,
+        *rows_params,
         timeout_s=timeout_s,
     )
     cells: list[tuple[Any, ...]] = []

@@ -175,15 +175,18 @@ async def tenant_session(
 
 
 @asynccontextmanager
-async def read_only(conn: asyncpg.Connection, limits: Limits) -> AsyncIterator[None]:
-    """One read-only transaction with the run's limits, always rolled back."""
+async def read_only(
+    conn: asyncpg.Connection, limits: Limits, *, schema: str = "warehouse"
+) -> AsyncIterator[None]:
+    """One read-only transaction with the run's limits, always rolled back; unqualified names
+    resolve in ``schema`` (the managed ``warehouse``, or a connected warehouse's dataset)."""
     timeout_ms = max(1, int(limits.timeout_s * 1000))
     await conn.execute(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
         f"SET LOCAL statement_timeout = {timeout_ms}; "
         f"SET LOCAL lock_timeout = {timeout_ms}; "
         f"SET LOCAL idle_in_transaction_session_timeout = {timeout_ms + 5000}; "
-        "SET LOCAL search_path = warehouse; "
+        f"SET LOCAL search_path = {quote_ident(schema)}; "
         "SET LOCAL TimeZone = 'UTC'"
     )
     try:
@@ -237,12 +240,16 @@ async def run(
     *,
     limit: int,
     limits: Limits = DEFAULT_LIMITS,
+    schema: str = "warehouse",
 ) -> QueryResult:
     """Run one tenant query read-only and return at most ``limit`` rows (JSON-ready)."""
     limit = max(0, min(limit, limits.max_rows))
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(limits.timeout_s + _PYTHON_GRACE_S), read_only(conn, limits):
+        async with (
+            asyncio.timeout(limits.timeout_s + _PYTHON_GRACE_S),
+            read_only(conn, limits, schema=schema),
+        ):
             stmt, columns = await describe(conn, sql, parameters=len(params))
             rows, truncated = await _fetch(stmt, params, limit, limits.max_bytes)
     except TimeoutError as exc:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -33,9 +34,57 @@ class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
         msgspec.Meta(
             min_length=1,
             max_length=50,
-            description="The warehouse to use; only `managed` is supported so far.",
+            description="The warehouse to use: `managed` (Levered's own) or `postgres` (your "
+            "own PostgreSQL, read-only to Levered).",
         ),
     ]
+    dataset_id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=63,
+                description="`postgres`: the schema holding your tables (e.g. `analytics`).",
+            ),
+        ]
+        | None
+    ) = None
+    credentials: (
+        Annotated[
+            dict[str, Any],
+            msgspec.Meta(
+                description="`postgres`: `host`, `port` (5432), `database`, `username`, "
+                "`password`, `sslmode` (`prefer`). Stored encrypted; never returned."
+            ),
+        ]
+        | None
+    ) = None
+
+
+Name63 = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+
+
+class PostgresCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How Levered logs in to a connected PostgreSQL (``credentials`` of a ``postgres`` PUT)."""
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    database: Name63
+    username: Name63
+    password: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 5432
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+
+
+class ConnectionInfo(msgspec.Struct, frozen=True):
+    """A connected warehouse's settings as ``GET`` shows them: never the password."""
+
+    host: str
+    port: int
+    database: str
+    username: str
+    sslmode: str
+    password_set: bool
+    tested_at: datetime
 
 
 class TableInfo(msgspec.Struct, frozen=True):
@@ -51,6 +100,13 @@ class WarehouseStatus(msgspec.Struct, frozen=True):
     """The warehouse answered a query run as the organization."""
     tables: list[TableInfo]
     meta: ResponseMeta
+    dataset_id: str | None = None
+    """A connected warehouse's schema; null on the managed warehouse."""
+    connection: ConnectionInfo | None = None
+    warnings: list[str] = msgspec.field(default_factory=list)
+    """What the connection test found worth knowing (e.g. the account can write)."""
+    error: str | None = None
+    """Why the warehouse did not answer (when ``healthy`` is false)."""
 
 
 class TableList(msgspec.Struct, frozen=True):

@@ -7,15 +7,18 @@ pool in ``app.state.pool`` and closes it on shutdown. The database URL comes fro
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from levered import __version__
+from levered.db.embedded import default_data_dir
 from levered.db.pool import create_pool
 from levered.errors import ConfigurationError
 from levered.server.auth import DEPENDENCIES
@@ -25,9 +28,16 @@ from levered.server.openapi import DocumentedJson, DocumentedSwagger
 from levered.server.options import answer_options
 from levered.server.routes import ROUTE_HANDLERS
 from levered.server.serving import serving_lifespan
+from levered.services.secret_box import SecretBox, load_secret_box
 from levered.settings import Settings, load_settings
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+def secret_source(settings: Settings) -> Callable[[], SecretBox]:
+    """The installation's secret box, loaded (and its key file created) on first use only."""
+    data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
+    return functools.cache(lambda: load_secret_box(settings.secret_key, data_dir))
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -45,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def database(app: Litestar) -> AsyncIterator[None]:
         assert settings.database_url is not None
         app.state.database_url = settings.database_url  # where tenant roles log in (sandbox)
+        app.state.secret_box = secret_source(settings)
         app.state.pool = await create_pool(
             settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )

@@ -47,7 +47,7 @@ from levered.db import cell_passes as passes
 from levered.db import cell_store as store
 from levered.db.attribution import MetricSpec, OptimizationSpec
 from levered.db.cell_store import CellState
-from levered.services.metrics import metric_rows_sql
+from levered.services import reward_source
 from levered.services.warehouse import Warehouse
 
 CHUNK_EXPOSURES: Final = 1_000_000
@@ -70,8 +70,9 @@ class Pass:
     """Matured exposures the pass re-attributed."""
 
 
-def fingerprint(optimization: OptimizationSpec, metric: MetricSpec) -> str:
-    """What the cells depend on besides the events: a change means a rebuild."""
+def fingerprint(optimization: OptimizationSpec, metric: MetricSpec, source: str = "managed") -> str:
+    """What the cells depend on besides the events (``source``: which warehouse the rewards
+    come from, :mod:`levered.services.reward_source`): a change means a rebuild."""
     spec = {
         "sql": metric.sql,
         "columns": [metric.anonymous_id_col, metric.timestamp_col, metric.value_col],
@@ -79,6 +80,7 @@ def fingerprint(optimization: OptimizationSpec, metric: MetricSpec) -> str:
         "window_hours": optimization.conversion_window_hours,
         "context_factors": list(optimization.context_factors),
         "bucket_s": passes.BUCKET.total_seconds(),
+        **({} if source == "managed" else {"source": source}),
     }
     return hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:32]
 
@@ -119,8 +121,11 @@ async def extend(
     ``wait`` is False and another pass holds the optimization's lock. An ``as_of`` at or before
     the stored one changes nothing (cells are only ever extended forward)."""
     as_of = as_of or datetime.now(UTC)
-    fp = fingerprint(optimization, metric)
-    async with wh.pool.acquire() as app:
+    async with (
+        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        wh.pool.acquire() as app,
+    ):
+        fp = fingerprint(optimization, metric, source.identity)
         if not await store.lock(app, optimization.id, wait=wait):
             return None
         try:
@@ -135,6 +140,7 @@ async def extend(
                     organization_id,
                     optimization,
                     metric,
+                    source,
                     previous,
                     fp,
                     as_of,
@@ -154,6 +160,7 @@ async def _pass(
     organization_id: UUID,
     optimization: OptimizationSpec,
     metric: MetricSpec,
+    source: reward_source.RewardSource,
     previous: CellState | None,
     fp: str,
     as_of: datetime,
@@ -163,10 +170,9 @@ async def _pass(
     """Read in the tenant's snapshot, stage, replace; ``app`` is in the pass's transaction."""
     window = timedelta(hours=optimization.conversion_window_hours)
     frontier = as_of - window
-    metric_rows = rows_sql(metric)
     chunks = exposures = 0
     async with (
-        wh.session(organization_id) as tenant,
+        wh.exposures_session(organization_id) as tenant,
         attribution_db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s),
     ):
         # First, so the snapshot predates this pass's own write transaction (its xid would
@@ -177,14 +183,19 @@ async def _pass(
             ranges = [(passes.EPOCH, floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
         else:
-            ranges = await _dirty(tenant, optimization.id, previous, frontier, window)
+            ranges = await _dirty(
+                tenant, optimization.id, previous, frontier, window, source.reload
+            )
             seen_after = _seen_after(previous.marker)
         for lo, hi in ranges:
             found = await chunks_of(tenant, optimization.id, lo, hi, frontier, at_least_one=full)
             for chunk_lo, chunk_hi, n in found:
+                rows_params: tuple[object, ...] = ()
+                if source.fetch is not None:
+                    rows_params = await source.fetch(chunk_lo, min(chunk_hi + window, as_of))
                 rows = await passes.chunk(
                     tenant,
-                    metric_rows,
+                    source.rows_sql,
                     metric.reward_type == "bool",
                     optimization,
                     lo=chunk_lo,
@@ -192,6 +203,7 @@ async def _pass(
                     frontier=frontier,
                     as_of=as_of,
                     timeout_s=timeout_s,
+                    rows_params=rows_params,
                 )
                 await store.stage_rows(app, rows.cells, rows.users, timeout_s)
                 chunks += 1
@@ -231,12 +243,17 @@ async def _dirty(
     previous: CellState,
     frontier: datetime,
     window: timedelta,
+    reload: timedelta | None = None,
 ) -> list[tuple[datetime, datetime]]:
-    """The bucket ranges a pass from ``previous`` to ``frontier`` must replace (module doc)."""
+    """The bucket ranges a pass from ``previous`` to ``frontier`` must replace (module doc);
+    ``reload``: also the counted exposures of that long before the previous frontier (a
+    connected warehouse's reload buffer, :mod:`levered.services.reward_source`)."""
     ranges: list[tuple[datetime, datetime]] = []
     if await passes.any_matured(tenant, optimization_id, previous.frontier, frontier):
         ranges.append((floor_bucket(previous.frontier), floor_bucket(frontier) + passes.BUCKET))
     counted_end = floor_bucket(previous.frontier) + passes.BUCKET
+    if reload is not None:
+        ranges.append((floor_bucket(previous.frontier - reload), counted_end))
     seen_after = _seen_after(previous.marker)
     late = await passes.late_buckets(
         tenant, optimization_id, seen_after, previous.as_of, previous.seen_below
@@ -272,6 +289,5 @@ async def chunks_of(
 
 
 def rows_sql(metric: MetricSpec) -> str:
-    """The metric's normalized rows; ``$1`` (the range's start) is bound per chunk."""
-    sql, _ = metric_rows_sql(metric, attribution_db.BEGINNING)
-    return sql
+    """The metric's normalized rows on the managed warehouse; ``$1`` is bound per chunk."""
+    return reward_source.managed(metric).rows_sql

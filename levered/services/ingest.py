@@ -173,7 +173,10 @@ async def ingest_rewards(
     events, rejected = _parse(body, REWARD_BATCH_DECODER, REWARD_DECODER)
     async with pool.acquire() as conn:
         await _check_organization(
-            conn, organization_id, {e.optimization_id for _, e in events if e.optimization_id}
+            conn,
+            organization_id,
+            {e.optimization_id for _, e in events if e.optimization_id},
+            rewards=True,
         )
         rows: list[warehouse.RewardRow] = []
         keys: list[str | None] = []
@@ -297,18 +300,20 @@ def _has_nul(value: object) -> bool:
 
 
 async def _check_organization(
-    conn: Connection, organization_id: UUID, ids: set[UUID]
+    conn: Connection, organization_id: UUID, ids: set[UUID], *, rewards: bool = False
 ) -> list[asyncpg.Record]:
-    """409 unless on the managed warehouse; 403 unless every id is the organization's.
-
-    Returns the rows (id, design_hash, served, ingested) of the named optimizations.
+    """Rewards: 409 unless on the managed warehouse (a connected warehouse's rewards are the
+    ones in it; exposures stay in Levered's store either way). 403 unless every id is the
+    organization's. Returns the rows (id, design_hash, served, ingested) of the named
+    optimizations.
     """
     found = await conn.fetch(SELECT_BATCH_CONTEXT, organization_id, list(ids))
     provider = found[0]["warehouse_provider"] if found else None
-    if provider != "managed":
+    if rewards and provider != "managed":
         raise Conflict(
-            f"this organization's warehouse is {provider!r}, not the managed warehouse: "
-            "switch it with `PUT /api/v2/warehouse` (provider 'managed') before ingesting",
+            f"this organization's warehouse is {provider!r}: rewards are read from it, so "
+            "they cannot be sent here (exposures can); write them to your warehouse, or "
+            "switch to the managed one with `PUT /api/v2/warehouse` (provider 'managed')",
             code="warehouse_not_managed",
         )
     owned = [r for r in found if r["id"] is not None and r["organization_id"] == organization_id]

@@ -31,8 +31,8 @@ from uuid import UUID
 
 import asyncpg
 
+from levered.db import connected_postgres, sandbox
 from levered.db import metrics as db
-from levered.db import sandbox
 from levered.errors import Conflict, NotFound, ValidationError
 from levered.schemas.common import ResponseMeta
 from levered.schemas.metrics import (
@@ -44,12 +44,15 @@ from levered.schemas.metrics import (
     MetricResponse,
     MetricRow,
 )
-from levered.services.warehouse import Warehouse
+from levered.services.warehouse import Reader, Warehouse
 
 START_DATE: Final = re.compile(r"@start_date\b", re.IGNORECASE)
 START_DATE_PARAM: Final = "($1::timestamptz)"
 PREVIEW_SINCE: Final = datetime(1, 1, 1, tzinfo=UTC)
 DRY_RUN_WINDOW: Final = timedelta(days=1)
+END_OF_TIME: Final = datetime(9999, 12, 31, tzinfo=UTC)
+"""The end bound of a connected warehouse's rows when nothing bounds them (previews)."""
+BOOL_OID: Final = 16
 
 # Type OIDs a metric column may have (pg_type.oid; stable across PostgreSQL versions).
 ID_TYPES: Final = {
@@ -128,6 +131,44 @@ def metric_rows_sql(metric: MetricDefinition, start_date: datetime) -> tuple[str
     return sql, [start_date]
 
 
+def _rows_for(
+    reader: Reader,
+    metric: MetricDefinition,
+    start: datetime,
+    columns: list[sandbox.Column] | None,
+) -> tuple[str, list[Any]]:
+    """The normalized rows since ``start`` in the reader's dialect, as ``(sql, params)``."""
+    if reader.remote is None:
+        return metric_rows_sql(metric, start)
+    return connected_rows_sql(metric, columns or []), [start, END_OF_TIME]
+
+
+def connected_rows_sql(metric: MetricDefinition, columns: list[sandbox.Column]) -> str:
+    """The metric as normalized rows in ``[$1, $2]`` on a connected PostgreSQL; ``columns``
+    are the metric query's result columns (:func:`metric_columns`), which pick the value cast."""
+    boolean = metric.value_col is not None and any(
+        c.name == metric.value_col and c.type_oid == BOOL_OID for c in columns
+    )
+    return connected_postgres.rows_sql(
+        bind_start_date(metric.sql),
+        metric.anonymous_id_col,
+        metric.timestamp_col,
+        metric.value_col,
+        bool_metric=reward_type_of(metric) == "bool",
+        value_is_boolean=boolean,
+    )
+
+
+async def metric_columns(reader: Reader, metric: MetricDefinition) -> list[sandbox.Column]:
+    """The result columns of the metric's query (described, not run)."""
+    bound = bind_start_date(metric.sql)
+    async with sandbox.read_only(reader.conn, sandbox.Limits(), schema=reader.schema):
+        _, columns = await sandbox.describe(
+            reader.conn, bound, parameters=1 if START_DATE_PARAM in bound else 0
+        )
+    return columns
+
+
 def reward_type_of(metric: MetricDefinition) -> str:
     if metric.reward_type is not None:
         return metric.reward_type
@@ -149,24 +190,27 @@ async def create_metric(
             details=[{"path": "$.value_col", "message": "required when reward_type is numeric"}],
         )
     since = datetime.now(UTC) - DRY_RUN_WINDOW
-    async with wh.session(organization_id) as conn:
+    async with wh.reader(organization_id) as reader:
         # 1. The SQL as written (errors and positions are about the user's text) ...
         alone = bind_start_date(data.sql)
         try:
             result = await sandbox.run(
-                conn,
+                reader.conn,
                 alone,
                 [since] if START_DATE_PARAM in alone else [],
                 limit=1,
                 limits=wh.limits,
+                schema=reader.schema,
             )
         except ValidationError as exc:
             raise _about_sql(exc) from exc
         _check_columns(result.columns, data)
         # 2. ... then as training embeds it.
-        sql, params = metric_rows_sql(data, since)
+        sql, params = _rows_for(reader, data, since, result.columns)
         try:
-            await sandbox.run(conn, sql, params, limit=1, limits=wh.limits)
+            await sandbox.run(
+                reader.conn, sql, params, limit=1, limits=wh.limits, schema=reader.schema
+            )
         except ValidationError as exc:
             raise _about_sql(exc, wrapped=True) from exc
     async with wh.pool.acquire() as admin:
@@ -278,11 +322,14 @@ async def preview_metric(
 ) -> MetricPreview:
     """Run the metric over all time and show its newest normalized rows."""
     metric = Metric(**_metric(await _find(wh, organization_id, metric_id)))
-    rows_sql, params = metric_rows_sql(metric, PREVIEW_SINCE)
-    sql = f'SELECT * FROM ({rows_sql}\n) AS r ORDER BY "timestamp" DESC'
-    async with wh.session(organization_id) as conn:
+    async with wh.reader(organization_id) as reader:
         try:
-            result = await sandbox.run(conn, sql, params, limit=limit, limits=wh.limits)
+            columns = None if reader.remote is None else await metric_columns(reader, metric)
+            rows_sql, params = _rows_for(reader, metric, PREVIEW_SINCE, columns)
+            sql = f'SELECT * FROM ({rows_sql}\n) AS r ORDER BY "timestamp" DESC'
+            result = await sandbox.run(
+                reader.conn, sql, params, limit=limit, limits=wh.limits, schema=reader.schema
+            )
         except ValidationError as exc:
             raise _about_sql(exc, wrapped=True) from exc
     rows = [MetricRow(str(a), datetime.fromisoformat(t), float(v)) for a, t, v in result.rows]

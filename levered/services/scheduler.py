@@ -10,7 +10,9 @@ as-of time of the version):
   :func:`levered.db.cell_passes.unseen`), timed at or before its as-of (BRIN ranges on
   ``received_at``), or
 - its metric or attribution changed (the stored cells' fingerprint differs: a rebuild), or
-- it has no version yet and has matured exposures.
+- it has no version yet and has matured exposures, or
+- its rewards come from a connected warehouse (no arrival times Levered can read) and the
+  version is older than :data:`levered.services.reward_source.RELOAD_POLL`.
 
 After the trainings, each live optimization with an ``auto_pause`` guardrail is judged
 (:func:`levered.services.guardrails.run_scheduled`), so a violated one pauses within an interval.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +38,7 @@ from levered.db import models as db
 from levered.db.attribution import find_target
 from levered.db.cell_passes import EPOCH
 from levered.errors import Conflict
-from levered.services import guardrails, training
+from levered.services import guardrails, reward_source, training
 from levered.services.cells import LATE_MARGIN, fingerprint
 from levered.services.warehouse import Warehouse
 
@@ -62,13 +64,16 @@ async def _has_new_data(conn: Connection, row: Any) -> bool:
         return False
     found = await find_target(conn, organization_id, optimization_id)
     stored_fp = row["cells_fingerprint"]
+    source = await reward_source.identity(conn, organization_id)
     if (
         found is not None
         and found[1] is not None
         and stored_fp is not None
-        and fingerprint(found[0], found[1]) != stored_fp
+        and fingerprint(found[0], found[1], source) != stored_fp
     ):
         return True
+    if source != "managed":  # no arrival times to read: poll (reward_source.RELOAD_POLL)
+        return bool(row["trained_as_of"] <= datetime.now(UTC) - reward_source.RELOAD_POLL)
     seen_below = row["trained_seen_below"]
     # Without the snapshot's xmin (a version trained before it was recorded), only what is
     # newer than the marker counts: the margin's events would look late on every check.

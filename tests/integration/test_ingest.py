@@ -585,17 +585,22 @@ async def test_another_orgs_optimization_is_403_and_nothing_is_stored(
     assert await count(conn, "rewards") == 0
 
 
-async def test_a_non_managed_warehouse_is_409(
+async def test_a_connected_warehouse_takes_exposures_not_rewards(
     client: Client, conn: asyncpg.Connection, org: Org, optimization: UUID
 ) -> None:
+    """Rewards come from the connected warehouse (409 here); exposures stay in Levered's
+    store and are still taken."""
     await conn.execute(
         "UPDATE organizations SET warehouse_provider = 'postgres' WHERE id = $1", org.id
     )
-    for url, event in ((EXPOSURES, exposure(optimization)), (REWARDS, reward())):
-        response = await post(client, url, org, [event])
-        assert response.status_code == 409, response.text
-        assert response.json()["error"]["code"] == "warehouse_not_managed"
-    assert await count(conn, "exposures") + await count(conn, "rewards") == 0
+    response = await post(client, REWARDS, org, [reward()])
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "warehouse_not_managed"
+    assert "rewards are read from it" in response.json()["error"]["message"]
+    assert await count(conn, "rewards") == 0
+    response = await post(client, EXPOSURES, org, [exposure(optimization)])
+    assert response.status_code == 200, response.text
+    assert await count(conn, "exposures") == 1
 
 
 async def test_a_body_over_5_mb_is_413_in_the_envelope(

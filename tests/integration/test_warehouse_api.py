@@ -73,14 +73,18 @@ async def test_switch_provider(client: Client, org: Org, conn: asyncpg.Connectio
     )
     status = (await client.get(URL, headers=org.headers)).json()
     assert (status["provider"], status["healthy"], status["tables"]) == ("postgres", False, [])
+    assert "no connection is stored" in status["error"]
     refused = await query(client, org, "SELECT 1")
     assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "warehouse_not_connected"
     assert "PUT /api/v2/warehouse" in refused.json()["error"]["message"]
 
-    for provider in ("postgres", "bigquery"):
-        response = await client.put(URL, json={"provider": provider}, headers=org.headers)
-        assert response.status_code == 400
-        assert "not supported yet" in response.json()["error"]["message"]
+    response = await client.put(URL, json={"provider": "bigquery"}, headers=org.headers)
+    assert response.status_code == 400
+    assert "not supported" in response.json()["error"]["message"]
+    response = await client.put(URL, json={"provider": "postgres"}, headers=org.headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["details"][0]["path"] == "$.dataset_id"
     bad = await client.put(URL, json={"provider": "managed", "x": 1}, headers=org.headers)
     assert bad.status_code == 400
 

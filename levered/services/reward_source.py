@@ -1,0 +1,128 @@
+"""Where a cells pass reads the metric's reward rows.
+
+Managed warehouse
+    The metric's SQL is embedded in the attribution statement and runs as the organization,
+    next to the exposures (:func:`levered.services.metrics.metric_rows_sql`).
+
+Connected PostgreSQL
+    The exposures Levered records (served, or sent to the ingestion API) stay in Levered's own
+    store; the rewards are the customer's. For each chunk of exposures a pass attributes, the
+    metric runs *in the customer's database*, bounded to the rewards that can fall in those
+    exposures' windows (``[chunk start, chunk end + window]``, at most the as-of time), and
+    only those rows come back, bound to the attribution statement as three arrays. So a pass
+    reads the customer's rewards in proportion to the new data, never the whole table.
+
+    A connected warehouse keeps no arrival time Levered can see, so late rewards are caught by
+    a *reload buffer*: every pass also re-attributes the already-counted exposures of the last
+    :data:`RELOAD` before the previous frontier. A reward that lands in the warehouse more than
+    :data:`RELOAD` after its own timestamp is counted only by a rebuild
+    (``levered models train --rebuild``); docs/warehouse.md says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+from uuid import UUID
+
+import asyncpg
+
+from levered.db import Connection, connected_postgres, connections
+from levered.db import attribution as attribution_db
+from levered.db.attribution import MetricSpec
+from levered.errors import Conflict, Unavailable, ValidationError
+from levered.services import connected
+from levered.services.metrics import connected_rows_sql, metric_columns, metric_rows_sql
+from levered.services.warehouse import Reader, Warehouse
+
+RELOAD: Final = timedelta(hours=6)
+"""How far back before the previous frontier each pass of a connected warehouse re-reads."""
+RELOAD_POLL: Final = timedelta(hours=1)
+"""With no new exposures, the scheduler still retrains a connected warehouse's optimization
+this often: rewards may have landed in the warehouse meanwhile."""
+BOUND_ROWS: Final = """SELECT r.anonymous_id, r."timestamp", r.value
+FROM unnest($9::text[], $10::timestamptz[], $11::float8[]) AS r(anonymous_id, "timestamp", value)"""
+"""The normalized rows of a connected warehouse, bound by :func:`levered.db.cell_passes.chunk`
+after its own eight parameters."""
+
+Fetch = Callable[[datetime, datetime], Awaitable[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class RewardSource:
+    rows_sql: str
+    """The normalized rows as the attribution statement embeds them."""
+    fetch: Fetch | None
+    """For a connected warehouse: the bound parameters of the rows in ``[start, end]``."""
+    identity: str
+    """What the cells depend on besides the metric: a different source means a rebuild."""
+    reload: timedelta | None
+    """The reload buffer (connected warehouses only)."""
+
+
+def managed(metric: MetricSpec) -> RewardSource:
+    sql, _ = metric_rows_sql(metric, attribution_db.BEGINNING)
+    return RewardSource(sql, None, "managed", None)
+
+
+async def identity(conn: Connection, organization_id: UUID) -> str:
+    """The source identity of the organization's warehouse, read without its password (the
+    scheduler's check)."""
+    row = await connections.find(conn, organization_id)
+    if row is None:
+        return "managed"
+    if row["provider"] is None:
+        return f"{row['warehouse_provider']}://not-connected"
+    settings = row["settings"]
+    return identity_of(
+        row["provider"], settings["host"], settings["port"], settings["database"], row["dataset_id"]
+    )
+
+
+def identity_of(provider: str, host: str, port: int, database: str, dataset_id: str) -> str:
+    return f"{provider}://{host}:{port}/{database}/{dataset_id}"
+
+
+def _identity(remote: connected.Connected) -> str:
+    t = remote.target
+    return identity_of(remote.provider, t.host, t.port, t.database, remote.dataset_id)
+
+
+@asynccontextmanager
+async def open_source(
+    wh: Warehouse, organization_id: UUID, metric: MetricSpec, timeout_s: float
+) -> AsyncIterator[RewardSource]:
+    """The reward source of the organization's warehouse, open for one pass."""
+    remote = await wh.connected(organization_id)
+    if remote is None:
+        yield managed(metric)
+        return
+    async with connected.session(remote) as conn:
+        reader = Reader(conn, remote.dataset_id, remote)
+        try:
+            sql = connected_rows_sql(metric, await metric_columns(reader, metric))
+        except ValidationError as exc:
+            raise Conflict(
+                f"the reward metric's SQL failed on the connected warehouse: {exc.message}",
+                code="metric_failed",
+                details=exc.details,
+            ) from exc
+
+        async def fetch(start: datetime, end: datetime) -> tuple[Any, ...]:
+            try:
+                ids, times, values = await connected_postgres.fetch_rewards(
+                    conn, sql, start, end, schema=remote.dataset_id, timeout_s=timeout_s
+                )
+            except (OSError, asyncpg.InterfaceError) as exc:
+                raise Unavailable(
+                    "the connected warehouse went away during training; the pass stored "
+                    "nothing, retry later",
+                    code="warehouse_unavailable",
+                    retry_after=30,
+                ) from exc
+            return (ids, times, values)
+
+        yield RewardSource(BOUND_ROWS, fetch, _identity(remote), RELOAD)

@@ -1,0 +1,503 @@
+"""A connected PostgreSQL warehouse: a second, real PostgreSQL cluster plays the customer's.
+
+The customer's database ``shop`` has schema ``analytics`` with ``purchases`` (the rewards) and
+three accounts: ``reader`` (USAGE + SELECT: what we ask for), ``writer`` (may also write: taken,
+with a warning) and ``stranger`` (no grants: refused).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+from uuid import UUID
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.pool import create_pool
+from levered.server.app import create_app
+from levered.services import cells, reward_source, training
+from levered.services.secret_box import SecretBox
+from levered.services.warehouse import Warehouse
+from levered.settings import Settings
+from tests.conftest import Org
+from tests.integration.test_training import make_optimization, simulate
+
+pytestmark = pytest.mark.anyio
+
+URL = "/api/v2/warehouse"
+SECRET = "connected-test-secret"
+READER_PASSWORD = "reader-" + secrets.token_hex(8)
+PURCHASES_SQL = "SELECT user_id, ts, amount FROM purchases WHERE ts >= @start_date AND NOT refunded"
+
+SETUP = f"""
+CREATE SCHEMA analytics;
+CREATE TABLE analytics.purchases (
+    user_id text, ts timestamptz NOT NULL, amount numeric, refunded boolean DEFAULT false
+);
+COMMENT ON TABLE analytics.purchases IS 'One row per order';
+CREATE VIEW analytics.big_orders AS SELECT * FROM analytics.purchases WHERE amount > 100;
+CREATE TABLE public.secret_things (x int);
+CREATE ROLE reader LOGIN PASSWORD '{READER_PASSWORD}';
+GRANT USAGE ON SCHEMA analytics TO reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO reader;
+CREATE ROLE writer LOGIN PASSWORD 'writer-pw';
+GRANT USAGE, CREATE ON SCHEMA analytics TO writer;
+GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA analytics TO writer;
+CREATE ROLE stranger LOGIN PASSWORD 'stranger-pw';
+GRANT CONNECT ON DATABASE shop TO stranger;
+"""
+
+
+@pytest.fixture(scope="module")
+def customer() -> Iterator[str]:
+    """The customer's cluster: its superuser URL of database ``shop``."""
+    import anyio
+
+    server = EmbeddedPostgres(reachable_tempdir("levered-customer-") / "data", durable=False)
+    url = server.start()
+
+    async def setup() -> str:
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("CREATE DATABASE shop")
+        finally:
+            await admin.close()
+        shop_url = url.rsplit("/", 1)[0] + "/shop"
+        conn = await asyncpg.connect(shop_url)
+        try:
+            await conn.execute(SETUP)
+        finally:
+            await conn.close()
+        return shop_url
+
+    try:
+        yield anyio.run(setup)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the customer's database, its purchases emptied."""
+    conn = await asyncpg.connect(customer)
+    await conn.execute("TRUNCATE analytics.purchases")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def credentials(customer: str, username: str = "reader", password: str = READER_PASSWORD) -> Any:
+    parsed = urlparse(customer)
+    return {
+        "host": parsed.hostname,
+        "port": parsed.port,
+        "database": "shop",
+        "username": username,
+        "password": password,
+        "sslmode": "disable",
+    }
+
+
+def connect_body(customer: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "provider": "postgres",
+        "dataset_id": "analytics",
+        "credentials": credentials(customer),
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def api(db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
+    settings = Settings(
+        database_url=db_url,
+        pool_min_size=1,
+        pool_max_size=5,
+        log_level="warning",
+        secret_key=SECRET,
+        scheduler=False,
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        yield client
+
+
+async def connect(api: AsyncTestClient[Any], org: Org, customer: str) -> dict[str, Any]:
+    response = await api.put(URL, json=connect_body(customer), headers=org.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# -- connecting -------------------------------------------------------------------------------
+
+
+async def test_connect_tests_stores_encrypted_and_never_returns_the_password(
+    api: AsyncTestClient[Any], org: Org, customer: str, conn: asyncpg.Connection
+) -> None:
+    response = await api.put(URL, json=connect_body(customer), headers=org.headers)
+    assert response.status_code == 200, response.text
+    assert READER_PASSWORD not in response.text
+    body = response.json()
+    assert (body["provider"], body["healthy"], body["dataset_id"]) == (
+        "postgres",
+        True,
+        "analytics",
+    )
+    assert body["connection"]["username"] == "reader"
+    assert body["connection"]["password_set"] is True
+    assert "password" not in body["connection"]
+    assert body["warnings"] == []
+    assert [t["name"] for t in body["tables"]] == ["big_orders", "purchases"]
+    assert {t["name"]: t["description"] for t in body["tables"]}["purchases"] == "One row per order"
+
+    status = await api.get(URL, headers=org.headers)
+    assert status.status_code == 200 and READER_PASSWORD not in status.text
+    stored = await conn.fetchrow(
+        "SELECT settings, secret FROM warehouse_connections WHERE organization_id = $1", org.id
+    )
+    assert READER_PASSWORD.encode() not in bytes(stored["secret"])
+    assert "password" not in stored["settings"]
+    assert SecretBox(SECRET).open(stored["secret"]) == READER_PASSWORD
+    assert (
+        await conn.fetchval("SELECT warehouse_provider FROM organizations WHERE id = $1", org.id)
+        == "postgres"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"credentials": "wrong password"}, "$.credentials", "could not log in"),
+        ({"dataset_id": "nowhere"}, "$.dataset_id", "no schema 'nowhere'"),
+        ({"credentials": "stranger"}, "$.dataset_id", "cannot read schema"),
+        ({"credentials": "unknown field"}, "$.credentials.colour", "unknown field"),
+        ({"credentials": "no port open"}, "$.credentials", "could not reach the server"),
+        ({"dataset_id": None}, "$.dataset_id", "required"),
+    ],
+)
+async def test_a_failed_connection_test_is_a_400_and_stores_nothing(
+    api: AsyncTestClient[Any],
+    org: Org,
+    customer: str,
+    conn: asyncpg.Connection,
+    change: dict[str, Any],
+    path: str,
+    words: str,
+) -> None:
+    body = connect_body(customer)
+    if "dataset_id" in change:
+        body["dataset_id"] = change["dataset_id"]
+    what = change.get("credentials")
+    if what == "wrong password":
+        body["credentials"]["password"] = "nope"
+    elif what == "stranger":
+        body["credentials"] = credentials(customer, "stranger", "stranger-pw")
+    elif what == "unknown field":
+        body["credentials"]["colour"] = "red"
+    elif what == "no port open":
+        body["credentials"]["port"] = 1
+    response = await api.put(URL, json=body, headers=org.headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["path"] == path
+    assert words in error["message"]
+    assert await conn.fetchval("SELECT count(*) FROM warehouse_connections") == 0
+    assert (
+        await conn.fetchval("SELECT warehouse_provider FROM organizations WHERE id = $1", org.id)
+        == "managed"
+    )
+
+
+async def test_an_account_that_can_write_is_taken_with_warnings(
+    api: AsyncTestClient[Any], org: Org, customer: str
+) -> None:
+    body = connect_body(customer, credentials=credentials(customer, "writer", "writer-pw"))
+    response = await api.put(URL, json=body, headers=org.headers)
+    assert response.status_code == 200, response.text
+    warnings = response.json()["warnings"]
+    assert any("can write to 1 table(s) (purchases)" in w for w in warnings), warnings
+    assert any("can create objects" in w for w in warnings), warnings
+
+
+async def test_levered_own_database_is_refused(
+    api: AsyncTestClient[Any], org: Org, db_url: str
+) -> None:
+    """With the app's own credentials (the worst case), the connection is still refused:
+    through it an organization could read every other one's rows."""
+    parsed = urlparse(db_url)
+    body = {
+        "provider": "postgres",
+        "dataset_id": "warehouse",
+        "credentials": {
+            "host": parsed.hostname,
+            "port": parsed.port,
+            "database": parsed.path.lstrip("/"),
+            "username": parsed.username,
+            "password": parsed.password,
+            "sslmode": "disable",
+        },
+    }
+    response = await api.put(URL, json=body, headers=org.headers)
+    assert response.status_code == 400, response.text
+    assert "Levered's own database" in response.json()["error"]["message"]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+async def test_queries_run_on_the_connected_warehouse_read_only(
+    api: AsyncTestClient[Any],
+    org: Org,
+    other_org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    await shop.execute(
+        "INSERT INTO analytics.purchases VALUES ('u1', now(), 120, false), ('u2', now(), 5, true)"
+    )
+    await connect(api, org, customer)
+    q = await api.post(
+        f"{URL}/query",
+        json={"sql": "SELECT user_id, amount FROM purchases ORDER BY user_id"},
+        headers=org.headers,
+    )
+    assert q.status_code == 200, q.text
+    assert q.json()["rows"] == [["u1", 120], ["u2", 5]]
+
+    columns = await api.get(f"{URL}/tables/purchases/columns", headers=org.headers)
+    assert [c["name"] for c in columns.json()["columns"]] == ["user_id", "ts", "amount", "refunded"]
+    preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["rows"][0][0] == "u1"
+    missing = await api.get(f"{URL}/tables/secret_things/columns", headers=org.headers)
+    assert missing.status_code == 404
+
+    write = await api.post(
+        f"{URL}/query",
+        json={"sql": "INSERT INTO purchases VALUES ('x', now(), 1, false) RETURNING 1"},
+        headers=org.headers,
+    )
+    assert write.status_code == 400, write.text
+    assert await shop.fetchval("SELECT count(*) FROM analytics.purchases") == 2
+
+    # Levered's own tables are not in the customer's database, and another organization's
+    # queries still run on the managed warehouse, which has no ``purchases``.
+    ours = await api.post(
+        f"{URL}/query", json={"sql": "SELECT count(*) FROM exposures"}, headers=org.headers
+    )
+    assert ours.status_code == 400 and "does not exist" in ours.json()["error"]["message"]
+    theirs = await api.post(
+        f"{URL}/query", json={"sql": "SELECT count(*) FROM purchases"}, headers=other_org.headers
+    )
+    assert theirs.status_code == 400 and "does not exist" in theirs.json()["error"]["message"]
+    status = (await api.get(URL, headers=other_org.headers)).json()
+    assert status["provider"] == "managed" and status["connection"] is None
+
+
+async def test_metrics_dry_run_and_preview_on_the_connected_warehouse(
+    api: AsyncTestClient[Any], org: Org, customer: str, shop: asyncpg.Connection
+) -> None:
+    await shop.execute("INSERT INTO analytics.purchases VALUES ('u1', now(), 12.5, false)")
+    await connect(api, org, customer)
+    metric = {
+        "name": "Revenue",
+        "sql": PURCHASES_SQL,
+        "anonymous_id_col": "user_id",
+        "timestamp_col": "ts",
+        "value_col": "amount",
+        "reward_type": "numeric",
+    }
+    bad = await api.post(
+        "/api/v2/metrics", json={**metric, "timestamp_col": "when"}, headers=org.headers
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "$.timestamp_col"
+    created = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
+    assert created.status_code in (200, 201), created.text
+    metric_id = created.json()["id"]
+    preview = await api.get(f"/api/v2/metrics/{metric_id}/preview", headers=org.headers)
+    assert preview.status_code == 200, preview.text
+    rows = preview.json()["rows"]
+    assert [(r["anonymous_id"], r["value"]) for r in rows] == [("u1", 12.5)]
+
+
+async def test_rewards_cannot_be_ingested_with_a_connected_warehouse(
+    api: AsyncTestClient[Any], org: Org, customer: str
+) -> None:
+    await connect(api, org, customer)
+    event = {
+        "anonymous_id": "u1",
+        "name": "purchase",
+        "value": 1,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "idempotency_key": "k1",
+    }
+    response = await api.post(
+        "/api/v2/ingest/rewards", json={"events": [event]}, headers=org.headers
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "warehouse_not_managed"
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def wh(db_url: str) -> AsyncIterator[Warehouse]:
+    pool = await create_pool(db_url, min_size=1, max_size=6)
+    try:
+        yield Warehouse(pool, secrets=lambda: SecretBox(SECRET))
+    finally:
+        await pool.close()
+
+
+async def move_rewards(conn: asyncpg.Connection, org: Org, shop: asyncpg.Connection) -> int:
+    """The organization's simulated rewards, moved from the managed store to the customer's."""
+    rows = await conn.fetch(
+        "DELETE FROM warehouse.rewards WHERE organization_id = $1 "
+        "RETURNING anonymous_id, timestamp, value",
+        org.id,
+    )
+    await shop.executemany(
+        "INSERT INTO analytics.purchases VALUES ($1, $2, $3, false)",
+        [(r["anonymous_id"], r["timestamp"], r["value"]) for r in rows],
+    )
+    return len(rows)
+
+
+SAME_COUNTS = {
+    "matured",
+    "cells",
+    "reward_sum",
+    "holdout_exposures",
+    "optimized_users",
+    "holdout_users",
+    "exposures",
+}
+CELL_COLUMNS = "bucket, variant_number, holdout, context, exposures, reward_sum, reward_sumsq"
+
+
+async def cells_of(conn: asyncpg.Connection, optimization_id: UUID) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(
+        f"SELECT {CELL_COLUMNS} FROM observation_cells WHERE optimization_id = $1 "
+        "ORDER BY bucket, variant_number, holdout, context::text",
+        optimization_id,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    conn: asyncpg.Connection,
+    org: Org,
+    other_org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    """The same traffic, rewards in Levered (other_org) or in the customer's database (org):
+    the cells and the model are the same."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    managed = await make_optimization(conn, other_org)
+    await simulate(conn, other_org, managed, users=600, seed=7, start=start)
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=600, seed=7, start=start)
+    moved = await move_rewards(conn, org, shop)
+    assert moved > 30
+    await conn.execute(
+        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
+        "value_col = 'amount' WHERE organization_id = $1",
+        org.id,
+        PURCHASES_SQL,
+    )
+    await connect(api, org, customer)
+
+    version_managed = await training.train(wh, other_org.id, managed, seed=3)
+    version = await training.train(wh, org.id, opt, seed=3)
+    assert await cells_of(conn, opt) == await cells_of(conn, managed)
+    assert sum(c[5] for c in await cells_of(conn, opt)) == moved
+    same = {k: v for k, v in version.counts.items() if k in SAME_COUNTS}
+    assert same == {k: v for k, v in version_managed.counts.items() if k in SAME_COUNTS}
+    assert len(same) == len(SAME_COUNTS)
+
+    # Late rewards land in the warehouse for two unrewarded users: the newest one's exposure is
+    # inside the reload buffer (6 h before the frontier), so the next pass counts it (not the
+    # refunded duplicate: the metric's own SQL excludes it); the oldest one's is before the
+    # buffer, so only a rebuild counts it (the documented bound).
+    unrewarded = await conn.fetch(
+        "SELECT anonymous_id, timestamp FROM warehouse.exposures WHERE optimization_id = $1 "
+        "ORDER BY timestamp",
+        opt,
+    )
+    rewarded = {r[0] for r in await shop.fetch("SELECT user_id FROM analytics.purchases")}
+    unrewarded = [r for r in unrewarded if r["anonymous_id"] not in rewarded]
+    oldest, newest = unrewarded[0], unrewarded[-1]
+    frontier = await conn.fetchval(
+        "SELECT frontier FROM observation_state WHERE optimization_id = $1", opt
+    )
+    assert newest["timestamp"] > frontier - reward_source.RELOAD
+    assert oldest["timestamp"] < frontier - reward_source.RELOAD - timedelta(hours=1)
+    for user in (newest, oldest):
+        await shop.execute(
+            "INSERT INTO analytics.purchases VALUES ($1, $2, 1, false), ($1, $2, 1, true)",
+            user["anonymous_id"],
+            user["timestamp"] + timedelta(minutes=1),
+        )
+    target = await _target(conn, org, opt)
+    done = await cells.extend(wh, org.id, *target)
+    assert done is not None and not done.rebuilt
+    assert sum(c[5] for c in await cells_of(conn, opt)) == moved + 1
+    done = await cells.extend(wh, org.id, *target, rebuild=True)
+    assert done is not None and done.rebuilt
+    assert sum(c[5] for c in await cells_of(conn, opt)) == moved + 2
+
+
+async def _target(conn: asyncpg.Connection, org: Org, opt: UUID) -> tuple[Any, Any]:
+    from levered.db.attribution import find_target
+
+    found = await find_target(conn, org.id, opt)
+    assert found is not None and found[1] is not None
+    return found[0], found[1]
+
+
+async def test_an_unreachable_warehouse_fails_training_clearly_and_serving_goes_on(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    conn: asyncpg.Connection,
+    org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=200, seed=2)
+    await move_rewards(conn, org, shop)
+    await conn.execute(
+        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
+        "value_col = 'amount' WHERE organization_id = $1",
+        org.id,
+        PURCHASES_SQL,
+    )
+    await connect(api, org, customer)
+    first = await training.train(wh, org.id, opt, seed=1)
+    await conn.execute(
+        "UPDATE warehouse_connections SET settings = settings || '{\"port\": 1}'::jsonb "
+        "WHERE organization_id = $1",
+        org.id,
+    )
+    model_id = await conn.fetchval("SELECT id FROM models WHERE optimization_id = $1", opt)
+    response = await api.post(f"/api/v2/models/{model_id}/train", headers=org.headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "warehouse_unavailable"
+    assert "cannot be reached" in response.json()["error"]["message"]
+    status = (await api.get(URL, headers=org.headers)).json()
+    assert status["healthy"] is False and "cannot be reached" in status["error"]
+    # The version trained before is still the one served.
+    served = await api.post(f"/api/v2/optimizations/{opt}/serve", json={"anonymous_id": "new-user"})
+    assert served.status_code == 200, served.text
+    assert served.json()["model_version"] == first.version
