@@ -1,12 +1,20 @@
-"""``levered warehouse status|tables|columns|preview|query``: explore the warehouse."""
+"""``levered warehouse connect|status|tables|columns|preview|query``: the warehouse.
+
+``connect postgres`` takes the password from ``--password-stdin``, else
+``LEVERED_WAREHOUSE_PASSWORD``, else a prompt on a terminal, never from a flag (it would stay
+in the shell history and in ``ps``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import getpass
+import os
+import sys
+from typing import Annotated, Any, Literal
 
 from cyclopts import App, Parameter
 
-from cli.console import notice
+from cli.console import EXIT_USAGE, fail, notice
 from cli.flags import ApiUrlFlag, JsonFlag
 from cli.output import emit_json, emit_table
 from cli.session import call
@@ -26,15 +34,91 @@ def emit_result(body: dict[str, Any], json: bool) -> None:
     notice(f"{body['row_count']} row(s) in {body.get('elapsed_ms', 0):.0f} ms{more}")
 
 
-@app.command
-def status(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
-    """Show the current warehouse connection status and provider."""
-    body = call(lambda api: api.get("/api/v2/warehouse"), url_flag=api_url_flag)
+def show_status(body: dict[str, Any], json: bool) -> None:
     if json:
         emit_json(body)
         return
     notice(f"provider: {body['provider']}  healthy: {body['healthy']}")
+    connection = body.get("connection")
+    if connection:
+        notice(
+            f"connected: {connection['username']}@{connection['host']}:{connection['port']}/"
+            f"{connection['database']}  schema: {body.get('dataset_id')}  "
+            f"sslmode: {connection['sslmode']}  tested: {connection['tested_at']}"
+        )
+    if body.get("error"):
+        notice(f"error: {body['error']}")
+    for warning in body.get("warnings") or []:
+        notice(f"warning: {warning}")
     emit_table(["table", "rows"], [[t["name"], t.get("rows")] for t in body["tables"]])
+
+
+@app.command
+def status(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+    """Show the warehouse: provider, connection (never its password), health and tables."""
+    show_status(call(lambda api: api.get("/api/v2/warehouse"), url_flag=api_url_flag), json)
+
+
+@app.command
+def connect(
+    provider: Literal["postgres", "managed"],
+    *,
+    host: Annotated[str | None, Parameter(help="postgres: the server's host name.")] = None,
+    port: Annotated[int, Parameter(help="postgres: the server's port.")] = 5432,
+    database: Annotated[str | None, Parameter(help="postgres: the database.")] = None,
+    username: Annotated[str | None, Parameter(help="postgres: a read-only account.")] = None,
+    schema: Annotated[
+        str | None, Parameter(help="postgres: the schema with your tables (dataset_id).")
+    ] = None,
+    sslmode: Annotated[
+        Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
+        Parameter(help="postgres: TLS mode, as libpq's sslmode."),
+    ] = "prefer",
+    password_stdin: Annotated[
+        bool, Parameter(negative="", help="Read the password from the first line of stdin.")
+    ] = False,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Connect your own PostgreSQL (tested before it is stored), or go back to `managed`."""
+    if provider == "managed":
+        body: dict[str, Any] = {"provider": "managed"}
+    else:
+        missing = [
+            f"--{name}"
+            for name, value in (
+                ("host", host),
+                ("database", database),
+                ("username", username),
+                ("schema", schema),
+            )
+            if not value
+        ]
+        if missing:
+            fail(f"connect postgres needs {', '.join(missing)}", EXIT_USAGE)
+        body = {
+            "provider": "postgres",
+            "dataset_id": schema,
+            "credentials": {
+                "host": host,
+                "port": port,
+                "database": database,
+                "username": username,
+                "password": _password(password_stdin),
+                "sslmode": sslmode,
+            },
+        }
+    show_status(call(lambda api: api.put("/api/v2/warehouse", body), url_flag=api_url_flag), json)
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if "LEVERED_WAREHOUSE_PASSWORD" in os.environ:
+        return os.environ["LEVERED_WAREHOUSE_PASSWORD"]
+    if sys.stdin.isatty():
+        return getpass.getpass("warehouse password: ")
+    return ""
 
 
 @app.command

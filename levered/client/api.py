@@ -72,6 +72,9 @@ class LeveredAPI:
     async def post(self, path: str, body: Any = None) -> Json:
         return await self.request("POST", path, json=body)
 
+    async def put(self, path: str, body: Any) -> Json:
+        return await self.request("PUT", path, json=body)
+
     async def patch(self, path: str, body: Any) -> Json:
         return await self.request("PATCH", path, json=body)
 

@@ -7,8 +7,7 @@ with a warning) and ``stranger`` (no grants: refused).
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -18,7 +17,6 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
 from levered.db.pool import create_pool
 from levered.server.app import create_app
 from levered.services import cells, reward_source, training
@@ -26,60 +24,15 @@ from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
 from tests.conftest import Org
+from tests.customer import PURCHASES_SQL, READER_PASSWORD, credentials, customer
+
+__all__ = ["customer"]  # a fixture: used by parameter name
 from tests.integration.test_training import make_optimization, simulate
 
 pytestmark = pytest.mark.anyio
 
 URL = "/api/v2/warehouse"
 SECRET = "connected-test-secret"
-READER_PASSWORD = "reader-" + secrets.token_hex(8)
-PURCHASES_SQL = "SELECT user_id, ts, amount FROM purchases WHERE ts >= @start_date AND NOT refunded"
-
-SETUP = f"""
-CREATE SCHEMA analytics;
-CREATE TABLE analytics.purchases (
-    user_id text, ts timestamptz NOT NULL, amount numeric, refunded boolean DEFAULT false
-);
-COMMENT ON TABLE analytics.purchases IS 'One row per order';
-CREATE VIEW analytics.big_orders AS SELECT * FROM analytics.purchases WHERE amount > 100;
-CREATE TABLE public.secret_things (x int);
-CREATE ROLE reader LOGIN PASSWORD '{READER_PASSWORD}';
-GRANT USAGE ON SCHEMA analytics TO reader;
-GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO reader;
-CREATE ROLE writer LOGIN PASSWORD 'writer-pw';
-GRANT USAGE, CREATE ON SCHEMA analytics TO writer;
-GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA analytics TO writer;
-CREATE ROLE stranger LOGIN PASSWORD 'stranger-pw';
-GRANT CONNECT ON DATABASE shop TO stranger;
-"""
-
-
-@pytest.fixture(scope="module")
-def customer() -> Iterator[str]:
-    """The customer's cluster: its superuser URL of database ``shop``."""
-    import anyio
-
-    server = EmbeddedPostgres(reachable_tempdir("levered-customer-") / "data", durable=False)
-    url = server.start()
-
-    async def setup() -> str:
-        admin = await asyncpg.connect(url)
-        try:
-            await admin.execute("CREATE DATABASE shop")
-        finally:
-            await admin.close()
-        shop_url = url.rsplit("/", 1)[0] + "/shop"
-        conn = await asyncpg.connect(shop_url)
-        try:
-            await conn.execute(SETUP)
-        finally:
-            await conn.close()
-        return shop_url
-
-    try:
-        yield anyio.run(setup)
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -91,18 +44,6 @@ async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-def credentials(customer: str, username: str = "reader", password: str = READER_PASSWORD) -> Any:
-    parsed = urlparse(customer)
-    return {
-        "host": parsed.hostname,
-        "port": parsed.port,
-        "database": "shop",
-        "username": username,
-        "password": password,
-        "sslmode": "disable",
-    }
 
 
 def connect_body(customer: str, **overrides: Any) -> dict[str, Any]:
