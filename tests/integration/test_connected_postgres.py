@@ -103,6 +103,7 @@ async def test_connect_tests_stores_encrypted_and_never_returns_the_password(
     stored = await conn.fetchrow(
         "SELECT settings, secret FROM warehouse_connections WHERE organization_id = $1", org.id
     )
+    assert stored is not None
     assert READER_PASSWORD.encode() not in bytes(stored["secret"])
     assert "password" not in stored["settings"]
     assert SecretBox(SECRET).open(stored["secret"]) == READER_PASSWORD
