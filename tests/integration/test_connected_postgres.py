@@ -443,3 +443,37 @@ async def test_an_unreachable_warehouse_fails_training_clearly_and_serving_goes_
     served = await api.post(f"/api/v2/optimizations/{opt}/serve", json={"anonymous_id": "new-user"})
     assert served.status_code == 200, served.text
     assert served.json()["model_version"] == first.version
+
+
+async def test_another_organization_cannot_reach_the_connection_or_its_secret(
+    api: AsyncTestClient[Any], org: Org, other_org: Org, customer: str
+) -> None:
+    """From the attacker's side: the control-plane table is not readable by tenant SQL, and
+    the attacker's warehouse endpoints stay on its own (managed) warehouse."""
+    await connect(api, org, customer)
+    for sql in (
+        "SELECT * FROM public.warehouse_connections",
+        "SELECT secret FROM warehouse_connections",
+    ):
+        stolen = await api.post(f"{URL}/query", json={"sql": sql}, headers=other_org.headers)
+        assert stolen.status_code == 400, stolen.text
+        assert READER_PASSWORD not in stolen.text
+    tables = await api.get(f"{URL}/tables", headers=other_org.headers)
+    assert [t["name"] for t in tables.json()["tables"]] == ["exposures", "rewards"]
+
+
+async def test_a_changed_secret_key_is_reported_not_a_crash(
+    api: AsyncTestClient[Any], org: Org, customer: str, db_url: str
+) -> None:
+    await connect(api, org, customer)
+    settings = Settings(database_url=db_url, log_level="warning", secret_key="another-key")
+    async with AsyncTestClient(create_app(settings)) as other_server:
+        status = await other_server.get(URL, headers=org.headers)
+        assert status.status_code == 200, status.text
+        assert status.json()["healthy"] is False
+        assert "cannot be decrypted" in status.json()["error"]
+        query = await other_server.post(
+            f"{URL}/query", json={"sql": "SELECT 1"}, headers=org.headers
+        )
+        assert query.status_code == 409
+        assert query.json()["error"]["code"] == "warehouse_secret_unreadable"
