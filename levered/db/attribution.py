@@ -28,7 +28,7 @@ of exposures and their credits for the observations query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -196,6 +196,8 @@ WHERE exposure = ANY($6::tid[])"""
 """Credits of one page's exposures: only the page's users' reward rows ($5), only from the
 page's oldest exposure on (``@start_date``): what the page needs, computed exactly as for
 cells — their rewards may still be credited to later exposures outside the page."""
+PAGE_PARAMS: Final = 6
+"""Parameters of :data:`PAGE_CREDITS` before any bound rows."""
 
 
 @dataclass(frozen=True)
@@ -228,8 +230,12 @@ async def observation_page(
     limit: int,
     offset: int,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    rows_params: Callable[[datetime], Awaitable[tuple[Any, ...]]] | None = None,
 ) -> ObservationPage:
-    """One page of matured exposures (newest first) with their attributed reward."""
+    """One page of matured exposures (newest first) with their attributed reward.
+
+    ``rows_params``: for rows bound as parameters (a connected warehouse), what to bind after
+    the credits statement's own :data:`PAGE_PARAMS`, given the page's oldest exposure time."""
     window = _window_seconds(optimization)
     counts = await tenant.fetchrow(
         COUNT_EXPOSURES, optimization.id, window, as_of, timeout=_client_timeout(timeout_s)
@@ -246,17 +252,20 @@ async def observation_page(
     )
     credits: dict[Any, asyncpg.Record] = {}
     if page:
+        oldest = min(row["timestamp"] for row in page)
+        extra = () if rows_params is None else await rows_params(oldest)
         found = await fetch_metric_query(
             tenant,
             PAGE_CREDITS.format(
                 credited=credited_ctes(rows_sql, "\n      AND r.anonymous_id = ANY($5::text[])")
             ),
-            min(row["timestamp"] for row in page),
+            oldest,
             optimization.id,
             window,
             as_of,
             sorted({row["anonymous_id"] for row in page}),
             [row["exposure"] for row in page],
+            *extra,
             timeout_s=timeout_s,
         )
         credits = {row["exposure"]: row for row in found}

@@ -29,7 +29,7 @@ from levered.errors import Conflict, NotFound
 from levered.schemas.common import ResponseMeta
 from levered.schemas.observations import Observation, ObservationPage
 from levered.services import cells as cells_service
-from levered.services.metrics import metric_rows_sql
+from levered.services import reward_source
 from levered.services.warehouse import Warehouse
 
 TRAINING_TIMEOUT_S: Final = db.DEFAULT_TIMEOUT_S
@@ -92,7 +92,8 @@ async def attribute(
     days: dict[tuple[Any, ...], list[float]] = {}
     users: dict[tuple[bool, str], float] = {}
     async with (
-        wh.session(organization_id) as tenant,
+        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        wh.exposures_session(organization_id) as tenant,
         db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
     ):
         lo = start or passes.EPOCH
@@ -100,9 +101,13 @@ async def attribute(
         for chunk_lo, chunk_hi, _ in await cells_service.chunks_of(
             tenant, optimization.id, lo, hi, frontier, at_least_one=True
         ):
+            window = timedelta(hours=optimization.conversion_window_hours)
+            rows_params: tuple[Any, ...] = ()
+            if source.fetch is not None:
+                rows_params = await source.fetch(max(chunk_lo, lo), min(chunk_hi + window, as_of))
             rows = await passes.chunk(
                 tenant,
-                cells_service.rows_sql(metric),
+                source.rows_sql,
                 bool_metric,
                 optimization,
                 lo=max(chunk_lo, lo),
@@ -110,6 +115,7 @@ async def attribute(
                 frontier=frontier,
                 as_of=as_of,
                 timeout_s=timeout_s,
+                rows_params=rows_params,
             )
             for bucket, variant, held, context, n, r, rr in rows.cells:
                 _add(cells, (variant, _key(context), held), [context, n, r, rr])
@@ -307,19 +313,26 @@ async def list_observations(
     optimization, metric = await target(wh, organization_id, optimization_id)
     timeout_s = wh.limits.timeout_s
     async with (
-        wh.session(organization_id) as tenant,
+        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        wh.exposures_session(organization_id) as tenant,
         db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
     ):
-        rows_sql = _rows_sql(metric)
+        fetch = source.fetch
+
+        async def bound(oldest: datetime) -> tuple[Any, ...]:
+            assert fetch is not None
+            return await fetch(oldest, as_of)
+
         found = await db.observation_page(
             tenant,
-            rows_sql,
+            source.rows_sql_after(db.PAGE_PARAMS),
             metric.reward_type,
             optimization,
             as_of=as_of,
             limit=size,
             offset=(page - 1) * size,
             timeout_s=timeout_s,
+            rows_params=None if fetch is None else bound,
         )
     observations = [
         Observation(
@@ -355,12 +368,6 @@ async def target(
             code="no_reward_metric",
         )
     return optimization, metric
-
-
-def _rows_sql(metric: MetricSpec) -> str:
-    """The metric's normalized rows; ``$1`` (the window start) is bound by the caller."""
-    sql, _ = metric_rows_sql(metric, db.BEGINNING)
-    return sql
 
 
 def _bandit_cells(cells: list[tuple[Any, ...]]) -> Cells:

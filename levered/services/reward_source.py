@@ -43,10 +43,21 @@ RELOAD: Final = timedelta(hours=6)
 RELOAD_POLL: Final = timedelta(hours=1)
 """With no new exposures, the scheduler still retrains a connected warehouse's optimization
 this often: rewards may have landed in the warehouse meanwhile."""
-BOUND_ROWS: Final = """SELECT r.anonymous_id, r."timestamp", r.value
-FROM unnest($9::text[], $10::timestamptz[], $11::float8[]) AS r(anonymous_id, "timestamp", value)"""
-"""The normalized rows of a connected warehouse, bound by :func:`levered.db.cell_passes.chunk`
-after its own eight parameters."""
+CHUNK_PARAMS: Final = 8
+"""Parameters of :func:`levered.db.cell_passes.chunk` before the bound rows."""
+
+
+def bound_rows_sql(after: int) -> str:
+    """A connected warehouse's normalized rows bound as three arrays after the statement's own
+    ``after`` parameters (``$1``, the start, as in the managed rows: fetched rows start there
+    anyway, and every statement then gives ``$1`` its type)."""
+    a, b, c = after + 1, after + 2, after + 3
+    return (
+        'SELECT r.anonymous_id, r."timestamp", r.value\n'
+        f"FROM unnest(${a}::text[], ${b}::timestamptz[], ${c}::float8[]) "
+        'AS r(anonymous_id, "timestamp", value)\nWHERE r."timestamp" >= $1::timestamptz'
+    )
+
 
 Fetch = Callable[[datetime, datetime], Awaitable[tuple[Any, ...]]]
 
@@ -54,13 +65,17 @@ Fetch = Callable[[datetime, datetime], Awaitable[tuple[Any, ...]]]
 @dataclass(frozen=True)
 class RewardSource:
     rows_sql: str
-    """The normalized rows as the attribution statement embeds them."""
+    """The normalized rows as a chunk statement embeds them (:data:`CHUNK_PARAMS`)."""
     fetch: Fetch | None
     """For a connected warehouse: the bound parameters of the rows in ``[start, end]``."""
     identity: str
     """What the cells depend on besides the metric: a different source means a rebuild."""
     reload: timedelta | None
     """The reload buffer (connected warehouses only)."""
+
+    def rows_sql_after(self, params: int) -> str:
+        """The rows for a statement with ``params`` parameters of its own."""
+        return self.rows_sql if self.fetch is None else bound_rows_sql(params)
 
 
 def managed(metric: MetricSpec) -> RewardSource:
@@ -125,4 +140,4 @@ async def open_source(
                 ) from exc
             return (ids, times, values)
 
-        yield RewardSource(BOUND_ROWS, fetch, _identity(remote), RELOAD)
+        yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)

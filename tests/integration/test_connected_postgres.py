@@ -368,6 +368,26 @@ async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
     assert same == {k: v for k, v in version_managed.counts.items() if k in SAME_COUNTS}
     assert len(same) == len(SAME_COUNTS)
 
+    # The observations listing and a training as of a past time (attribution from scratch)
+    # read the warehouse's rewards the same way.
+    def page(body: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(o["anonymous_id"], o["converted"], o["reward"]) for o in body["observations"]]
+
+    for number in (1, 3):
+        query = f"observations?size=100&page={number}"
+        ours = await api.get(f"/api/v2/optimizations/{opt}/{query}", headers=org.headers)
+        theirs = await api.get(
+            f"/api/v2/optimizations/{managed}/{query}", headers=other_org.headers
+        )
+        assert ours.status_code == 200, ours.text
+        assert page(ours.json()) == page(theirs.json())
+        assert any(converted for _, converted, _ in page(ours.json()))
+    past = start + timedelta(hours=3)  # two hours of exposures matured by then
+    old = await training.train(wh, org.id, opt, seed=3, as_of=past)
+    old_managed = await training.train(wh, other_org.id, managed, seed=3, as_of=past)
+    assert old.counts["reward_sum"] == old_managed.counts["reward_sum"] > 0
+    assert old.counts["matured"] == old_managed.counts["matured"] < 600
+
     # Late rewards land in the warehouse for two unrewarded users: the newest one's exposure is
     # inside the reload buffer (6 h before the frontier), so the next pass counts it (not the
     # refunded duplicate: the metric's own SQL excludes it); the oldest one's is before the
