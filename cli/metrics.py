@@ -95,7 +95,13 @@ def create(
 
 @app.command
 def preview(
-    metric_id: str, *, limit: int = 10, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
+    metric_id: str,
+    *,
+    limit: Annotated[
+        int, Parameter(name=["--limit", "-n"], help="How many rows (newest first).")
+    ] = 10,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
 ) -> None:
     """Run the metric's SQL and display a sample of matching rows."""
     body = call(
