@@ -299,6 +299,19 @@ async def wh(db_url: str) -> AsyncIterator[Warehouse]:
         await pool.close()
 
 
+async def connect_with_metric(
+    api: AsyncTestClient[Any], conn: asyncpg.Connection, org: Org, customer: str
+) -> None:
+    """The organization's metric rewritten over the customer's ``purchases``, and connected."""
+    await conn.execute(
+        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
+        "value_col = 'amount' WHERE organization_id = $1",
+        org.id,
+        PURCHASES_SQL,
+    )
+    await connect(api, org, customer)
+
+
 async def move_rewards(conn: asyncpg.Connection, org: Org, shop: asyncpg.Connection) -> int:
     """The organization's simulated rewards, moved from the managed store to the customer's."""
     rows = await conn.fetch(
@@ -352,13 +365,7 @@ async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
     await simulate(conn, org, opt, users=600, seed=7, start=start)
     moved = await move_rewards(conn, org, shop)
     assert moved > 30
-    await conn.execute(
-        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
-        "value_col = 'amount' WHERE organization_id = $1",
-        org.id,
-        PURCHASES_SQL,
-    )
-    await connect(api, org, customer)
+    await connect_with_metric(api, conn, org, customer)
 
     version_managed = await training.train(wh, other_org.id, managed, seed=3)
     version = await training.train(wh, org.id, opt, seed=3)
@@ -439,13 +446,7 @@ async def test_an_unreachable_warehouse_fails_training_clearly_and_serving_goes_
     opt = await make_optimization(conn, org)
     await simulate(conn, org, opt, users=200, seed=2)
     await move_rewards(conn, org, shop)
-    await conn.execute(
-        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
-        "value_col = 'amount' WHERE organization_id = $1",
-        org.id,
-        PURCHASES_SQL,
-    )
-    await connect(api, org, customer)
+    await connect_with_metric(api, conn, org, customer)
     first = await training.train(wh, org.id, opt, seed=1)
     await conn.execute(
         "UPDATE warehouse_connections SET settings = settings || '{\"port\": 1}'::jsonb "
