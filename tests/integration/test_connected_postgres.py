@@ -18,6 +18,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db.pool import create_pool
+from levered.db.sandbox import Limits
 from levered.server.app import create_app
 from levered.services import cells, reward_source, training
 from levered.services.secret_box import SecretBox
@@ -498,3 +499,24 @@ async def test_a_changed_secret_key_is_reported_not_a_crash(
         )
         assert query.status_code == 409
         assert query.json()["error"]["code"] == "warehouse_secret_unreadable"
+
+
+async def test_connected_queries_keep_the_timeout_and_row_limit(
+    api: AsyncTestClient[Any], org: Org, customer: str, shop: asyncpg.Connection
+) -> None:
+    await shop.execute(
+        "INSERT INTO analytics.purchases SELECT 'u' || i, now(), i, false "
+        "FROM generate_series(1, 50) AS i"
+    )
+    await connect(api, org, customer)
+    api.app.state.sandbox_limits = Limits(timeout_s=0.5)
+    slow = await api.post(
+        f"{URL}/query", json={"sql": "SELECT pg_sleep(3), 1"}, headers=org.headers
+    )
+    assert slow.status_code == 400, slow.text
+    assert "timeout" in slow.json()["error"]["message"]
+    capped = await api.post(
+        f"{URL}/query", json={"sql": "SELECT * FROM purchases", "limit": 7}, headers=org.headers
+    )
+    assert capped.status_code == 200, capped.text
+    assert (capped.json()["row_count"], capped.json()["truncated"]) == (7, True)
