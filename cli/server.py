@@ -1,4 +1,5 @@
-"""``levered server start``: the database (embedded unless configured), migrations, the API."""
+"""``levered server start``: the database (embedded unless configured), migrations, the API;
+``levered server stop``: the same as Ctrl-C in its terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
-from cli.console import EXIT_USAGE, fail, notice
+from cli.console import EXIT_ERROR, EXIT_USAGE, fail, notice
+from cli.flags import JsonFlag
+from cli.output import emit_json
 
 app = App(name="server", help="Run the Levered API server.")
 
@@ -95,3 +98,41 @@ def start(
             supervisor.stop()
         database.close()
         port_lock.close()
+
+
+STOP_TIMEOUT_S = 60.0
+
+
+@app.command
+def stop(
+    *,
+    host: Annotated[str | None, Parameter(help="Address it binds (LEVERED_HOST).")] = None,
+    port: Annotated[int | None, Parameter(help="Port it binds (LEVERED_PORT).")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Stop the Levered server on this machine's HOST:PORT, as Ctrl-C would (it finishes the
+    requests in flight, flushes served exposures and stops its embedded PostgreSQL)."""
+    import time
+
+    from levered.server.port import running_server
+    from levered.settings import load_settings
+
+    settings = load_settings(host=host, port=port)
+    pid = running_server(settings.host, settings.port)
+    if pid is None:
+        fail(f"no Levered server is running on {settings.host}:{settings.port}", EXIT_ERROR)
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        fail(f"the server on {settings.host}:{settings.port} (pid {pid}) is gone", EXIT_ERROR)
+    except PermissionError:
+        fail(f"not allowed to stop pid {pid} (another user's server)", EXIT_ERROR)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while running_server(settings.host, settings.port) == pid:
+        if time.monotonic() > deadline:
+            fail(f"pid {pid} did not stop within {STOP_TIMEOUT_S:g} s", EXIT_ERROR)
+        time.sleep(0.1)
+    if json:
+        emit_json({"stopped": True, "pid": pid, "host": settings.host, "port": settings.port})
+    else:
+        notice(f"stopped the server on {settings.host}:{settings.port} (pid {pid})")

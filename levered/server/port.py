@@ -44,8 +44,29 @@ def claim_port(host: str, port: int) -> IO[str]:
     return lock
 
 
+def _lock_path(host: str, port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"levered-port-{host.replace(':', '_')}-{port}.lock"
+
+
+def running_server(host: str, port: int) -> int | None:
+    """The pid of the Levered server holding ``host:port`` (its lock), None when none does."""
+    path = _lock_path(host, port)
+    if sys.platform == "win32" or not path.exists():
+        return None
+    import fcntl
+
+    with path.open("r", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = handle.read().split()
+            return int(words[-1]) if words and words[-1].isdigit() else None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+
 def _lock_file(host: str, port: int) -> IO[str]:
-    path = Path(tempfile.gettempdir()) / f"levered-port-{host.replace(':', '_')}-{port}.lock"
+    path = _lock_path(host, port)
     handle = path.open("a+", encoding="utf-8")
     if sys.platform == "win32":  # no fcntl there: the probe bind alone guards Windows
         return handle

@@ -144,3 +144,37 @@ def test_the_server_starts_its_postgresql_again_when_it_exits(
     finally:
         _stop(server, signal.SIGINT)
     assert second is not None and _gone(second), "Ctrl-C still stops the restarted PostgreSQL"
+
+
+def test_levered_server_stop_stops_it_like_ctrl_c(tmp_path: Path) -> None:
+    data_dir = reachable_tempdir("levered-srv-") / "data"
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEVERED_")}
+
+    def stop_command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.app", "server", "stop", "--port", str(port), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+
+    nothing = stop_command()
+    assert nothing.returncode == 1 and f"no Levered server is running on 127.0.0.1:{port}" in (
+        nothing.stderr
+    )
+    server = _start(data_dir, port, log)
+    try:
+        _wait_ready(server, port, log)
+        pg_pid = _postmaster_pid(data_dir)
+        assert pg_pid is not None
+        stopped = stop_command("--json")
+        assert stopped.returncode == 0, stopped.stderr
+        assert '"stopped": true' in stopped.stdout and str(server.pid) in stopped.stdout
+        assert server.wait(30) == 0
+    finally:
+        if server.poll() is None:
+            _stop(server, signal.SIGKILL)
+    assert _gone(pg_pid), "server stop must stop the embedded PostgreSQL too"
