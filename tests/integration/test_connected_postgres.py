@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from levered.db.pool import create_pool
 from levered.db.sandbox import Limits
 from levered.server.app import create_app
-from levered.services import cells, reward_source, training
+from levered.services import cells, reward_source, scheduler, training
 from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
@@ -520,3 +520,28 @@ async def test_connected_queries_keep_the_timeout_and_row_limit(
     )
     assert capped.status_code == 200, capped.text
     assert (capped.json()["row_count"], capped.json()["truncated"]) == (7, True)
+
+
+async def test_the_scheduler_polls_a_connected_warehouse_hourly(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    conn: asyncpg.Connection,
+    org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    """No arrival times to read in the customer's database: with nothing new in Levered's
+    store, a connected optimization is due again once its version is an hour old."""
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=100, seed=4)
+    await move_rewards(conn, org, shop)
+    await connect_with_metric(api, conn, org, customer)
+    await training.train(wh, org.id, opt, seed=1)
+    assert (org.id, opt) not in await scheduler.due(wh)
+    await conn.execute(
+        "UPDATE model_versions SET window_end = window_end - $2::interval "
+        "WHERE model_id = (SELECT id FROM models WHERE optimization_id = $1)",
+        opt,
+        reward_source.RELOAD_POLL,
+    )
+    assert (org.id, opt) in await scheduler.due(wh)
