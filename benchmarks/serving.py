@@ -57,7 +57,7 @@ from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
 from levered.db.pool import connect
 from levered.server.run import default_loop
 from levered.services.serving import clean_context, decide
-from levered.services.serving_state import ServingConfig, build_config, compute_pool
+from levered.services.serving_config import ServingConfig, build_config, compute_pool
 
 SPACES: dict[int, tuple[int, ...]] = {12: (3, 2, 2), 1_000: (10, 10, 10), 10_000: (10,) * 4}
 CONTEXTS = ({"segment": "a"}, {"segment": "b"})

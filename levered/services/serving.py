@@ -47,7 +47,8 @@ from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
 from levered.services.random_ids import random_uuid, time_ordered_hex
-from levered.services.serving_state import ContextKey, ServingConfig, ServingState, compute_pool
+from levered.services.serving_config import ContextKey, ServingConfig, compute_pool
+from levered.services.serving_state import ServingState
 
 BASELINE: Final = 1
 _TWO_64: Final = float(2**64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 from levered.db.serving import Assignment
-from levered.services.serving_state import StickyCache
+from levered.services.serving_config import StickyCache
 
 
 def assignment(variant: int) -> Assignment:
