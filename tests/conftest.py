@@ -123,7 +123,8 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Any]]:
 
 @dataclass(frozen=True)
 class Org:
-    """A tenant made for a test: its id, an API key, and a user with a known password."""
+    """A tenant made for a test: its id, an API key, and a user (its admin) with a known
+    password."""
 
     id: UUID
     api_key: str
@@ -148,6 +149,11 @@ async def make_org(conn: asyncpg.Connection, name: str) -> Org:
         email,
         name,
         hash_password(password),
+    )
+    await conn.execute(
+        "INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'admin')",
+        org_id,
+        user_id,
     )
     key, prefix = new_api_key()
     key_id = await conn.fetchval(

@@ -15,9 +15,14 @@ TOUCH_API_KEY: Final = """
 UPDATE api_keys SET last_used_at = now()
 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '30 seconds')
 """
+# The role is read on every request (a LEFT JOIN: a removed member's token finds no role), so
+# a role change or a removal takes effect on the very next request.
 SELECT_ACCESS_TOKEN: Final = """
-SELECT user_id, organization_id FROM oauth_tokens
-WHERE token_hash = $1 AND kind = 'access' AND revoked_at IS NULL AND expires_at > now()
+SELECT t.user_id, t.organization_id, t.client_id, m.role, u.is_server_admin
+FROM oauth_tokens t
+JOIN users u ON u.id = t.user_id
+LEFT JOIN memberships m ON m.organization_id = t.organization_id AND m.user_id = t.user_id
+WHERE t.token_hash = $1 AND t.kind = 'access' AND t.revoked_at IS NULL AND t.expires_at > now()
 """
 
 

@@ -19,8 +19,12 @@ from levered.db import Connection
 SELECT_USER_BY_EMAIL: Final = """
 SELECT id, organization_id, password_hash FROM users WHERE lower(email) = lower($1)
 """
+# A user of an organization is one with a membership there (users.organization_id is only the
+# organization the account was created in).
 SELECT_USER: Final = """
-SELECT id, email, name FROM users WHERE id = $1 AND organization_id = $2
+SELECT u.id, u.email, u.name FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.organization_id = $2
+WHERE u.id = $1
 """
 SELECT_ORGANIZATION: Final = """
 SELECT id, name, warehouse_provider FROM organizations WHERE id = $1

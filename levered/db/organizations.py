@@ -12,8 +12,12 @@ from levered.db import Connection
 COUNT_ORGANIZATIONS: Final = "SELECT count(*) FROM organizations"
 INSERT_ORGANIZATION: Final = "INSERT INTO organizations (name) VALUES ($1) RETURNING id"
 INSERT_USER: Final = """
-INSERT INTO users (organization_id, email, name, password_hash) VALUES ($1, $2, $3, $4)
+INSERT INTO users (organization_id, email, name, password_hash, is_server_admin)
+VALUES ($1, $2, $3, $4, $5)
 RETURNING id
+"""
+INSERT_ADMIN_MEMBERSHIP: Final = """
+INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'admin')
 """
 INSERT_API_KEY: Final = """
 INSERT INTO api_keys (organization_id, label, prefix, secret_hash, scopes)
@@ -31,10 +35,20 @@ async def insert_organization(conn: Connection, name: str) -> UUID:
     return value
 
 
-async def insert_user(
-    conn: Connection, organization_id: UUID, email: str, name: str, password_hash: str
+async def insert_admin(
+    conn: Connection,
+    organization_id: UUID,
+    email: str,
+    name: str,
+    password_hash: str,
+    *,
+    server_admin: bool = False,
 ) -> UUID:
-    value: UUID = await conn.fetchval(INSERT_USER, organization_id, email, name, password_hash)
+    """A user who is admin of ``organization_id`` (the first start's, a server admin)."""
+    value: UUID = await conn.fetchval(
+        INSERT_USER, organization_id, email, name, password_hash, server_admin
+    )
+    await conn.execute(INSERT_ADMIN_MEMBERSHIP, organization_id, value)
     return value
 
 

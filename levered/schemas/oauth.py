@@ -25,6 +25,8 @@ class AuthorizeParams(msgspec.Struct, frozen=True):
     code_challenge: str | None = None
     code_challenge_method: str | None = None
     state: str | None = None
+    organization: str | None = None
+    """Not OAuth: which organization (id or name) the login acts for; default the first."""
 
 
 class LoginForm(msgspec.Struct, frozen=True):
@@ -39,6 +41,7 @@ class LoginForm(msgspec.Struct, frozen=True):
     code_challenge: str | None = None
     code_challenge_method: str | None = None
     state: str | None = None
+    organization: str | None = None
 
     def params(self) -> AuthorizeParams:
         return AuthorizeParams(
@@ -48,6 +51,7 @@ class LoginForm(msgspec.Struct, frozen=True):
             self.code_challenge,
             self.code_challenge_method,
             self.state,
+            self.organization,
         )
 
 
@@ -99,10 +103,14 @@ class MeOrganization(msgspec.Struct, frozen=True):
     warehouse_provider: str
 
 
-class Me(msgspec.Struct, frozen=True):
-    """Who the caller is: ``user`` is null when the caller uses an API key."""
+class Me(msgspec.Struct, frozen=True, kw_only=True):
+    """Who the caller is: ``user`` and ``role`` are null when the caller uses an API key."""
 
     user: MeUser | None
     organization: MeOrganization
     auth: Literal["user", "api_key"]
     meta: ResponseMeta
+    role: Literal["admin", "member", "viewer"] | None = None
+    """The user's role in ``organization``."""
+    server_admin: bool = False
+    """Whether the user may create organizations."""

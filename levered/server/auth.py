@@ -14,6 +14,7 @@ from litestar.di import Provide
 
 from levered.db.pool import database_deadline
 from levered.services.auth import Principal, authenticate
+from levered.services.roles import check_role, required_role
 from levered.services.scopes import check_scope, required_scope
 
 
@@ -27,11 +28,14 @@ def _bearer(request: Request[Any, Any, Any]) -> str | None:
 
 
 def _scoped(request: Request[Any, Any, Any], principal: Principal) -> Principal:
-    """Refuse (403 naming the scope) a key that lacks the scope this route needs."""
-    # The serving fast path is a bare ASGI app: it has no route handler, hence no declared scope.
+    """Refuse (403) a key that lacks the scope this route needs, naming the scope, and a user
+    whose role is below the one it needs, naming both roles: the one place both are checked."""
+    # The serving fast path is a bare ASGI app: it has no route handler, hence nothing declared.
     handler = request.scope.get("route_handler")
-    declared = handler.opt.get("scope") if handler is not None else None
-    check_scope(principal.scopes, required_scope(request.method, request.url.path, declared))
+    opt = handler.opt if handler is not None else {}
+    method, path = request.method, request.url.path
+    check_scope(principal.scopes, required_scope(method, path, opt.get("scope")))
+    check_role(principal, required_role(method, path, opt.get("role")))
     return principal
 
 

@@ -90,6 +90,8 @@ LOGIN_FORM: Final = """<h1>Sign in to Levered</h1>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password"
        required{focus_password}>
+<label for="organization">Organization <span class="note">(optional: id or name)</span></label>
+<input id="organization" name="organization" value="{organization}" type="text">
 {hidden}<button type="submit">Sign in</button>
 </form>
 <p class="note">You will then be sent back to <code>{redirect_uri}</code>.</p>
@@ -122,6 +124,7 @@ def render_login(
         client_id=escape(authorize.client_id),
         redirect_uri=escape(authorize.redirect_uri),
         email=escape(email),
+        organization=escape(authorize.organization or ""),
         error="" if error is None else f'<p class="error" role="alert">{escape(error)}</p>\n',
         focus_email="" if email else " autofocus",
         focus_password=" autofocus" if email else "",
@@ -197,6 +200,7 @@ class AuthorizeController(Controller):
         code_challenge: FromQuery[str | None] = None,
         code_challenge_method: FromQuery[str | None] = None,
         oauth_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        organization: FromQuery[str | None] = None,
     ) -> Response[str]:
         params = AuthorizeParams(
             response_type,
@@ -205,6 +209,7 @@ class AuthorizeController(Controller):
             code_challenge,
             code_challenge_method,
             oauth_state,
+            organization,
         )
         return render_login(oauth.check_authorize(params))
 

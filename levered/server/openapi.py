@@ -47,6 +47,7 @@ from levered.schemas.ingest import (
 )
 from levered.schemas.oauth import OAuthErrorBody, TokenResponse
 from levered.services.oauth import CLIENT_ID, MAX_REDIRECT_URI, STATE
+from levered.services.roles import SERVER_ADMIN, required_role
 from levered.services.scopes import required_scope
 from levered.services.warehouse import SUPPORTED_PROVIDERS
 
@@ -83,6 +84,31 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
     "POST /api/v2/api-keys": {},
     "DELETE /api/v2/api-keys/{key_id}": {},
     "GET /api/v2/me": {},
+    "GET /api/v2/organizations": {},
+    "POST /api/v2/organizations": {},
+    "POST /api/v2/organizations/{organization_id}/switch": {
+        403: "`forbidden`: an API key cannot switch organization (`details.required_auth`).",
+        404: "Not a member of that organization (or it does not exist).",
+    },
+    "GET /api/v2/organizations/{organization_id}/members": {},
+    "POST /api/v2/organizations/{organization_id}/members": {
+        409: "`account_exists`: the email already has an account; invite it instead.",
+    },
+    "PATCH /api/v2/organizations/{organization_id}/members/{user_id}": {
+        409: "`last_admin`: the organization's last admin cannot be demoted.",
+    },
+    "DELETE /api/v2/organizations/{organization_id}/members/{user_id}": {
+        409: "`last_admin`: the organization's last admin cannot be removed.",
+    },
+    "GET /api/v2/organizations/{organization_id}/invites": {},
+    "POST /api/v2/organizations/{organization_id}/invites": {
+        409: "`already_member`: that email is already a member.",
+    },
+    "POST /api/v2/invites/accept": {
+        401: "The invited email already has an account and the password is not its own.",
+        404: "Unknown invite token.",
+        409: "`invite_used`, `invite_expired`, or `already_member`.",
+    },
     "GET /oauth/authorize": {},  # see _oauth
     "POST /oauth/authorize": {},
     "POST /oauth/token": {},
@@ -276,10 +302,17 @@ def _describe(
             codes.setdefault(status, GENERIC[status])
     if "security" in operation:
         method, _, path = key.partition(" ")
-        scope = required_scope(method, path)
+        scope = required_scope(method, path, handler.opt.get("scope"))
+        role = required_role(method, path, handler.opt.get("role"))
+        if role == SERVER_ADMIN:
+            who = ", or the caller is not a server administrator (`details.required_role`)"
+        elif "principal" in params:  # user tokens too, so roles apply
+            who = f", or a user's role is below `{role}` (`details.role`, `details.required_role`)"
+        else:
+            who = ""
         lacking = (
             f"`forbidden`: the API key lacks the `{scope}` scope this operation needs "
-            "(`details.missing_scope` names it; see docs/teams.md)."
+            f"(`details.missing_scope` names it){who}; see docs/teams.md."
         )
         codes[403] = f"{codes[403]} Or {lacking}" if 403 in codes else lacking
     responses = operation.setdefault("responses", {})

@@ -14,6 +14,11 @@ from levered.server.models import ModelController
 from levered.server.oauth import AuthorizeController, TokenController
 from levered.server.observations import ObservationController
 from levered.server.optimizations import OptimizationController
+from levered.server.organizations import (
+    InviteController,
+    MemberController,
+    OrganizationController,
+)
 from levered.server.results import ResultsController
 from levered.server.serving import ServingController
 from levered.server.warehouse import WarehouseController
@@ -23,6 +28,9 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     IngestController,
     ApiKeyController,
     MeController,
+    OrganizationController,
+    MemberController,
+    InviteController,
     AuthorizeController,
     TokenController,
     OptimizationController,

@@ -32,6 +32,11 @@ class Principal(msgspec.Struct, frozen=True):
     user_id: UUID | None = None
     scopes: frozenset[str] = ALL_SCOPES
     """An API key's scopes; a user's token carries all (checked per route in the server)."""
+    role: str | None = None
+    """A user's role in ``organization_id`` (:mod:`levered.services.roles`); None for a key."""
+    server_admin: bool = False
+    client_id: str | None = None
+    """The OAuth client a user's token was issued to (``orgs switch`` issues to the same)."""
 
 
 async def authenticate(
@@ -70,7 +75,18 @@ async def authenticate(
         if token.startswith(ACCESS_TOKEN_PREFIX):
             row = await db.find_access_token(conn, digest(token))
             if row is not None:
-                return Principal(row["organization_id"], "user", user_id=row["user_id"])
+                if row["role"] is None:
+                    raise AuthenticationError(
+                        "you are no longer a member of this token's organization; log in again"
+                    )
+                return Principal(
+                    row["organization_id"],
+                    "user",
+                    user_id=row["user_id"],
+                    role=row["role"],
+                    server_admin=row["is_server_admin"],
+                    client_id=row["client_id"],
+                )
             raise AuthenticationError(
                 "access token invalid, expired or revoked; log in again or refresh it"
             )

@@ -1,4 +1,5 @@
-"""First start: one organization, an admin user and an API key, written to a private file.
+"""First start: one organization, its admin (the server administrator, who may create more
+organizations) and an API key, written to a private file.
 
 Runs under the migration advisory lock's sibling lock so two servers starting together create
 one organization, not two. Later starts find an organization and do nothing.
@@ -40,7 +41,9 @@ async def bootstrap(
             return None
         password = admin_password or secrets.token_urlsafe(12)
         org_id = await db.insert_organization(conn, "Default organization")
-        await db.insert_user(conn, org_id, ADMIN_EMAIL, "Admin", hash_password(password))
+        await db.insert_admin(
+            conn, org_id, ADMIN_EMAIL, "Admin", hash_password(password), server_admin=True
+        )
         key, prefix = new_api_key()
         await db.insert_api_key(conn, org_id, "bootstrap", prefix, digest(key))
         creds = InitialCredentials(

@@ -40,6 +40,7 @@ import msgspec
 
 from levered.db import Connection
 from levered.db import oauth as db
+from levered.db.memberships import find_member, user_organizations
 from levered.errors import AuthenticationError, LeveredError, ValidationError
 from levered.schemas.common import ResponseMeta
 from levered.schemas.oauth import (
@@ -124,6 +125,8 @@ class AuthorizeRequest(msgspec.Struct, frozen=True):
     redirect_uri: str
     code_challenge: str
     state: str | None
+    organization: str | None = None
+    """Which organization to act for (id or name), as the login form's own field."""
 
     def hidden_fields(self) -> dict[str, str]:
         fields = {
@@ -207,7 +210,10 @@ def check_authorize(params: AuthorizeParams) -> AuthorizeRequest:
             "invalid_request",
             "code_challenge must be the base64url SHA-256 of the code verifier (43 characters)",
         )
-    return AuthorizeRequest(params.client_id, params.redirect_uri, params.code_challenge, state)
+    organization = (params.organization or "").strip()[:200] or None
+    return AuthorizeRequest(
+        params.client_id, params.redirect_uri, params.code_challenge, state, organization
+    )
 
 
 @functools.cache
@@ -224,6 +230,7 @@ async def login(pool: asyncpg.Pool, form: LoginForm) -> str:
         raise LoginFailed("Enter your email and password.", request, email)
     async with pool.acquire() as conn:
         user = await db.find_user_by_email(conn, email)
+        organizations = [] if user is None else await user_organizations(conn, user["id"])
     # argon2id takes tens of milliseconds of CPU: keep it off the event loop.
     password_hash: str = (
         user["password_hash"] if user is not None else await anyio.to_thread.run_sync(_decoy_hash)
@@ -231,6 +238,7 @@ async def login(pool: asyncpg.Pool, form: LoginForm) -> str:
     ok = await anyio.to_thread.run_sync(verify_password, password_hash, form.password)
     if user is None or not ok:
         raise LoginFailed("Wrong email or password.", request, email)
+    organization_id = _pick_organization(organizations, request, email)
 
     code = new_token(CODE_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
@@ -239,7 +247,7 @@ async def login(pool: asyncpg.Pool, form: LoginForm) -> str:
             conn,
             digest(code),
             user["id"],
-            user["organization_id"],
+            organization_id,
             request.client_id,
             request.redirect_uri,
             request.code_challenge,
@@ -249,6 +257,32 @@ async def login(pool: asyncpg.Pool, form: LoginForm) -> str:
     if request.state is not None:
         fields["state"] = request.state
     return with_query(request.redirect_uri, fields)
+
+
+def _pick_organization(
+    organizations: list[asyncpg.Record], request: AuthorizeRequest, email: str
+) -> UUID:
+    """The organization the login acts for: the one named (by id or name) if the user belongs
+    to it, else their first (oldest membership). Only asked after the password matched, and
+    "not a member" reads the same whether the organization exists or not."""
+    if not organizations:
+        raise LoginFailed("This account belongs to no organization any more.", request, email)
+    wanted = request.organization
+    if wanted is None:
+        found: UUID = organizations[0]["id"]
+        return found
+    matches = [
+        r["id"]
+        for r in organizations
+        if str(r["id"]) == wanted or r["name"].lower() == wanted.lower()
+    ]
+    if len(matches) > 1:
+        raise LoginFailed(
+            f"You belong to several organizations named {wanted!r}: give its id.", request, email
+        )
+    if not matches:
+        raise LoginFailed(f"You are not a member of an organization {wanted!r}.", request, email)
+    return UUID(str(matches[0]))
 
 
 # --- the token endpoint ---------------------------------------------------------------------
@@ -291,7 +325,7 @@ async def exchange_token(pool: asyncpg.Pool, request: TokenRequest) -> TokenResp
     )
 
 
-async def _issue(
+async def issue_tokens(
     conn: Connection,
     family_id: UUID,
     user_id: UUID,
@@ -330,7 +364,7 @@ async def _redeem_code(pool: asyncpg.Pool, request: TokenRequest) -> TokenRespon
     async with pool.acquire() as conn, conn.transaction():
         row = await db.redeem_code(conn, code_hash, client_id, redirect_uri, challenge)
         if row is not None:
-            return await _issue(
+            return await issue_tokens(
                 conn,
                 family_of_code(code_hash),
                 row["user_id"],
@@ -380,7 +414,12 @@ async def _refresh(pool: asyncpg.Pool, request: TokenRequest) -> TokenResponse:
     async with pool.acquire() as conn, conn.transaction():
         row = await db.rotate_refresh_token(conn, token_hash, client_id)
         if row is not None:
-            return await _issue(
+            if await find_member(conn, row["organization_id"], row["user_id"]) is None:
+                raise OAuthError(
+                    "invalid_grant",
+                    "you are no longer a member of this organization; log in again",
+                )
+            return await issue_tokens(
                 conn,
                 row["family_id"],
                 row["user_id"],
@@ -445,4 +484,6 @@ async def whoami(pool: asyncpg.Pool, principal: Principal, meta: ResponseMeta) -
         ),
         auth=principal.kind,
         meta=meta,
+        role=principal.role,  # type: ignore[arg-type]  # the table's CHECK keeps it a Role
+        server_admin=principal.server_admin,
     )

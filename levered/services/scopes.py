@@ -3,7 +3,8 @@
 A key carries scopes (``ingest``, ``serve``, ``read``, ``admin``; ``admin`` implies the rest).
 The rule is derived from the route, so a new endpoint is covered without a table to update:
 ingestion needs ``ingest``, serving needs ``serve``, any other GET needs ``read``, anything
-else (writes, warehouse SQL, key management) needs ``admin``. A handler may override it with
+else (writes, warehouse SQL, key management) needs ``admin``, and so does everything under
+an organization (members, invites), reads included. A handler may override it with
 ``opt={"scope": ...}``. User access tokens carry every scope (roles are not modelled yet).
 """
 
@@ -30,6 +31,8 @@ def required_scope(method: str, path: str, declared: str | None = None) -> str:
         return "ingest"
     if path.endswith("/serve") or path.endswith("/best-variant"):
         return "serve"
+    if path.startswith("/api/v2/organizations/"):
+        return "admin"  # members and invites, even to read: they list people's emails
     if method in ("GET", "HEAD"):
         return "read"
     return "admin"

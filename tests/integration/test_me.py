@@ -60,7 +60,8 @@ async def test_user_token_caller(client: Client, org: Org, conn: asyncpg.Connect
     assert body["auth"] == "user"
     assert body["user"] == {"id": str(org.user_id), "email": org.email, "name": "Acme"}
     assert body["organization"]["id"] == str(org.id)
-    assert set(body) == {"user", "organization", "auth", "meta"}
+    assert set(body) == {"user", "organization", "auth", "meta", "role", "server_admin"}
+    assert body["role"] == "admin" and body["server_admin"] is False
 
 
 async def test_each_organization_sees_itself(
