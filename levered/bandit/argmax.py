@@ -1,7 +1,7 @@
 """Exact argmax of a cmab score over a factorial variant space, without enumerating the space.
 
 A variant v = (l_0, …, l_{F−1}) scores s(v) = Σ_f main[f, l_f] + Σ_{f<g} pair[p(f, g), l_f, l_g]
-(the sampler's flattened score table, :func:`levered.bandit.sampler._fill_table`). Maximizing
+(the sampler's flattened score table, :func:`levered.bandit.kernels._fill_table`). Maximizing
 a sum of unary and pairwise terms over a grid is MAP inference in a pairwise Markov random
 field, NP-hard in general; this module solves it exactly by depth-first branch and bound
 (Land & Doig 1960) over the design factors, so its cost grows with how hard the draw is, not
@@ -29,7 +29,7 @@ with the number of variants.
   not allowed is never returned (without the rules, that check is all a wide rule gets).
 - **Identical to enumeration.** The answer equals the enumeration's (highest score over
   allowed variants, an exact tie going to the lower number;
-  :func:`levered.bandit.sampler._argmax_score`):
+  :func:`levered.bandit.kernels._argmax_score`):
   a leaf's score is summed in the enumeration's term order, so it is the same float; a
   subtree is pruned only when its bound is below the incumbent by more than a rounding
   tolerance (bounds are summed in another order); and near a tie a second, termwise bound is
