@@ -24,8 +24,10 @@ from cli import (
     metrics,
     models,
     optimizations,
+    orgs,
     serve,
     server,
+    users,
     warehouse,
 )
 from cli.console import EXIT_USAGE, exit_code_for, fail
@@ -47,6 +49,8 @@ app.command(metrics.app)
 app.command(models.app)
 app.command(warehouse.app)
 app.command(api_keys.app)
+app.command(orgs.app)
+app.command(users.app)
 app.command(ingest.app)
 app.command(serve.serve)
 app.command(dashboard.dashboard)

@@ -74,6 +74,10 @@ def login(
         bool,
         Parameter(name="--with-token", negative="", help="Read an API key or token from stdin."),
     ] = False,
+    organization: Annotated[
+        str | None,
+        Parameter(help="Organization (id or name) to act for; default your first one."),
+    ] = None,
     json: JsonFlag = False,
 ) -> None:
     """Authenticate via browser OAuth. Optionally override the API URL for this session."""
@@ -110,6 +114,7 @@ def login(
                 "code_challenge_method": "S256",
                 "state": state,
             }
+            | ({"organization": organization} if organization else {})
         )
         notice(f"Open this URL to log in:\n  {authorize}")
         if not no_browser:
