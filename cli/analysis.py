@@ -4,7 +4,9 @@ cli/optimizations.py stays about the resource itself."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from cyclopts import Parameter
 
 from cli.console import notice
 from cli.flags import ApiUrlFlag, JsonFlag
@@ -63,5 +65,89 @@ def print_guardrails(body: dict[str, Any]) -> None:
                 g["reason"],
             ]
             for g in body["guardrails"]
+        ],
+    )
+
+
+@app.command
+def progress(
+    optimization_id: str,
+    *,
+    threshold: Annotated[
+        float, Parameter(help="prob_best at which the leader counts as certain (0.5–1).")
+    ] = 0.95,
+    limit: Annotated[int, Parameter(help="At most this many arms (1–1000).")] = 20,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """How close the optimization is to a decision: days running, users and observations per
+    arm, the leader's certainty and an expected time to decision."""
+    body = call(
+        lambda api: api.get(
+            f"/api/v2/optimizations/{optimization_id}/progress",
+            {"threshold": threshold, "limit": limit},
+        ),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    print_progress(body)
+
+
+def print_progress(body: dict[str, Any]) -> None:
+    notice(
+        f"{body['status']} for {body['days_running']:.1f} days; users "
+        f"{body['optimized_users']} optimized / {body['holdout_users']} holdout"
+    )
+    if body.get("leader") is not None:
+        notice(
+            f"leader: variant {body['leader']}, prob_best {body['leader_prob_best']:.3f} of "
+            f"{body['threshold']:g} needed ({body['certainty']:.0%} of the way)"
+        )
+    eta = body.get("expected_days_to_decision")
+    rate = body.get("daily_observations")
+    notice(
+        ("decided" if body.get("decided") else f"expected days to decision: {eta:.1f}")
+        if eta is not None
+        else "expected days to decision: unknown"
+    )
+    notice(f"method: {body['method']}" + (f" (at {rate:.0f} observations/day)" if rate else ""))
+    emit_table(
+        ["number", "variant_key", "exposures", "prob_best"],
+        [[a["number"], a["variant_key"], a["exposures"], a.get("prob_best")] for a in body["arms"]],
+    )
+
+
+@app.command(name="lift-history")
+def lift_history(
+    optimization_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
+) -> None:
+    """Measured lift vs the holdout per day of exposure: that day's users, and cumulative."""
+    body = call(
+        lambda api: api.get(f"/api/v2/optimizations/{optimization_id}/lift-history"),
+        url_flag=api_url_flag,
+    )
+    if json:
+        emit_json(body)
+        return
+    print_lift_history(body)
+
+
+def print_lift_history(body: dict[str, Any]) -> None:
+    if body.get("note"):
+        notice(body["note"])
+    emit_table(
+        ["date", "daily lift", "daily 95% ci", "users o/h", "cumulative", "cum. 95% ci"],
+        [
+            [
+                p["date"],
+                _pct(p["daily"]["lift_percent"]),
+                _ci(p["daily"]["ci"]),
+                f"{p['daily']['optimized_users']}/{p['daily']['holdout_users']}",
+                _pct(p["cumulative"]["lift_percent"]),
+                _ci(p["cumulative"]["ci"]),
+            ]
+            for p in body["points"]
         ],
     )

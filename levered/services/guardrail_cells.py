@@ -3,7 +3,9 @@
 The reward metric's pass (:mod:`levered.services.cells`) decides which one-hour buckets of
 exposure time new data can change — the frontier's and the late events' — and re-attributes
 them with :func:`levered.db.cell_passes.chunk`. A guardrail metric is attributed to the same
-exposures by the very same statements and replacement rule, with its own watermark
+exposures by the very same statements and replacement rule — on whichever warehouse the rewards live
+(:mod:`levered.services.reward_source`: the managed one, or a connected PostgreSQL with its
+reload buffer) — with its own watermark
 (``guardrail_state``), so its buckets are equally exact, and a guardrail pass never waits for
 or blocks the reward's. Cells carry no context (guardrails judge the whole traffic). The
 first pass, and a change of the metric or of the attribution (the fingerprint), rebuild.
@@ -21,7 +23,7 @@ from levered.db import cell_passes as passes
 from levered.db import guardrail_cells as db
 from levered.db.attribution import Arm, MetricSpec, OptimizationSpec
 from levered.db.cell_store import CellState
-from levered.services import cells
+from levered.services import cells, reward_source
 from levered.services.warehouse import Warehouse
 
 
@@ -46,8 +48,11 @@ async def extend(
     the same guardrail is running (the caller reads the cells as they are)."""
     spec = OptimizationSpec(optimization.id, optimization.conversion_window_hours)
     as_of = datetime.now(UTC)
-    fp = cells.fingerprint(spec, metric)
-    async with wh.pool.acquire() as app:
+    async with (
+        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        wh.pool.acquire() as app,
+    ):
+        fp = cells.fingerprint(spec, metric, source.identity)
         if not await db.lock(app, spec.id, metric_id, wait=wait):
             return None
         try:
@@ -57,8 +62,8 @@ async def extend(
                 return GuardrailPass(previous, False, 0)
             async with app.transaction():
                 exposures = await _pass(
-                    wh, app, organization_id, spec, metric_id, metric, previous, fp, as_of,
-                    full, timeout_s,
+                    wh, app, organization_id, spec, metric_id, metric, source, previous, fp,
+                    as_of, full, timeout_s,
                 )  # fmt: skip
             state = await db.load_state(app, spec.id, metric_id)
             assert state is not None
@@ -74,6 +79,7 @@ async def _pass(
     spec: OptimizationSpec,
     metric_id: UUID,
     metric: MetricSpec,
+    source: reward_source.RewardSource,
     previous: db.GuardrailState | None,
     fp: str,
     as_of: datetime,
@@ -82,10 +88,9 @@ async def _pass(
 ) -> int:
     window = timedelta(hours=spec.conversion_window_hours)
     frontier = as_of - window
-    rows_sql = cells.rows_sql(metric)
     exposures = 0
     async with (
-        wh.session(organization_id) as tenant,
+        wh.exposures_session(organization_id) as tenant,
         attribution_db.attribution_transaction(tenant, spec.id, timeout_s=timeout_s),
     ):
         seen_below = await passes.snapshot_xmin(tenant)
@@ -93,7 +98,9 @@ async def _pass(
             ranges = [(passes.EPOCH, cells.floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
         else:
-            ranges = await cells._dirty(tenant, spec.id, _as_cell_state(previous), frontier, window)
+            ranges = await cells._dirty(
+                tenant, spec.id, _as_cell_state(previous), frontier, window, source.reload
+            )
             seen_after = previous.marker - cells.LATE_MARGIN if previous.marker else passes.EPOCH
         marker = await passes.marker(tenant, spec.id, seen_after)
         if (
@@ -113,9 +120,12 @@ async def _pass(
         for lo, hi in ranges:
             found = await cells.chunks_of(tenant, spec.id, lo, hi, frontier, at_least_one=full)
             for chunk_lo, chunk_hi, n in found:
+                rows_params: tuple[object, ...] = ()
+                if source.fetch is not None:
+                    rows_params = await source.fetch(chunk_lo, min(chunk_hi + window, as_of))
                 rows = await passes.chunk(
                     tenant,
-                    rows_sql,
+                    source.rows_sql,
                     metric.reward_type == "bool",
                     spec,
                     lo=chunk_lo,
@@ -123,6 +133,7 @@ async def _pass(
                     frontier=frontier,
                     as_of=as_of,
                     timeout_s=timeout_s,
+                    rows_params=rows_params,
                 )
                 await db.add_rows(app, spec.id, metric_id, rows.cells, rows.users, timeout_s)
                 exposures += n

@@ -74,3 +74,29 @@ async def test_guardrail_errors_exit_non_zero(
         "optimizations", "guardrails", "00000000-0000-0000-0000-000000000000", env=env
     )
     assert missing.code != 0 and "no optimization" in missing.stderr
+
+
+async def test_progress_and_lift_history(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    optimization_id, _ = await _seeded(conn, org)
+    progress = await levered("optimizations", "progress", str(optimization_id), "--json", env=env)
+    assert progress.code == 0, progress.stderr
+    body: Any = progress.json()
+    assert body["leader"] is None and body["optimized_users"] == 3000
+    table = await levered("optimizations", "progress", str(optimization_id), env=env)
+    assert table.code == 0 and "expected days to decision: unknown" in table.stderr
+    bad = await levered(
+        "optimizations", "progress", str(optimization_id), "--threshold", "2", env=env
+    )
+    assert bad.code != 0 and "threshold" in bad.stderr
+
+    history = await levered(
+        "optimizations", "lift-history", str(optimization_id), "--json", env=env
+    )
+    assert history.code == 0, history.stderr
+    points = history.json()["points"]
+    assert points and points[-1]["cumulative"]["optimized_users"] == 3000
+    table = await levered("optimizations", "lift-history", str(optimization_id), env=env)
+    assert table.code == 0 and points[0]["date"] in table.stdout
