@@ -11,12 +11,19 @@ submodule's other names with ``from levered.client.serve import ...``).
 
 from __future__ import annotations
 
-from levered.client.ingest import AsyncIngestor, Ingestor, IngestStats, LeveredClient
+from levered.client.ingest import (
+    AsyncIngestor,
+    IngestFailure,
+    Ingestor,
+    IngestStats,
+    LeveredClient,
+)
 from levered.client.serve import AsyncServeClient, ServeClient, Served, aserve, serve
 
 __all__ = [
     "AsyncIngestor",
     "AsyncServeClient",
+    "IngestFailure",
     "IngestStats",
     "Ingestor",
     "LeveredClient",

@@ -31,6 +31,16 @@ Behaviour (both):
 * **Close**: :meth:`AsyncIngestor.aclose` / :meth:`Ingestor.close` send what is queued, waiting
   at most ``grace`` / ``timeout`` seconds; what is still unsent then is dropped and counted.
 
+* **Errors to a callback**: ``on_error(failure)`` (optional) is called with an
+  :class:`IngestFailure` — the kind, the events and why — for every event the SDK gives up on:
+  rejected by the server (a 400 batch, the bad events of a 207), refused (401, 403, 409…),
+  dropped (queue full, or unsent at close). It runs on the sender's thread; an exception it
+  raises is logged, never propagated. The same cases are also logged and counted in ``stats``.
+* **Disabled (test) mode**: ``disabled=True`` checks each call's arguments (a naive
+  ``timestamp`` still raises), counts it in ``stats.tracked`` and sends nothing (no sender
+  task, no connection), like posthog-python's ``disabled``: for tests and local development
+  without a server.
+
 ``transport=`` takes any ``httpx.AsyncBaseTransport`` (tests run against the app in-process with
 ``httpx.ASGITransport``). This module imports neither litestar nor asyncpg.
 """
@@ -60,6 +70,20 @@ Kind = Literal["exposures", "rewards"]
 MAX_BATCH: Final = 500
 RETRYABLE: Final = frozenset({429, 500, 502, 503, 504})
 _encode = msgspec.json.encode
+
+
+@dataclass(frozen=True)
+class IngestFailure:
+    """Events the SDK gave up on, as ``on_error`` receives them."""
+
+    kind: Kind
+    events: list[dict[str, Any]]
+    reason: Literal["rejected", "refused", "dropped"]
+    """``rejected``: the server judged the events invalid; ``refused``: it refused the batch
+    whatever it held (bad key, missing scope, wrong warehouse); ``dropped``: never sent."""
+    status: int | None
+    """The HTTP status (None when nothing was sent)."""
+    message: str
 
 
 @dataclass
@@ -95,22 +119,26 @@ class _Queue:
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def put(self, kind: Kind, event: dict[str, Any]) -> int:
-        """Queue an event; returns how many events of ``kind`` now wait."""
+    def put(
+        self, kind: Kind, event: dict[str, Any]
+    ) -> tuple[int, tuple[Kind, dict[str, Any]] | None]:
+        """Queue an event; returns how many events of ``kind`` now wait, and the oldest event
+        dropped to make room (None when there was room)."""
         with self._lock:
             self._stats.tracked += 1
+            dropped: tuple[Kind, dict[str, Any]] | None = None
             if len(self) >= self.capacity:
                 exposures, rewards = self._queues["exposures"], self._queues["rewards"]
-                oldest = (
-                    exposures
+                oldest: Kind = (
+                    "exposures"
                     if not rewards or (exposures and exposures[0][0] < rewards[0][0])
-                    else rewards
+                    else "rewards"
                 )
-                oldest.popleft()
+                dropped = oldest, self._queues[oldest].popleft()[1]
                 self._stats.dropped += 1
             queue = self._queues[kind]
             queue.append((next(self._seq), event))
-            return len(queue)
+            return len(queue), dropped
 
     def take(self, limit: int) -> tuple[Kind, list[dict[str, Any]]] | None:
         """Up to ``limit`` events of one kind, oldest kind first; None when empty."""
@@ -122,12 +150,13 @@ class _Queue:
             queue = self._queues[kind]
             return kind, [queue.popleft()[1] for _ in range(min(limit, len(queue)))]
 
-    def clear(self) -> int:
+    def clear(self) -> dict[Kind, list[dict[str, Any]]]:
+        """Empty the queues; returns what they held, per kind."""
         with self._lock:
-            n = len(self)
+            held = {kind: [event for _, event in q] for kind, q in self._queues.items() if q}
             for queue in self._queues.values():
                 queue.clear()
-            return n
+            return held
 
 
 class AsyncIngestor:
@@ -144,6 +173,8 @@ class AsyncIngestor:
         max_queued: int = 100_000,
         max_backoff: float = 30.0,
         request_timeout: float = 30.0,
+        on_error: Callable[[IngestFailure], object] | None = None,
+        disabled: bool = False,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
@@ -167,7 +198,9 @@ class AsyncIngestor:
         self._deadline: float | None = None
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._closed = False
-        if transport is None:
+        self.on_error = on_error
+        self.disabled = disabled
+        if transport is None and not disabled:
             atexit.register(self._send_at_exit)
 
     # -- tracking (any thread, never blocks) ----------------------------------------------------
@@ -221,9 +254,31 @@ class AsyncIngestor:
         key = key or uuid4().hex
         event["timestamp"] = timestamp or datetime.now(UTC)
         event["idempotency_key"] = key
-        if self._queue.put(kind, event) >= self.batch_size:
+        if self.disabled:
+            self.stats.tracked += 1
+            return key
+        waiting, dropped = self._queue.put(kind, event)
+        if dropped is not None:
+            self._report(dropped[0], [dropped[1]], "dropped", None, "queue full: oldest dropped")
+        if waiting >= self.batch_size:
             self._poke()
         return key
+
+    def _report(
+        self,
+        kind: Kind,
+        events: list[dict[str, Any]],
+        reason: Literal["rejected", "refused", "dropped"],
+        status: int | None,
+        message: str,
+    ) -> None:
+        """Hand events given up on to ``on_error``; the callback can never break the SDK."""
+        if self.on_error is None or not events:
+            return
+        try:
+            self.on_error(IngestFailure(kind, events, reason, status, message))
+        except Exception:
+            log.exception("the on_error callback raised")
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -241,7 +296,7 @@ class AsyncIngestor:
     # -- lifecycle (on the ingestor's loop) -----------------------------------------------------
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._task is not None or self.disabled:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -266,6 +321,8 @@ class AsyncIngestor:
 
     async def flush(self) -> None:
         """Return once every event tracked before this call was sent (or given up on)."""
+        if self.disabled:
+            return
         await self.start()
         assert self._loop is not None and self._wake is not None
         done: asyncio.Future[None] = self._loop.create_future()
@@ -276,6 +333,9 @@ class AsyncIngestor:
     async def aclose(self, grace: float = 10.0) -> None:
         """Send what is queued (for at most ``grace`` s), then stop; unsent events are dropped."""
         if self._closed:
+            return
+        if self.disabled:
+            self._closed = True
             return
         await self.start()
         assert self._loop is not None and self._wake is not None and self._task is not None
@@ -288,7 +348,9 @@ class AsyncIngestor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.stats.dropped += self._queue.clear()
+        for kind, unsent in self._queue.clear().items():
+            self.stats.dropped += len(unsent)
+            self._report(kind, unsent, "dropped", None, f"still unsent after {grace} s at close")
         self._closed = True
         assert self._http is not None
         await self._http.aclose()
@@ -331,7 +393,7 @@ class AsyncIngestor:
             else:
                 status = response.status_code
                 if status in (200, 207):
-                    self._count(response, len(events))
+                    self._count(kind, response, events)
                     return
                 if status == 413 and len(events) > 1:
                     half = len(events) // 2
@@ -348,6 +410,7 @@ class AsyncIngestor:
             if self._deadline is not None and self._loop.time() + delay > self._deadline:
                 self.stats.dropped += len(events)
                 log.warning("gave up on %d %s at close (%s)", len(events), kind, reason)
+                self._report(kind, events, "dropped", None, f"gave up at close ({reason})")
                 return
             self.stats.retries += 1
             log.info("ingestion retry %d in %.2f s (%s)", attempt + 1, delay, reason)
@@ -357,35 +420,49 @@ class AsyncIngestor:
         """A final refusal. A 400 judged the events themselves (none of them valid): they are
         ``rejected``, like the bad events of a 207; any other status (401, 403, 409, …) refused
         the batch whatever it held: ``failed``."""
-        if response.status_code == 400:
+        rejected = response.status_code == 400
+        if rejected:
             self.stats.rejected += len(events)
         else:
             self.stats.failed += len(events)
+        message = _error_message(response)
         log.warning(
             "ingestion batch of %d %s refused (%d): %s",
             len(events),
             kind,
             response.status_code,
-            _error_message(response),
+            message,
         )
+        reason: Literal["rejected", "refused"] = "rejected" if rejected else "refused"
+        self._report(kind, events, reason, response.status_code, message)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_backoff, 0.1 * 2.0**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _count(self, response: httpx.Response, sent: int) -> None:
+    def _count(self, kind: Kind, response: httpx.Response, events: list[dict[str, Any]]) -> None:
         try:
             body = response.json()
             accepted, duplicates = int(body["accepted"]), int(body["duplicates"])
             rejected = body.get("rejected") or []
         except (ValueError, KeyError, TypeError):
-            accepted, duplicates, rejected = sent, 0, []
+            accepted, duplicates, rejected = len(events), 0, []
         self.stats.batches += 1
         self.stats.accepted += accepted
         self.stats.duplicates += duplicates
         self.stats.rejected += len(rejected)
         if rejected:
             log.warning("%d event(s) rejected, first: %s", len(rejected), rejected[0])
+            bad = [
+                events[r["index"]]
+                for r in rejected
+                if isinstance(r, dict)
+                and isinstance(r.get("index"), int)
+                and 0 <= r["index"] < len(events)
+            ]
+            first = rejected[0]
+            message = str(first.get("message", first)) if isinstance(first, dict) else str(first)
+            self._report(kind, bad, "rejected", response.status_code, message)
 
     # -- interpreter exit -----------------------------------------------------------------------
 
@@ -426,6 +503,7 @@ class Ingestor:
         with contextlib.suppress(Exception):
             atexit.unregister(self._engine._send_at_exit)  # our close() covers exit
         self.stats = self._engine.stats
+        self.disabled = self._engine.disabled
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="levered-ingestor", daemon=True

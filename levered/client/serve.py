@@ -27,6 +27,13 @@ behaviour; :func:`serve` / :func:`aserve` are one-shot helpers that open a clien
   request, so they record no exposure — the server's exposure count then undercounts repeated
   views, which is harmless for last-touch attribution within the TTL.
 
+- **Errors to a callback**: ``on_error(served)`` (optional) is called with every fallback a
+  failure caused, so an app can count or report them; an exception it raises is logged, never
+  propagated.
+- **Disabled (test) mode**: ``disabled=True`` sends nothing and returns the fallback at once
+  (``error="disabled"``, ``on_error`` not called), like posthog-python's ``disabled``: for
+  tests and local development without a server.
+
 This module imports neither litestar nor asyncpg.
 """
 
@@ -40,7 +47,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -109,7 +116,11 @@ class _Core:
         retries: int,
         cache_ttl: float | None,
         cache_size: int,
+        on_error: Callable[[Served], object] | None = None,
+        disabled: bool = False,
     ) -> None:
+        self.on_error = on_error
+        self.disabled = disabled
         self.base_url = base_url.rstrip("/")
         self.headers = {"user-agent": "levered-serve", "content-type": "application/json"}
         if api_key:
@@ -207,6 +218,19 @@ def _fallback(optimization_id: str, fallback: Mapping[str, Any], error: str) -> 
     return Served(fallback, optimization_id, fallback=True, error=error)
 
 
+DISABLED: Final = "disabled"
+
+
+def _reported(core: _Core, served: Served) -> Served:
+    """Hand a failure's fallback to ``on_error``; the callback can never break the caller."""
+    if served.fallback and core.on_error is not None and served.error != DISABLED:
+        try:
+            core.on_error(served)
+        except Exception:
+            log.exception("the on_error callback raised")
+    return served
+
+
 class ServeClient:
     """Synchronous serving client (``httpx.Client``, keep-alive); safe to share between threads."""
 
@@ -220,8 +244,12 @@ class ServeClient:
         cache_ttl: float | None = None,
         cache_size: int = 10_000,
         transport: httpx.BaseTransport | None = None,
+        on_error: Callable[[Served], object] | None = None,
+        disabled: bool = False,
     ) -> None:
-        self._core = _Core(base_url, api_key, timeout, retries, cache_ttl, cache_size)
+        self._core = _Core(
+            base_url, api_key, timeout, retries, cache_ttl, cache_size, on_error, disabled
+        )
         self._http = httpx.Client(transport=transport, timeout=timeout)
 
     def __enter__(self) -> ServeClient:
@@ -243,11 +271,14 @@ class ServeClient:
         dry_run: bool = False,
     ) -> Served:
         optimization_id = str(optimization_id)
+        if self._core.disabled:
+            return _fallback(optimization_id, fallback, DISABLED)
         try:
-            return self._serve(optimization_id, anonymous_id, context, fallback, dry_run)
+            served = self._serve(optimization_id, anonymous_id, context, fallback, dry_run)
         except Exception as exc:  # the contract: never raise into the page being rendered
             log.warning("serve %s failed: %r; using the fallback", optimization_id, exc)
-            return _fallback(optimization_id, fallback, repr(exc))
+            served = _fallback(optimization_id, fallback, repr(exc))
+        return _reported(self._core, served)
 
     def _serve(
         self,
@@ -306,8 +337,12 @@ class AsyncServeClient:
         cache_ttl: float | None = None,
         cache_size: int = 10_000,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_error: Callable[[Served], object] | None = None,
+        disabled: bool = False,
     ) -> None:
-        self._core = _Core(base_url, api_key, timeout, retries, cache_ttl, cache_size)
+        self._core = _Core(
+            base_url, api_key, timeout, retries, cache_ttl, cache_size, on_error, disabled
+        )
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
 
     async def __aenter__(self) -> AsyncServeClient:
@@ -329,14 +364,17 @@ class AsyncServeClient:
         dry_run: bool = False,
     ) -> Served:
         optimization_id = str(optimization_id)
+        if self._core.disabled:
+            return _fallback(optimization_id, fallback, DISABLED)
         try:
-            return await asyncio.wait_for(
+            served = await asyncio.wait_for(
                 self._serve(optimization_id, anonymous_id, context, fallback, dry_run),
                 self._core.timeout + 0.05,
             )
         except Exception as exc:  # the contract: never raise into the request being handled
             log.warning("serve %s failed: %r; using the fallback", optimization_id, exc)
-            return _fallback(optimization_id, fallback, repr(exc))
+            served = _fallback(optimization_id, fallback, repr(exc))
+        return _reported(self._core, served)
 
     async def _serve(
         self,
