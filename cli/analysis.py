@@ -151,3 +151,26 @@ def print_lift_history(body: dict[str, Any]) -> None:
             for p in body["points"]
         ],
     )
+
+
+@app.command(name="report-data")
+def report_data(
+    optimization_id: str,
+    *,
+    threshold: Annotated[
+        float, Parameter(help="prob_best at which the leader counts as certain (0.5–1).")
+    ] = 0.95,
+    limit: Annotated[int, Parameter(help="At most this many variants (1–10000).")] = 100,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """One JSON document with results, guardrails, progress and lift history, for notebooks
+    and reports (always JSON; ``--json`` is accepted for symmetry)."""
+    body = call(
+        lambda api: api.get(
+            f"/api/v2/optimizations/{optimization_id}/report-data",
+            {"threshold": threshold, "limit": limit},
+        ),
+        url_flag=api_url_flag,
+    )
+    emit_json(body)

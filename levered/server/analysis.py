@@ -10,11 +10,12 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from levered.schemas.analysis import GuardrailReport, LiftHistory, Progress
+from levered.schemas.analysis import GuardrailReport, LiftHistory, Progress, ReportData
 from levered.server.envelope import meta
 from levered.services import guardrails
 from levered.services import lift_history as history_service
 from levered.services import progress as progress_service
+from levered.services import report as report_service
 from levered.services.auth import Principal
 from levered.services.warehouse import Warehouse
 
@@ -26,6 +27,10 @@ Threshold = Annotated[
 ]
 ArmLimit = Annotated[
     int, QueryParameter(ge=1, le=1000, description="At most this many arms, by prob_best.")
+]
+
+VariantLimit = Annotated[
+    int, QueryParameter(ge=1, le=10000, description="At most this many variants, by weight.")
 ]
 
 
@@ -91,5 +96,28 @@ class AnalysisController(Controller):
             Warehouse.from_state(request.app.state),
             principal.organization_id,
             optimization_id,
+            meta=meta(request, principal.organization_id),
+        )
+
+    @get(
+        "/report-data",
+        summary="Report data: results, guardrails, progress and lift history in one document, "
+        "for notebooks and reports (evaluating the guardrails may auto-pause, as "
+        "GET .../guardrails does).",
+    )
+    async def report_data(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        optimization_id: FromPath[UUID],
+        threshold: Threshold = 0.95,
+        limit: VariantLimit = 100,
+    ) -> ReportData:
+        return await report_service.report_data(
+            Warehouse.from_state(request.app.state),
+            principal.organization_id,
+            optimization_id,
+            threshold=threshold,
+            limit=limit,
             meta=meta(request, principal.organization_id),
         )

@@ -137,6 +137,9 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
     "GET /api/v2/optimizations/{optimization_id}/lift-history": {
         409: "The exposures cannot be attributed (e.g. " + NOT_MANAGED + ")",
     },
+    "GET /api/v2/optimizations/{optimization_id}/report-data": {
+        409: "The exposures cannot be attributed (e.g. " + NOT_MANAGED + ")",
+    },
     "POST /api/v2/optimizations/{optimization_id}/serve": {},  # serving.py documents its own
     "POST /api/v2/optimizations/best-variant": {404: GENERIC[404]},
     "GET /api/v2/warehouse": {},

@@ -100,3 +100,20 @@ async def test_progress_and_lift_history(
     assert points and points[-1]["cumulative"]["optimized_users"] == 3000
     table = await levered("optimizations", "lift-history", str(optimization_id), env=env)
     assert table.code == 0 and points[0]["date"] in table.stdout
+
+
+async def test_report_data_is_one_json_document(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    optimization_id, _ = await _seeded(conn, org)
+    for flags in (("--json",), ()):
+        done = await levered("optimizations", "report-data", str(optimization_id), *flags, env=env)
+        assert done.code == 0, done.stderr
+        body: Any = done.json()
+        assert body["results"]["measured_lift"]["optimized_users"] == 3000
+        assert body["guardrails"]["guardrails"] == [] and body["progress"]["leader"] is None
+    missing = await levered(
+        "optimizations", "report-data", "00000000-0000-0000-0000-000000000000", "--json", env=env
+    )
+    assert missing.code != 0 and missing.json()["error"]["code"] == "not_found"
