@@ -396,6 +396,9 @@ def results(
     context: Annotated[
         str | None, Parameter(help="""Posterior for one context, e.g. '{"device": "mobile"}'.""")
     ] = None,
+    dimension: Annotated[
+        str | None, Parameter(help="A context factor: rates and intervals per value of it.")
+    ] = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -404,7 +407,7 @@ def results(
     body = call(
         lambda api: api.get(
             f"/api/v2/optimizations/{optimization_id}/results",
-            {"limit": limit, "context": context},
+            {"limit": limit, "context": context, "dimension": dimension},
         ),
         url_flag=api_url_flag,
     )
@@ -461,6 +464,22 @@ def _print_results(body: dict[str, Any]) -> None:
             for v in body.get("variants", [])
         ],
     )
+    breakdown = body.get("dimension")
+    if breakdown:
+        emit_table(
+            [breakdown["name"], "exposures", "optimized rate", "holdout rate", "lift", "lift ci"],
+            [
+                [
+                    d["value"],
+                    d["exposures"],
+                    d["optimized"]["rate"],
+                    d["holdout"]["rate"],
+                    d.get("lift_percent"),
+                    d.get("lift_ci"),
+                ]
+                for d in breakdown["values"]
+            ],
+        )
     factors = body.get("factor_importance") or []
     if factors:
         emit_table(

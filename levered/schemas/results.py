@@ -124,6 +124,42 @@ class DayPoint(msgspec.Struct, frozen=True):
     holdout: DayArm
 
 
+class DimensionArm(msgspec.Struct, frozen=True, kw_only=True):
+    """One variant (or arm) within one value of the dimension; the unit is the exposure."""
+
+    number: int | None
+    """The variant; null for the pooled optimized / holdout arms."""
+    exposures: int
+    reward_sum: float
+    rate: float | None
+    """reward_sum / exposures."""
+    ci: list[float] | None
+    """95 % interval of ``rate`` (normal approximation, ≥ 2 exposures)."""
+
+
+class DimensionValue(msgspec.Struct, frozen=True, kw_only=True):
+    value: Any
+    """The context value (as sent); null: exposures that did not send the factor."""
+    exposures: int
+    variants: list[DimensionArm]
+    """Optimized (non-holdout) traffic per variant."""
+    optimized: DimensionArm
+    holdout: DimensionArm
+    lift_percent: float | None
+    """Optimized vs holdout within this value: 100 · (rate_o / rate_h − 1)."""
+    lift_ci: list[float] | None
+    """Its 95 % log-ratio delta-method interval, per exposure, with ≥ 100 exposures per arm."""
+
+
+class DimensionBreakdown(msgspec.Struct, frozen=True, kw_only=True):
+    """Results broken down by one context factor (``?dimension=``), from the stored cells."""
+
+    name: str
+    values: list[DimensionValue]
+    """Most exposures first; at most 100 values."""
+    values_total: int
+
+
 class ResultsModel(msgspec.Struct, frozen=True):
     id: UUID
     status: str
@@ -157,3 +193,5 @@ class Results(msgspec.Struct, frozen=True):
     training_window: dict[str, Any] | None = None
     """What the model trains on: ``{"type": "all"}``, ``{"type": "days", "days": N}`` or
     ``{"type": "decay", "half_life_days": H}``."""
+    dimension: DimensionBreakdown | None = None
+    """``?dimension=<context factor>``: counts, rates and intervals per value of the factor."""

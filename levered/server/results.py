@@ -20,6 +20,16 @@ VariantLimit = Annotated[
     int, QueryParameter(ge=1, le=10000, description="At most this many variants, by weight.")
 ]
 
+Dimension = Annotated[
+    str | None,
+    QueryParameter(
+        min_length=1,
+        max_length=100,
+        description="A context factor: adds `dimension`, the counts, rates and intervals "
+        "per value of it (docs/analysis.md).",
+    ),
+]
+
 
 class ResultsController(Controller):
     path = "/api/v2/optimizations/{optimization_id:uuid}/results"
@@ -28,7 +38,8 @@ class ResultsController(Controller):
     @get(
         summary="Results: per-variant counts and posterior (expected reward, prob_best, "
         "weight), measured lift vs the holdout (delta-method CI and p-value with ≥ 100 users "
-        "per arm), modeled lift, factor/interaction/context importance and the daily series. "
+        "per arm), modeled lift, factor/interaction/context importance and the daily series "
+        "(and, with `dimension`, a breakdown by a context factor). "
         "Variants are the top `limit` by weight; `variants_total` counts them all.",
     )
     async def results(
@@ -38,6 +49,7 @@ class ResultsController(Controller):
         optimization_id: FromPath[UUID],
         limit: VariantLimit = 100,
         context: ContextQuery = None,
+        dimension: Dimension = None,
     ) -> Results:
         return await service.results(
             Warehouse.from_state(request.app.state),
@@ -46,4 +58,5 @@ class ResultsController(Controller):
             limit=limit,
             meta=meta(request, principal.organization_id),
             context=parse_context(context),
+            dimension=dimension,
         )

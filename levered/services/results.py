@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from levered.bandit import results as bandit_results
-from levered.db.attribution import Arm
+from levered.db.attribution import Arm, find_target
 from levered.errors import Conflict
 from levered.schemas.common import ResponseMeta
 from levered.schemas.results import (
@@ -49,7 +49,7 @@ from levered.schemas.results import (
     Spread,
     VariantResult,
 )
-from levered.services import models
+from levered.services import dimensions, models
 from levered.services.observations import Attribution, attribute, stored
 from levered.services.warehouse import Warehouse
 
@@ -121,10 +121,15 @@ async def results(
     meta: ResponseMeta,
     as_of: datetime | None = None,
     context: Mapping[str, Any] | None = None,
+    dimension: str | None = None,
 ) -> Results:
-    """Every field of the results (docs/training.md); 404 for another organization's one."""
+    """Every field of the results (docs/training.md); 404 for another organization's one.
+    ``dimension``: a context factor to break the counts down by (docs/analysis.md)."""
     async with wh.pool.acquire() as conn:
         s = await models.subject(conn, organization_id, optimization_id)
+        if dimension is not None:
+            found = await find_target(conn, organization_id, optimization_id)
+            dimensions.check(dimension, () if found is None else found[0].context_factors)
     note = None
     try:
         att: Attribution | None = (
@@ -148,10 +153,16 @@ async def results(
         note = models.UNTRAINED_NOTE
     elif note is None and summary is None:
         note = "the current model version was trained on another design; retrain the model"
+    breakdown = (
+        None
+        if dimension is None or as_of is not None
+        else await dimensions.dimension(wh, optimization_id, dimension)
+    )
     return await anyio.to_thread.run_sync(
         lambda: msgspec.structs.replace(
             _assemble(s, att, summary, limit, as_of or _as_of(att), note, meta),
             context=None if context is None else dict(context),
+            dimension=breakdown,
         )
     )
 

@@ -117,3 +117,25 @@ async def test_report_data_is_one_json_document(
         "optimizations", "report-data", "00000000-0000-0000-0000-000000000000", "--json", env=env
     )
     assert missing.code != 0 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_results_by_dimension(
+    cli_env: dict[str, str], org: Org, conn: asyncpg.Connection
+) -> None:
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    optimization_id, _ = await _seeded(conn, org)
+    done = await levered(
+        "optimizations", "results", str(optimization_id), "--dimension", "country", "--json",
+        env=env,
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    body: Any = done.json()
+    assert [d["value"] for d in body["dimension"]["values"]] == ["DE"]
+    table = await levered(
+        "optimizations", "results", str(optimization_id), "--dimension", "country", env=env
+    )
+    assert table.code == 0 and "DE" in table.stdout and "COUNTRY" in table.stdout
+    bad = await levered(
+        "optimizations", "results", str(optimization_id), "--dimension", "platform", env=env
+    )
+    assert bad.code != 0 and "not a context factor" in bad.stderr
