@@ -14,6 +14,9 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from levered.db.pool import create_pool
+from levered.services import scheduler
+from levered.services.warehouse import Warehouse
 from tests.conftest import Org
 from tests.integration.test_training import (
     DESIGN,
@@ -314,3 +317,25 @@ async def test_guardrails_of_another_organization_are_not_found(
     theirs = await make_optimization(conn, other_org)
     response = await patch(client, other_org, theirs, {"guardrails": [guardrail(refunds)]})
     assert response.status_code == 400
+
+
+async def test_the_scheduler_pauses_on_a_violated_auto_pause_guardrail(
+    client: Client, conn: asyncpg.Connection, org: Org, db_url: str
+) -> None:
+    optimization_id = await make_optimization(conn, org)
+    watched = await make_optimization(conn, org)  # violated too, but no auto_pause
+    refunds = await refund_metric(conn, org)
+    await traffic(conn, org, optimization_id, users=4000, optimized_rate=0.25, holdout_rate=0.1)
+    await traffic(conn, org, watched, users=4000, optimized_rate=0.25, holdout_rate=0.1, prefix="w")
+    await patch(client, org, optimization_id, {"guardrails": [guardrail(refunds, auto_pause=True)]})
+    await patch(client, org, watched, {"guardrails": [guardrail(refunds)]})
+    pool = await create_pool(db_url, min_size=1, max_size=4)
+    try:
+        await scheduler.run_once(Warehouse(pool))
+    finally:
+        await pool.close()
+    row = await conn.fetchrow(
+        "SELECT status, status_reason FROM optimizations WHERE id = $1", optimization_id
+    )
+    assert row["status"] == "paused" and row["status_reason"]["code"] == "guardrail_violated"
+    assert await conn.fetchval("SELECT status FROM optimizations WHERE id = $1", watched) == "live"
