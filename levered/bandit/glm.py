@@ -30,7 +30,7 @@ from numba import njit
 from levered.bandit.cells import Cells
 from levered.bandit.design import MIN_CONTEXT_COUNT, Design, context_vocabulary
 from levered.bandit.posterior import Posterior, make_posterior
-from levered.bandit.scales import MAX_FEATURES, learn_scales
+from levered.bandit.scales import MAX_FEATURES, learn_scales, table_shapes
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -263,7 +263,7 @@ def _learned(
     blocks = design.blocks()
     source = "defaults"
     if total > 0 and design.n_features <= MAX_FEATURES and blocks:
-        learned = learn_scales(fit, design.prior_sd, blocks)
+        learned = learn_scales(fit, design.prior_sd, blocks, table_shapes(design))
         design = Design(
             design.level_counts, design.context_vocab, design.coding, tuple(learned.items())
         )
