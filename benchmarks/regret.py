@@ -1,14 +1,18 @@
 """Cumulative regret of our bandits against baselines, on simulated users with planted effects.
 
     python -m benchmarks.regret [--users 50000] [--reps 3] [--refit 1000] [--seed 0]
+        [--cases factorial,interactions,contextual] [--half-life 3000]
 
-Three cases, bool rewards (≈ 5 % conversion), truth on the logit scale:
+Four cases, bool rewards (≈ 5 % conversion), truth on the logit scale (``drift`` only when
+named in ``--cases``):
 
 - ``factorial``: 4×4×3×2 = 96 variants, main effects only (sd 0.3 per level);
 - ``interactions``: the same mains plus pairwise design interactions (sd 0.15);
 - ``contextual``: the same 96 variants, a ``segment`` context (3 values, equally likely) with
   its own main effect and segment × design-level effects (sd 0.3), so the best variant differs
-  by segment (the seed is advanced until it does).
+  by segment (the seed is advanced until it does);
+- ``drift``: main effects only, as ``factorial``, redrawn halfway through the run (until the
+  best variant changes): the world the model learned stops being true.
 
 Policies, all fed the same users (same contexts and same uniform draws — common random
 numbers):
@@ -22,12 +26,17 @@ numbers):
 - ``cmab``: our ``fit_cmab`` (Laplace GLM) + ``Sampler``, refitted every ``--refit`` users on
   the cells (variant × segment → count, successes), as the scheduler does in production;
 - ``vw``: Vowpal Wabbit ``--cb_explore_adf`` only when ``import vowpalwabbit`` works (not a
-  dependency; skipped otherwise).
+  dependency; skipped otherwise);
+- ``mab-decay``, ``cmab-decay`` (drift case only): the same models trained through the
+  product's decay window (``{"type": "decay", "half_life_days": H}``, docs/training.md):
+  every refit interval is one bucket (an "hour"), its counts and sums weighted by
+  0.5^(age / ``--half-life``), age in users from the bucket's middle to the refit.
 
 Regret is expected (pseudo-)regret: Σ over users of p(best variant | segment) − p(served |
-segment), with the true probabilities. Printed per case: each policy's regret (mean over
-``--reps`` repetitions with distinct seeds, and its range), cmab / ind-TS (target ≤ 0.5 on
-the factorial cases) and whether cmab beats every baseline on the contextual case.
+segment), with the true probabilities at the time. Printed per case: each policy's regret
+(mean over ``--reps`` repetitions with distinct seeds, and its range), cmab / ind-TS, cmab /
+the best peer (ind-TS, ind-TS/seg, vw; goal ≤ 0.6), whether cmab beats every baseline on the
+contextual case; for drift, the regret after the change and cmab-decay / cmab over it.
 """
 
 from __future__ import annotations
@@ -61,14 +70,32 @@ class Case:
     name: str
     p: F64  # shape (segments, variants); one row when there is no context
     contextual: bool
+    p_after: F64 | None = None
+    """The truth from user ``change_at`` on (drift case)."""
+    change_at: int = 0
 
 
 def _logit(x: float) -> float:
     return float(np.log(x / (1.0 - x)))
 
 
-def make_case(name: str, seed: int) -> Case:
+def _mains(rng: np.random.Generator) -> F64:
+    lv = levels_matrix(LEVELS)
+    eta = np.full(lv.shape[0], _logit(BASE_RATE))
+    for f, k in enumerate(LEVELS):
+        eta += rng.normal(0.0, 0.3, k)[lv[:, f]]
+    eta -= eta.mean() - _logit(BASE_RATE)
+    return np.asarray(1.0 / (1.0 + np.exp(-eta[None, :])), dtype=np.float64)
+
+
+def make_case(name: str, seed: int, users: int = 0) -> Case:
     rng = np.random.default_rng(seed)
+    if name == "drift":
+        before = _mains(rng)
+        after = _mains(rng)
+        while int(np.argmax(after)) == int(np.argmax(before)):
+            after = _mains(rng)
+        return Case(name, before, False, after, users // 2)
     lv = levels_matrix(LEVELS)
     n_v, n_f = lv.shape
     eta = np.full(n_v, _logit(BASE_RATE))
@@ -141,25 +168,52 @@ class Batched(Policy):
     """Our model: refit on the cells every ``refit`` users, Thompson decisions in between."""
 
     def __init__(
-        self, kind: str, n_v: int, n_seg: int, contextual: bool, refit: int, seed: int
+        self,
+        kind: str,
+        n_v: int,
+        n_seg: int,
+        contextual: bool,
+        refit: int,
+        seed: int,
+        half_life: float | None = None,
     ) -> None:
-        self.name, self.kind, self.refit, self.seed = kind, kind, refit, seed
+        self.name = kind if half_life is None else f"{kind}-decay"
+        self.kind, self.refit, self.seed, self.half_life = kind, refit, seed, half_life
         self.contextual = contextual
         self.n = np.zeros((n_seg, n_v))
         self.s = np.zeros((n_seg, n_v))
+        self._buckets: list[tuple[F64, F64]] = []  # closed refit intervals (decay only)
         self.fit_seconds = 0.0
         self.fits = 0
         self._contexts = [{"segment": s} for s in SEGMENTS[:n_seg]]
         self._fit()
 
+    def _training_counts(self) -> tuple[F64, F64]:
+        """All history, or the decay window's weighted sums: bucket b (users [b·refit,
+        (b+1)·refit)) weighs 0.5^(age / half-life), age from its middle to now."""
+        if self.half_life is None:
+            return self.n, self.s
+        self._buckets.append((self.n.copy(), self.s.copy()))
+        self.n[:] = 0.0
+        self.s[:] = 0.0
+        now = len(self._buckets) * self.refit
+        n = np.zeros_like(self.n)
+        s = np.zeros_like(self.s)
+        for b, (bn, bs) in enumerate(self._buckets):
+            w = 0.5 ** ((now - (b + 0.5) * self.refit) / self.half_life)
+            n += w * bn
+            s += w * bs
+        return n, s
+
     def _fit(self) -> None:
         started = time.perf_counter()
-        seg_idx, v_idx = np.nonzero(self.n)
+        n, s = self._training_counts()
+        seg_idx, v_idx = np.nonzero(n)
         ctx = seg_idx if self.contextual else np.full(seg_idx.size, NO_CONTEXT)
         cells = Cells.of(
             v_idx + 1,
-            self.n[seg_idx, v_idx],
-            self.s[seg_idx, v_idx],
+            n[seg_idx, v_idx],
+            s[seg_idx, v_idx],
             context_index=ctx,
             contexts=self._contexts if self.contextual else (),
         )
@@ -216,23 +270,31 @@ class VowpalWabbit(Policy):
         self.vw.learn("\n".join(lines))
 
 
-def simulate(case: Case, policy: Policy, segs: npt.NDArray[np.int64], u: F64) -> float:
-    """Expected regret of ``policy`` over the users (segment, uniform draw) given."""
+def simulate(
+    case: Case, policy: Policy, segs: npt.NDArray[np.int64], u: F64
+) -> tuple[float, float]:
+    """Expected regret of ``policy`` over the users (segment, uniform draw) given: in all, and
+    from ``case.change_at`` on (drift; 0 otherwise)."""
     p = case.p
     best = p.max(axis=1)
-    regret = 0.0
+    regret = after = 0.0
     for i in range(segs.size):
+        if case.p_after is not None and i == case.change_at:
+            p = case.p_after
+            best = p.max(axis=1)
         seg = int(segs[i])
         row = seg if case.contextual else 0
         v = policy.choose(i, seg)
         pv = p[row, v]
         regret += best[row] - pv
+        if case.p_after is not None and i >= case.change_at:
+            after += best[row] - pv
         policy.update(v, seg, 1.0 if u[i] < pv else 0.0)
-    return regret
+    return regret, after
 
 
 def policies_for(
-    case: Case, refit: int, seed: int, vw_module: Any | None
+    case: Case, refit: int, seed: int, vw_module: Any | None, half_life: float = 3000.0
 ) -> list[Callable[[], Policy]]:
     n_v, n_seg = case.p.shape[1], len(SEGMENTS)
     makers: list[Callable[[], Policy]] = [
@@ -245,6 +307,11 @@ def policies_for(
         lambda: Batched("mab", n_v, n_seg, case.contextual, refit, seed + 4),
         lambda: Batched("cmab", n_v, n_seg, case.contextual, refit, seed + 5),
     ]
+    if case.p_after is not None:
+        makers += [
+            lambda: Batched("mab", n_v, n_seg, False, refit, seed + 4, half_life),
+            lambda: Batched("cmab", n_v, n_seg, False, refit, seed + 5, half_life),
+        ]
     if vw_module is not None:
         makers.append(lambda: VowpalWabbit(vw_module, n_v, case.contextual, seed + 6))
     return makers
@@ -257,6 +324,9 @@ def main() -> None:
     parser.add_argument("--refit", type=int, default=1000, help="users between refits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", default="factorial,interactions,contextual")
+    parser.add_argument(
+        "--half-life", type=float, default=3000.0, help="decay half-life in users (drift case)"
+    )
     args = parser.parse_args()
     try:
         import vowpalwabbit as vw_module  # optional extra, not a dependency
@@ -271,18 +341,21 @@ def main() -> None:
     )
     for c, name in enumerate(args.cases.split(",")):
         runs: dict[str, list[float]] = {}
+        after: dict[str, list[float]] = {}
         fit_s: dict[str, float] = {}
         started = time.perf_counter()
         for rep in range(args.reps):
             seed = args.seed + 1000 * rep + 100 * c
-            case = make_case(name, seed)
+            case = make_case(name, seed, args.users)
             rng = np.random.default_rng(seed + 7)
             n_seg = len(SEGMENTS) if case.contextual else 1
             segs = rng.integers(n_seg, size=args.users)
             u = rng.random(args.users)
-            for make in policies_for(case, args.refit, seed, vw_module):
+            for make in policies_for(case, args.refit, seed, vw_module, args.half_life):
                 policy = make()
-                runs.setdefault(policy.name, []).append(simulate(case, policy, segs, u))
+                total, later = simulate(case, policy, segs, u)
+                runs.setdefault(policy.name, []).append(total)
+                after.setdefault(policy.name, []).append(later)
                 if isinstance(policy, Batched):
                     fit_s[policy.name] = fit_s.get(policy.name, 0.0) + policy.fit_seconds
         best = case.p.max(axis=1)
@@ -290,8 +363,13 @@ def main() -> None:
             f"\n== {name}: best p {', '.join(f'{b:.3f}' for b in best)}, "
             f"mean p {case.p.mean():.3f} (last rep), {time.perf_counter() - started:.0f} s"
         )
+        drift = case.p_after is not None
+        if drift:
+            print(f"  best variant changes at user {case.change_at:,}")
         for label, values in runs.items():
             extra = f"  (fits {fit_s[label] / args.reps:.2f} s/rep)" if label in fit_s else ""
+            if drift:
+                extra = f"  after the change {np.mean(after[label]):>8.1f}{extra}"
             print(
                 f"  {label:<11} regret {np.mean(values):>8.1f}  "
                 f"[{min(values):.1f} – {max(values):.1f}]{extra}"
@@ -301,6 +379,20 @@ def main() -> None:
         verdict = "met" if ratio <= 0.5 else "MISSED"
         target = "" if case.contextual else f"  (factorial target ≤ 0.5: {verdict})"
         print(f"  cmab / ind-TS = {ratio:.2f}{target}")
+        peers = {k: v for k, v in mean.items() if k in ("ind-TS", "ind-TS/seg", "vw")}
+        peer = min(peers, key=lambda k: peers[k])
+        share = mean["cmab"] / peers[peer]
+        print(
+            f"  cmab / best peer ({peer}) = {share:.2f}  "
+            f"(goal ≤ 0.6: {'met' if share <= 0.6 else 'MISSED'})"
+        )
+        if drift:
+            later_mean = {label: float(np.mean(v)) for label, v in after.items()}
+            for kind in ("mab", "cmab"):
+                print(
+                    f"  after the change: {kind}-decay / {kind} = "
+                    f"{later_mean[f'{kind}-decay'] / later_mean[kind]:.2f}"
+                )
         if case.contextual:
             others = {k: v for k, v in mean.items() if k != "cmab"}
             beaten = all(mean["cmab"] < v for v in others.values())
