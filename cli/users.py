@@ -77,7 +77,7 @@ def add(
     json: JsonFlag = False,
 ) -> None:
     """Create an account with an initial password and add it (generated and shown once unless
-    --password-stdin). An email that already has an account is invited instead."""
+    --password-stdin). An email that already has an account is refused (exit 5): invite it."""
     given = _password(password_stdin)
     password = given or secrets.token_urlsafe(12)
     body = {"email": email, "password": password, "role": role, "name": name}
