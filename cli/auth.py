@@ -202,6 +202,7 @@ def whoami(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
         [
             ["user", user.get("email", "-")],
             ["auth", me.get("auth")],
+            ["role", me.get("role") or "-"],
             ["organization", org["name"]],
             ["organization_id", org["id"]],
             ["warehouse", org.get("warehouse_provider")],
