@@ -30,12 +30,10 @@ QueryLimit = Annotated[
 
 class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
     provider: Annotated[
-        str,
+        Literal["managed", "postgres"],
         msgspec.Meta(
-            min_length=1,
-            max_length=50,
             description="The warehouse to use: `managed` (Levered's own) or `postgres` (your "
-            "own PostgreSQL, read-only to Levered).",
+            "own PostgreSQL, read-only to Levered; tested before it is stored).",
         ),
     ]
     dataset_id: (

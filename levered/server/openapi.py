@@ -49,7 +49,6 @@ from levered.schemas.oauth import OAuthErrorBody, TokenResponse
 from levered.services.oauth import CLIENT_ID, MAX_REDIRECT_URI, STATE
 from levered.services.roles import SERVER_ADMIN, required_role
 from levered.services.scopes import required_scope
-from levered.services.warehouse import SUPPORTED_PROVIDERS
 
 Schema = dict[str, Any]
 REF: Final = "#/components/schemas/{name}"
@@ -384,7 +383,6 @@ def _bounds(parameter: Schema, handler: HTTPRouteHandler) -> None:
 def _business_rules(schemas: dict[str, Schema]) -> None:
     """Rules a service checks that a schema can state (the Structs leave them to the service,
     which explains them better than a decoder would)."""
-    schemas["WarehouseSwitch"]["properties"]["provider"]["enum"] = list(SUPPORTED_PROVIDERS)
     schemas["OptimizationCreate"]["properties"]["design_factors"]["minItems"] = 1
     schemas["MetricCreate"].update(
         {

@@ -34,7 +34,6 @@ from levered.services.connected import Connected
 from levered.services.secret_box import SecretBox
 
 MANAGED: Final = "managed"
-SUPPORTED_PROVIDERS: Final = (MANAGED, connected.POSTGRES)
 
 
 SecretSource = Callable[[], SecretBox]
@@ -175,12 +174,6 @@ async def switch(
     wh: Warehouse, organization_id: UUID, data: WarehouseSwitch, meta: ResponseMeta
 ) -> WarehouseStatus:
     """Use the managed warehouse, or connect one (tested first: :mod:`.connected`)."""
-    if data.provider not in SUPPORTED_PROVIDERS:
-        raise ValidationError(
-            f"warehouse provider {data.provider!r} is not supported; use one of "
-            + ", ".join(repr(p) for p in SUPPORTED_PROVIDERS),
-            details=[{"path": "$.provider", "message": "not supported"}],
-        )
     async with wh.pool.acquire() as admin:
         if data.provider == MANAGED:
             if data.credentials is not None or data.dataset_id is not None:

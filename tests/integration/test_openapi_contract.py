@@ -37,6 +37,8 @@ SEMANTIC_400 = {
     "event is a 400",
     ("POST", "/api/v2/metrics"): "the metric's SQL is dry-run as the organization",
     ("POST", "/api/v2/warehouse/query"): "the SQL is run as the organization",
+    ("PUT", "/api/v2/warehouse"): "a connected warehouse is logged in to and its schema read "
+    "before it is stored (a host that answers, a password that works, a readable schema)",
     ("POST", "/api/v2/optimizations"): "reward_metric_id must be one of the organization's "
     "metrics, and the design's rules (distinct levels, exclusions naming real levels…)",
 }

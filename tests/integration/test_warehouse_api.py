@@ -81,7 +81,7 @@ async def test_switch_provider(client: Client, org: Org, conn: asyncpg.Connectio
 
     response = await client.put(URL, json={"provider": "bigquery"}, headers=org.headers)
     assert response.status_code == 400
-    assert "not supported" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"][0]["path"] == "$.provider"
     response = await client.put(URL, json={"provider": "postgres"}, headers=org.headers)
     assert response.status_code == 400
     assert response.json()["error"]["details"][0]["path"] == "$.dataset_id"
