@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from levered.bandit.variants import VariantSpace
 from levered.schemas.models import MAX_BIAS
-from levered.services.optimizations import Issue, member, raise_issues
+from levered.services.design_rules import Issue, member, raise_issues
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from levered.schemas.optimizations import (
     OptimizationCreate,
     OptimizationUpdate,
 )
-from levered.services.optimizations import (
+from levered.services.design_rules import (
     CMAB_MAX_DESIGN_LEVELS,
     CMAB_MAX_VARIANTS,
     MAB_MAX_VARIANTS,
