@@ -23,7 +23,8 @@ import numpy as np
 from benchmarks.loadgen import Load, run_load
 from benchmarks.server import start_levered
 from benchmarks.serving import seed_database
-from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import free_port, reachable_tempdir
 
 CONFIGURATIONS = (("granian", "uvloop"), ("granian", "asyncio"), ("uvicorn", "uvloop"))
 RETURNING = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'

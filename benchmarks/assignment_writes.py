@@ -26,7 +26,8 @@ import numpy as np
 
 from benchmarks.serving import seed_database
 from levered.db import serving as db
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import reachable_tempdir
 from levered.db.pool import connect
 from levered.services.random_ids import time_ordered_hex
 

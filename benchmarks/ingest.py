@@ -51,7 +51,8 @@ import psutil
 from benchmarks.loadgen import parse_wrk
 from benchmarks.server import start_levered
 from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import free_port, reachable_tempdir
 from levered.db.pool import connect, create_pool
 from levered.services.tokens import digest, new_api_key
 

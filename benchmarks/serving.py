@@ -53,7 +53,8 @@ from levered.bandit.glm import fit_cmab
 from levered.bandit.posterior import Posterior
 from levered.bandit.sampler import warm_up
 from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import free_port, reachable_tempdir
 from levered.db.pool import connect
 from levered.server.run import default_loop
 from levered.services.serving import clean_context, decide

@@ -53,7 +53,8 @@ import numpy.typing as npt
 from benchmarks.peaks import Phase, measured
 from levered.bandit.sampler import warm_up
 from levered.db import attribution, migrations
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import reachable_tempdir
 from levered.db.pool import connect
 from levered.db.warehouse import ensure_tenant_role
 from levered.services import cells, training

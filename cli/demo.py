@@ -158,7 +158,7 @@ async def _train(api: LeveredAPI, optimization_id: str, tally: Tally) -> None:
 
 
 def _start_server(port: int) -> tuple[subprocess.Popen[bytes], Path]:
-    from levered.db.embedded import default_data_dir
+    from levered.db.embedded_host import default_data_dir
 
     data_dir = Path(os.environ.get("LEVERED_DATA_DIR") or default_data_dir()) / "demo"
     env = dict(os.environ) | {
@@ -213,7 +213,7 @@ def demo(
     url = api_url(api_url_flag) if (api_url_flag or os.environ.get("LEVERED_API_URL")) else None
     server: subprocess.Popen[bytes] | None = None
     if url is None or key is None:
-        from levered.db.embedded import free_port
+        from levered.db.embedded_host import free_port
 
         port = free_port()
         notice("starting a demo server (its own embedded database)…")

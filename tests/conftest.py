@@ -26,7 +26,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db import migrations
-from levered.db.embedded import EmbeddedPostgres, free_port, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import free_port, reachable_tempdir
 from levered.db.pool import connect
 from levered.server.app import create_app
 from levered.services.passwords import hash_password

@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 import asyncpg
 import pytest
 
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import reachable_tempdir
 
 READER_PASSWORD = "reader-" + secrets.token_hex(8)
 PURCHASES_SQL = "SELECT user_id, ts, amount FROM purchases WHERE ts >= @start_date AND NOT refunded"

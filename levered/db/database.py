@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from levered.db.embedded import EmbeddedPostgres, default_data_dir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import default_data_dir
 from levered.settings import Settings
 
 

@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
 from levered import __version__
-from levered.db.embedded import default_data_dir
+from levered.db.embedded_host import default_data_dir
 from levered.db.pool import create_pool
 from levered.errors import ConfigurationError
 from levered.server.auth import DEPENDENCIES

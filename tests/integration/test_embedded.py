@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from levered.db.embedded import EmbeddedPostgres, RunAs, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import RunAs, reachable_tempdir
 from levered.errors import ConfigurationError
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ import pytest
 
 from levered.db import migrations
 from levered.db import serving as db
-from levered.db.embedded import EmbeddedPostgres, reachable_tempdir
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import reachable_tempdir
 from levered.db.pool import connect, create_pool
 from levered.services.exposure_buffer import ExposureBuffer
 from levered.services.exposure_spool import ExposureSpool

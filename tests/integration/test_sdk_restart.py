@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from levered.client import Ingestor
-from levered.db.embedded import free_port
+from levered.db.embedded_host import free_port
 from levered.db.pool import connect
 from tests.conftest import Org, launch_server, make_org, stop_server
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from levered.client.serve import AsyncServeClient, ServeClient, aserve, serve
-from levered.db.embedded import free_port
+from levered.db.embedded_host import free_port
 from tests.conftest import Org
 from tests.integration.test_serving import SPACE, definition, insert_metric
 

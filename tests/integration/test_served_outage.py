@@ -13,7 +13,8 @@ import anyio
 import httpx
 import pytest
 
-from levered.db.embedded import EmbeddedPostgres, free_port
+from levered.db.embedded import EmbeddedPostgres
+from levered.db.embedded_host import free_port
 from levered.db.pool import connect
 from tests.conftest import launch_server, make_org, stop_server
 from tests.integration.test_serving import definition, insert_metric

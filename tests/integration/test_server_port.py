@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from levered.db.embedded import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, reachable_tempdir
 from tests.conftest import launch_server, stop_server
 
 pytestmark = pytest.mark.slow

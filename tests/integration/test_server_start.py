@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from levered.db.embedded import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, reachable_tempdir
 
 pytestmark = pytest.mark.slow
 

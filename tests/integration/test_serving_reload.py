@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from levered.db.embedded import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, reachable_tempdir
 from levered.services.serving_state import LISTENER_NAME
 from tests.conftest import Org
 from tests.integration.test_serving import definition, insert_metric, mab_preferring, train

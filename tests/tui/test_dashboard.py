@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 from textual.widgets import DataTable, Static
 
-from levered.db.embedded import free_port
+from levered.db.embedded_host import free_port
 from tests.conftest import Org, launch_server, make_metric, stop_server
 from tui.app import DashboardApp
 from tui.screens.optimization import OptimizationScreen

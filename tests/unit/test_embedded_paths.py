@@ -3,7 +3,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from levered.db.embedded import unreachable_ancestor
+from levered.db.embedded_host import unreachable_ancestor
 
 NOBODY = 65534
 
