@@ -545,3 +545,48 @@ async def test_the_scheduler_polls_a_connected_warehouse_hourly(
         reward_source.RELOAD_POLL,
     )
     assert (org.id, opt) in await scheduler.due(wh)
+
+
+async def test_guardrails_read_the_connected_warehouse_like_the_managed_one(
+    api: AsyncTestClient[Any],
+    conn: asyncpg.Connection,
+    org: Org,
+    other_org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    """The purchases metric as a guardrail: the same traffic with its rewards in the
+    customer's database or in Levered's gives the same evaluation."""
+    managed = await make_optimization(conn, other_org)
+    await simulate(conn, other_org, managed, users=400, seed=9)
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=400, seed=9)
+    await move_rewards(conn, org, shop)
+    await connect_with_metric(api, conn, org, customer)
+    evaluations = []
+    for who, optimization_id in ((org, opt), (other_org, managed)):
+        metric_id = await conn.fetchval(
+            "SELECT reward_metric_id FROM optimizations WHERE id = $1", optimization_id
+        )
+        guardrail = {
+            "metric_id": str(metric_id),
+            "direction": "must_not_decrease",
+            "tolerance_percent": 50,
+        }
+        patched = await api.patch(
+            f"/api/v2/optimizations/{optimization_id}",
+            json={"guardrails": [guardrail]},
+            headers=who.headers,
+        )
+        assert patched.status_code == 200, patched.text
+        shown = await api.get(
+            f"/api/v2/optimizations/{optimization_id}/guardrails", headers=who.headers
+        )
+        assert shown.status_code == 200, shown.text
+        (g,) = shown.json()["guardrails"]
+        evaluations.append(
+            {k: g[k] for k in ("status", "optimized_users", "holdout_users", "optimized_rate")}
+        )
+    assert evaluations[0] == evaluations[1]
+    assert evaluations[0]["optimized_users"] + evaluations[0]["holdout_users"] == 400
+    assert evaluations[0]["optimized_rate"] > 0
