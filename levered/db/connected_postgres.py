@@ -30,9 +30,9 @@ import asyncpg
 
 from levered.db import sandbox
 from levered.db.attribution import fetch_metric_query
+from levered.schemas.warehouse import SslMode
 
 CONNECT_TIMEOUT_S: Final = 10.0
-SSL_MODES: Final = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PostgresTarget:
     database: str
     username: str
     password: str
-    sslmode: str
+    sslmode: SslMode
     schema: str
 
 
@@ -61,13 +61,13 @@ class Unreachable(Exception):
 async def session(target: PostgresTarget) -> AsyncIterator[asyncpg.Connection]:
     """One connection to the customer's database (opened per use, as tenant sessions are)."""
     try:
-        conn = await asyncpg.connect(  # type: ignore[call-overload]
+        conn = await asyncpg.connect(
             host=target.host,
             port=target.port,
             database=target.database,
             user=target.username,
             password=target.password,
-            ssl=target.sslmode,  # one of SSL_MODES (the schema checks it)
+            ssl=target.sslmode,
             timeout=CONNECT_TIMEOUT_S,
             statement_cache_size=0,  # the customer's schema may change under a cached plan
             server_settings={

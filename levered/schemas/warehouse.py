@@ -60,6 +60,8 @@ class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 Name63 = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+"""libpq's ``sslmode`` values (asyncpg takes them as they are)."""
 
 
 class PostgresCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -70,7 +72,7 @@ class PostgresCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     username: Name63
     password: Annotated[str, msgspec.Meta(max_length=1024)] = ""
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 5432
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslmode: SslMode = "prefer"
 
 
 class ConnectionInfo(msgspec.Struct, frozen=True):

@@ -62,24 +62,32 @@ async def find(
             "connect`), or switch back to the managed warehouse",
             code="warehouse_not_connected",
         )
-    settings = row["settings"]
     password = ""
     if row["secret"] is not None:
         opened = box()
         if opened is None:
             raise Unavailable("this server has no secret key to read warehouse passwords")
         password = opened.open(row["secret"])
-    target = pg.PostgresTarget(
-        host=settings["host"],
-        port=int(settings["port"]),
-        database=settings["database"],
-        username=settings["username"],
-        password=password,
-        sslmode=settings["sslmode"],
-        schema=row["dataset_id"],
-    )
+    # The stored settings are what connect_postgres validated; converting checks them again.
+    creds = msgspec.convert({**row["settings"], "password": password}, PostgresCredentials)
     return Connected(
-        row["provider"], row["dataset_id"], target, list(row["warnings"]), row["tested_at"]
+        row["provider"],
+        row["dataset_id"],
+        _target(creds, row["dataset_id"]),
+        list(row["warnings"]),
+        row["tested_at"],
+    )
+
+
+def _target(creds: PostgresCredentials, schema: str) -> pg.PostgresTarget:
+    return pg.PostgresTarget(
+        creds.host,
+        creds.port,
+        creds.database,
+        creds.username,
+        creds.password,
+        creds.sslmode,
+        schema,
     )
 
 
@@ -116,15 +124,7 @@ async def connect_postgres(
         raise ValidationError(
             f"invalid credentials: {problem} ({path})", details=[{"path": path, "message": problem}]
         ) from exc
-    target = pg.PostgresTarget(
-        creds.host,
-        creds.port,
-        creds.database,
-        creds.username,
-        creds.password,
-        creds.sslmode,
-        data.dataset_id,
-    )
+    target = _target(creds, data.dataset_id)
     try:
         async with pg.session(target) as remote:
             found = await pg.access(remote, data.dataset_id)
@@ -148,13 +148,7 @@ async def connect_postgres(
         )
     warnings = _warnings(found, creds.username)
     secret = box.seal(creds.password) if creds.password else None
-    settings = {
-        "host": creds.host,
-        "port": creds.port,
-        "database": creds.database,
-        "username": creds.username,
-        "sslmode": creds.sslmode,
-    }
+    settings = {k: v for k, v in msgspec.structs.asdict(creds).items() if k != "password"}
     await db.connect(app, organization_id, POSTGRES, data.dataset_id, settings, secret, warnings)
 
 
