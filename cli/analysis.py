@@ -1,16 +1,16 @@
 """``levered optimizations guardrails|progress|lift-history|report-data``: the analysis
-surfaces of one optimization (docs/analysis.md), registered on the optimizations sub-app so
-cli/optimizations.py stays about the resource itself."""
+surfaces of one optimization (docs/analysis.md). :func:`register` adds them to the
+optimizations sub-app (cli/app.py calls it), so cli/optimizations.py stays about the resource
+itself."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from cyclopts import Parameter
+from cyclopts import App, Parameter
 
 from cli.console import notice
 from cli.flags import ApiUrlFlag, JsonFlag
-from cli.optimizations import app
 from cli.output import emit_json, emit_table
 from cli.session import call
 
@@ -23,7 +23,6 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}%"
 
 
-@app.command
 def guardrails(
     optimization_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
 ) -> None:
@@ -69,7 +68,6 @@ def print_guardrails(body: dict[str, Any]) -> None:
     )
 
 
-@app.command
 def progress(
     optimization_id: str,
     *,
@@ -119,7 +117,6 @@ def print_progress(body: dict[str, Any]) -> None:
     )
 
 
-@app.command(name="lift-history")
 def lift_history(
     optimization_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False
 ) -> None:
@@ -153,7 +150,6 @@ def print_lift_history(body: dict[str, Any]) -> None:
     )
 
 
-@app.command(name="report-data")
 def report_data(
     optimization_id: str,
     *,
@@ -174,3 +170,11 @@ def report_data(
         url_flag=api_url_flag,
     )
     emit_json(body)
+
+
+def register(app: App) -> None:
+    """Add the analysis commands to ``app`` (the optimizations sub-app)."""
+    app.command(guardrails)
+    app.command(progress)
+    app.command(lift_history, name="lift-history")
+    app.command(report_data, name="report-data")

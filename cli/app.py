@@ -13,7 +13,7 @@ from typing import NoReturn
 from cyclopts import App, CycloptsError
 
 from cli import (
-    analysis,  # noqa: F401  (registers its commands on optimizations.app)
+    analysis,
     api_keys,
     auth,
     config,
@@ -44,6 +44,7 @@ app.command(auth.login)
 app.command(auth.logout)
 app.command(auth.whoami)
 app.command(config.app)
+analysis.register(optimizations.app)
 app.command(optimizations.app)
 app.command(metrics.app)
 app.command(models.app)
