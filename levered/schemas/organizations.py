@@ -8,7 +8,7 @@ Roles are ``admin`` (everything), ``member`` (optimizations, metrics, models) an
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from uuid import UUID
 
 import msgspec
@@ -16,6 +16,9 @@ import msgspec
 from levered.schemas.common import ResponseMeta
 
 Role = Literal["admin", "member", "viewer"]
+ROLE_NAMED: Final[dict[str, Role]] = {"admin": "admin", "member": "member", "viewer": "viewer"}
+"""A stored role (``memberships.role``, whose CHECK admits only these) as a :data:`Role`:
+an unknown name is a ``KeyError``, never a silently wrong type."""
 OrganizationName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, description="The organization's name.")
 ]

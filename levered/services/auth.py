@@ -13,6 +13,7 @@ import msgspec
 
 from levered.db import credentials as db
 from levered.errors import AuthenticationError
+from levered.schemas.organizations import ROLE_NAMED, Role
 from levered.services.scopes import ALL_SCOPES
 from levered.services.tokens import API_KEY_PREFIX, api_key_prefix, digest, same_digest
 
@@ -32,7 +33,7 @@ class Principal(msgspec.Struct, frozen=True):
     user_id: UUID | None = None
     scopes: frozenset[str] = ALL_SCOPES
     """An API key's scopes; a user's token carries all (checked per route in the server)."""
-    role: str | None = None
+    role: Role | None = None
     """A user's role in ``organization_id`` (:mod:`levered.services.roles`); None for a key."""
     server_admin: bool = False
     client_id: str | None = None
@@ -83,7 +84,7 @@ async def authenticate(
                     row["organization_id"],
                     "user",
                     user_id=row["user_id"],
-                    role=row["role"],
+                    role=ROLE_NAMED[row["role"]],
                     server_admin=row["is_server_admin"],
                     client_id=row["client_id"],
                 )

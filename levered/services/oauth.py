@@ -484,6 +484,6 @@ async def whoami(pool: asyncpg.Pool, principal: Principal, meta: ResponseMeta) -
         ),
         auth=principal.kind,
         meta=meta,
-        role=principal.role,  # type: ignore[arg-type]  # the table's CHECK keeps it a Role
+        role=principal.role,
         server_admin=principal.server_admin,
     )

@@ -16,6 +16,7 @@ from levered.db import organizations as org_db
 from levered.errors import NotFound, PermissionDenied
 from levered.schemas.common import ResponseMeta
 from levered.schemas.organizations import (
+    ROLE_NAMED,
     Organization,
     OrganizationCreate,
     OrganizationList,
@@ -32,7 +33,7 @@ def _organization(record: asyncpg.Record, role: str | None, current: UUID) -> Or
     return Organization(
         id=record["id"],
         name=record["name"],
-        role=role,  # type: ignore[arg-type]  # the table's CHECK keeps it a Role
+        role=None if role is None else ROLE_NAMED[role],
         current=record["id"] == current,
         created_at=record["created_at"],
     )
