@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from levered.server.app import create_app
 from levered.services.passwords import hash_password
 from levered.services.tokens import digest, new_api_key
 from levered.settings import Settings
+from tests.customer import customer_cluster
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,28 @@ DO $$ DECLARE names text; BEGIN
   EXECUTE 'TRUNCATE ' || names || ' CASCADE';
 END $$
 """
+
+
+@pytest.fixture(scope="session")
+def customer() -> Iterator[str]:
+    """A second PostgreSQL cluster playing a customer's own database (tests/customer.py), for
+    connected-warehouse tests; started on first use only."""
+    with customer_cluster() as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_url(postgres_url: str) -> AsyncIterator[str]:
+    """A brand-new database on the session server, dropped afterwards (migration tests)."""
+    name = f"mig_{uuid.uuid4().hex[:10]}"
+    admin = await connect(postgres_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture

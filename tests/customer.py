@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
-import pytest
 
 from levered.db.embedded import EmbeddedPostgres
 from levered.db.embedded_host import reachable_tempdir
@@ -40,9 +40,10 @@ GRANT CONNECT ON DATABASE shop TO stranger;
 """
 
 
-@pytest.fixture(scope="module")
-def customer() -> Iterator[str]:
-    """The customer's cluster: its superuser URL of database ``shop``."""
+@contextmanager
+def customer_cluster() -> Iterator[str]:
+    """Start the customer's cluster and set it up; its superuser URL of database ``shop``
+    (the ``customer`` fixture in tests/conftest.py)."""
     import anyio
 
     server = EmbeddedPostgres(reachable_tempdir("levered-customer-") / "data", durable=False)

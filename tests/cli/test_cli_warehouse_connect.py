@@ -8,9 +8,7 @@ import asyncpg
 
 from tests.cli.conftest import levered
 from tests.conftest import Org
-from tests.customer import READER_PASSWORD, customer
-
-__all__ = ["customer"]  # a fixture: used by parameter name
+from tests.customer import READER_PASSWORD
 
 
 async def test_connect_postgres_status_query_and_back_to_managed(

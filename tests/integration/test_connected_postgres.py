@@ -25,9 +25,7 @@ from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
 from tests.conftest import Org
-from tests.customer import PURCHASES_SQL, READER_PASSWORD, credentials, customer
-
-__all__ = ["customer"]  # a fixture: used by parameter name
+from tests.customer import PURCHASES_SQL, READER_PASSWORD, credentials
 from tests.integration.test_training import make_optimization, simulate
 
 pytestmark = pytest.mark.anyio

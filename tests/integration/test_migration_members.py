@@ -8,11 +8,10 @@ from pathlib import Path
 
 from levered.db import migrations
 from levered.db.pool import connect
-from tests.integration.test_migrations import empty_url  # noqa: F401  (the fixture)
 
 
 async def test_existing_users_become_admins_and_the_first_one_server_admin(
-    empty_url: str,  # noqa: F811
+    empty_url: str,
     tmp_path: Path,
 ) -> None:
     before = tmp_path / "before"

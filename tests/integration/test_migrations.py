@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,20 +12,6 @@ import pytest
 from levered.db import migrations
 from levered.db.pool import connect
 from levered.errors import MigrationError
-
-
-@pytest.fixture
-async def empty_url(postgres_url: str) -> AsyncIterator[str]:
-    """A brand-new database on the session server, dropped afterwards."""
-    name = f"mig_{uuid.uuid4().hex[:10]}"
-    admin = await connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _tables(conn: asyncpg.Connection) -> set[str]:
