@@ -161,7 +161,7 @@ async def test_serve_on_error_and_disabled(
         ok = await client.serve(live, "u1", fallback=FALLBACK)
         assert not ok.fallback
         refused = await client.serve(draft, "u1", fallback=FALLBACK)
-        missing = await client.serve(uuid.uuid4(), "u1", fallback=FALLBACK)  # type: ignore[arg-type]
+        missing = await client.serve(str(uuid.uuid4()), "u1", fallback=FALLBACK)
     assert refused.fallback and missing.fallback
     assert seen == [refused, missing]
     assert "409" in (refused.error or "") and "404" in (missing.error or "")
