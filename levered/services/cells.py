@@ -33,7 +33,7 @@ therefore costs one pass, not every pass of the margin (with the scheduler's 60 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -183,31 +183,17 @@ async def _pass(
             ranges = [(passes.EPOCH, floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
         else:
-            ranges = await _dirty(
+            ranges = await dirty_ranges(
                 tenant, optimization.id, previous, frontier, window, source.reload
             )
             seen_after = _seen_after(previous.marker)
-        for lo, hi in ranges:
-            found = await chunks_of(tenant, optimization.id, lo, hi, frontier, at_least_one=full)
-            for chunk_lo, chunk_hi, n in found:
-                rows_params: tuple[object, ...] = ()
-                if source.fetch is not None:
-                    rows_params = await source.fetch(chunk_lo, min(chunk_hi + window, as_of))
-                rows = await passes.chunk(
-                    tenant,
-                    source.rows_sql,
-                    metric.reward_type == "bool",
-                    optimization,
-                    lo=chunk_lo,
-                    hi=chunk_hi,
-                    frontier=frontier,
-                    as_of=as_of,
-                    timeout_s=timeout_s,
-                    rows_params=rows_params,
-                )
-                await store.stage_rows(app, rows.cells, rows.users, timeout_s)
-                chunks += 1
-                exposures += n
+        async for rows, n in attributed_chunks(
+            tenant, source, optimization, metric, ranges,
+            frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=full,
+        ):  # fmt: skip
+            await store.stage_rows(app, rows.cells, rows.users, timeout_s)
+            chunks += 1
+            exposures += n
         marker = await passes.marker(tenant, optimization.id, seen_after)
         if (
             previous is not None
@@ -237,7 +223,47 @@ async def _pass(
     return len(ranges), chunks, exposures
 
 
-async def _dirty(
+async def attributed_chunks(
+    tenant: Connection,
+    source: reward_source.RewardSource,
+    optimization: OptimizationSpec,
+    metric: MetricSpec,
+    ranges: Iterable[tuple[datetime, datetime]],
+    *,
+    frontier: datetime,
+    as_of: datetime,
+    timeout_s: float,
+    at_least_one: bool,
+) -> AsyncIterator[tuple[passes.ChunkRows, int]]:
+    """Attribute ``ranges`` chunk by chunk (:func:`chunks_of`), reading each chunk's rewards
+    from ``source``: the chunk's rows and its matured exposures. One loop for the cells, the
+    guardrails' cells and a from-scratch attribution as of a past time."""
+    window = timedelta(hours=optimization.conversion_window_hours)
+    bool_metric = metric.reward_type == "bool"
+    for lo, hi in ranges:
+        found = await chunks_of(
+            tenant, optimization.id, lo, hi, frontier, at_least_one=at_least_one
+        )
+        for chunk_lo, chunk_hi, n in found:
+            rows_params: tuple[object, ...] = ()
+            if source.fetch is not None:
+                rows_params = await source.fetch(chunk_lo, min(chunk_hi + window, as_of))
+            rows = await passes.chunk(
+                tenant,
+                source.rows_sql,
+                bool_metric,
+                optimization,
+                lo=chunk_lo,
+                hi=chunk_hi,
+                frontier=frontier,
+                as_of=as_of,
+                timeout_s=timeout_s,
+                rows_params=rows_params,
+            )
+            yield rows, n
+
+
+async def dirty_ranges(
     tenant: Connection,
     optimization_id: UUID,
     previous: CellState,

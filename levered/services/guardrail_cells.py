@@ -98,7 +98,7 @@ async def _pass(
             ranges = [(passes.EPOCH, cells.floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
         else:
-            ranges = await cells._dirty(
+            ranges = await cells.dirty_ranges(
                 tenant, spec.id, _as_cell_state(previous), frontier, window, source.reload
             )
             seen_after = previous.marker - cells.LATE_MARGIN if previous.marker else passes.EPOCH
@@ -117,31 +117,17 @@ async def _pass(
             None if full else ranges,
             timeout_s,
         )
-        for lo, hi in ranges:
-            found = await cells.chunks_of(tenant, spec.id, lo, hi, frontier, at_least_one=full)
-            for chunk_lo, chunk_hi, n in found:
-                rows_params: tuple[object, ...] = ()
-                if source.fetch is not None:
-                    rows_params = await source.fetch(chunk_lo, min(chunk_hi + window, as_of))
-                rows = await passes.chunk(
-                    tenant,
-                    source.rows_sql,
-                    metric.reward_type == "bool",
-                    spec,
-                    lo=chunk_lo,
-                    hi=chunk_hi,
-                    frontier=frontier,
-                    as_of=as_of,
-                    timeout_s=timeout_s,
-                    rows_params=rows_params,
-                )
-                await db.add_rows(app, spec.id, metric_id, rows.cells, rows.users, timeout_s)
-                exposures += n
+        async for rows, n in cells.attributed_chunks(
+            tenant, source, spec, metric, ranges,
+            frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=full,
+        ):  # fmt: skip
+            await db.add_rows(app, spec.id, metric_id, rows.cells, rows.users, timeout_s)
+            exposures += n
     return exposures
 
 
 def _as_cell_state(state: db.GuardrailState) -> CellState:
-    """The watermark fields :func:`levered.services.cells._dirty` reads, in its type."""
+    """The watermark fields :func:`levered.services.cells.dirty_ranges` reads, in its type."""
     empty = Arm(0, 0.0, 0.0)
     return CellState(
         fingerprint=state.fingerprint,

@@ -98,25 +98,10 @@ async def attribute(
     ):
         lo = start or passes.EPOCH
         hi = cells_service.floor_bucket(frontier) + passes.BUCKET
-        for chunk_lo, chunk_hi, _ in await cells_service.chunks_of(
-            tenant, optimization.id, lo, hi, frontier, at_least_one=True
-        ):
-            window = timedelta(hours=optimization.conversion_window_hours)
-            rows_params: tuple[Any, ...] = ()
-            if source.fetch is not None:
-                rows_params = await source.fetch(max(chunk_lo, lo), min(chunk_hi + window, as_of))
-            rows = await passes.chunk(
-                tenant,
-                source.rows_sql,
-                bool_metric,
-                optimization,
-                lo=max(chunk_lo, lo),
-                hi=chunk_hi,
-                frontier=frontier,
-                as_of=as_of,
-                timeout_s=timeout_s,
-                rows_params=rows_params,
-            )
+        async for rows, _ in cells_service.attributed_chunks(
+            tenant, source, optimization, metric, [(lo, hi)],
+            frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=True,
+        ):  # fmt: skip
             for bucket, variant, held, context, n, r, rr in rows.cells:
                 _add(cells, (variant, _key(context), held), [context, n, r, rr])
                 day = bucket.astimezone(UTC).date()
