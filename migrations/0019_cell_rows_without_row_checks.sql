@@ -10,8 +10,8 @@
 --
 -- What the keys guaranteed still holds: these rows are written only by a cells pass, in the
 -- transaction that upserts the optimization's observation_state (or guardrail_state) row, which
--- keeps its own foreign keys; ON DELETE CASCADE is replaced by one statement-level delete per
--- state row (the triggers below), so deleting an optimization still removes every row.
+-- keeps its own foreign keys; ON DELETE CASCADE is replaced by one delete per state row
+-- (the triggers below), so deleting an optimization still removes every row.
 
 -- migrate:up
 ALTER TABLE observation_users DROP CONSTRAINT observation_users_optimization_id_fkey;

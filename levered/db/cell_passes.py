@@ -71,14 +71,16 @@ FROM (
             WHERE p.context ? k.name) AS cell_context
     FROM partial AS p WHERE NOT p.per_user
 ) AS q
-GROUP BY bucket, variant_number, holdout, cell_context"""
+GROUP BY bucket, variant_number, holdout, cell_context
+ORDER BY bucket, holdout, anonymous_id"""
 """The cells and per-user outcomes of the buckets ``[$1, $7)``, matured exposures only
 (``timestamp ≤ $8``, the new frontier). $1 is also ``@start_date`` (no reward before the range
 can be credited inside it), $2 optimization, $3 window in seconds, $4 the newest reward time
 that counts (the range's end plus the window, at most the as-of time), $5 "the metric is bool",
 $6 the context factor names (a cell keeps only those keys, restricted once per raw-context
 group). ``kind = 'user'`` rows: per (bucket, holdout, user), ``n`` matured exposures and their
-outcome in ``reward_sum`` (1 if any was credited, or the credited sum)."""
+outcome in ``reward_sum`` (1 if any was credited, or the credited sum), in the order of
+``observation_users``' key (a rebuild appends them to it as they come)."""
 
 HISTOGRAM: Final = """
 SELECT b.bucket, c.n

@@ -1,13 +1,17 @@
-"""The stored observation cells (migrations 0010, 0015): their watermark, a pass's writes, reads.
+"""The stored observation cells (migrations 0010, 0015, 0019): watermark, a pass's writes, reads.
 
 App-owned tables (the tenant role never sees them), every query keyed by an optimization the
 service layer has already resolved inside the caller's organization. A pass's write
-(:func:`stage`, :func:`stage_rows`, :func:`finish_pass`) is one transaction: it replaces the
+(:func:`stage`, :meth:`Staging.add`, :func:`finish_pass`) is one transaction: it replaces the
 re-attributed buckets' cells and per-user outcomes, adds their change to the per-user totals
 (``observation_user_totals``) and the arm totals of the measured lift, and moves the
-watermark. A crash before its
-commit leaves the previous cells and watermark as they were; a rerun replaces the same buckets
-again, so nothing is counted twice.
+watermark. A crash before its commit leaves the previous cells and watermark as they were; a
+rerun replaces the same buckets again, so nothing is counted twice.
+
+A rebuild deletes the optimization's rows first and writes each chunk's per-user rows straight
+into ``observation_users`` (chunks come in bucket order, each sorted by the key, so the rows
+append to the primary key): staging 10⁸ rows and inserting them with one sort cost two 13-minute
+statements at 10⁸ exposures (benchmarks/README.md, "Training").
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ TRY_LOCK: Final = "SELECT pg_try_advisory_lock(hashtextextended('levered.cells:'
 UNLOCK: Final = "SELECT pg_advisory_unlock(hashtextextended('levered.cells:' || $1::text, 0))"
 """One pass at a time per optimization (session locks on a dedicated connection: the pass reads
 for a while on a tenant connection before it writes)."""
+
+PASS_WORK_MEM: Final = "64MB"
+"""Sort and hash memory of an incremental pass's statements (``SET LOCAL``): the ≈ 10⁶ changed
+users of a busy day are hashed and joined in memory instead of in temporary-file batches."""
+REBUILD_WORK_MEM: Final = "256MB"
+"""Sort memory of a rebuild's per-user totals: one sort of every (user, bucket) row — 10⁸ at 10⁸
+exposures, ≈ 7 GB — merged from ≈ 30 runs in one pass; with the default 4 MB, from ≈ 2,000 runs
+in several passes (each re-reading and re-writing everything: super-linear)."""
 
 STAGE: Final = """
 CREATE TEMP TABLE pass_users (bucket timestamptz, holdout boolean, anonymous_id text,
@@ -121,15 +133,16 @@ WITH per_user AS (
         (optimization_id, holdout, anonymous_id, buckets, credited, outcome_sum)
     SELECT $1, holdout, anonymous_id, count(*), count(*) FILTER (WHERE outcome > 0),
            sum(outcome)
-    FROM pass_users GROUP BY holdout, anonymous_id ORDER BY holdout, anonymous_id
+    FROM observation_users WHERE optimization_id = $1
+    GROUP BY holdout, anonymous_id ORDER BY holdout, anonymous_id
     RETURNING holdout, {outcome} AS outcome
 )
 SELECT holdout, count(outcome) AS users, coalesce(sum(outcome), 0) AS outcome_sum,
        coalesce(sum(outcome * outcome), 0) AS outcome_sumsq
 FROM per_user GROUP BY holdout
 """.format(outcome=_OUTCOME.format(b="buckets", c="credited", s="outcome_sum"))
-"""A rebuild: every user's totals from the staged rows, inserted in key order (appends to the
-primary key, not random inserts), and the arm totals they add up to."""
+"""A rebuild: every user's totals from the rows it wrote (one sort), inserted in key order
+(appends to the primary key, not random inserts), and the arm totals they add up to."""
 
 DELETE_CELLS_IN: Final = """
 DELETE FROM {table} AS t USING unnest($2::timestamptz[], $3::timestamptz[]) AS r(lo, hi)
@@ -241,26 +254,50 @@ async def unlock(conn: Connection, optimization_id: UUID) -> None:
     await conn.execute(UNLOCK, str(optimization_id))
 
 
-async def stage(conn: Connection, timeout_s: float) -> None:
-    """Create the staging tables of a pass; ``conn`` is in the pass's transaction."""
+@dataclass(frozen=True)
+class Staging:
+    """Where a pass's chunks go: the staging tables, or for a rebuild ``observation_users``."""
+
+    conn: Connection
+    optimization_id: UUID
+    rebuild: bool
+    timeout_s: float
+
+    async def add(self, cells: Sequence[tuple[Any, ...]], users: Sequence[tuple[Any, ...]]) -> None:
+        """One chunk's rows (in :data:`CELL_COLUMNS` / :data:`USER_COLUMNS` order; users sorted
+        by ``observation_users``' key, as :func:`levered.db.cell_passes.chunk` returns them)."""
+        if cells:
+            await self.conn.copy_records_to_table(
+                "pass_cells", columns=list(CELL_COLUMNS), records=cells, timeout=self.timeout_s
+            )
+        if not users:
+            return
+        if self.rebuild:
+            opt = self.optimization_id
+            await self.conn.copy_records_to_table(
+                "observation_users",
+                columns=["optimization_id", *USER_COLUMNS],
+                records=[(opt, *u) for u in users],
+                timeout=self.timeout_s,
+            )
+        else:
+            await self.conn.copy_records_to_table(
+                "pass_users", columns=list(USER_COLUMNS), records=users, timeout=self.timeout_s
+            )
+
+
+async def stage(
+    conn: Connection, optimization_id: UUID, *, rebuild: bool, timeout_s: float
+) -> Staging:
+    """Create the staging tables of a pass (``conn`` is in the pass's transaction); a rebuild
+    deletes the optimization's stored rows first (module doc)."""
+    work_mem = REBUILD_WORK_MEM if rebuild else PASS_WORK_MEM
+    await conn.execute(f"SET LOCAL work_mem = '{work_mem}'", timeout=timeout_s)
     await conn.execute(STAGE, timeout=timeout_s)
-
-
-async def stage_rows(
-    conn: Connection,
-    cells: Sequence[tuple[Any, ...]],
-    users: Sequence[tuple[Any, ...]],
-    timeout_s: float,
-) -> None:
-    """Add one chunk's rows (in :data:`CELL_COLUMNS` / :data:`USER_COLUMNS` order)."""
-    if cells:
-        await conn.copy_records_to_table(
-            "pass_cells", columns=list(CELL_COLUMNS), records=cells, timeout=timeout_s
-        )
-    if users:
-        await conn.copy_records_to_table(
-            "pass_users", columns=list(USER_COLUMNS), records=users, timeout=timeout_s
-        )
+    if rebuild:
+        for table in ("observation_cells", "observation_users", "observation_user_totals"):
+            await conn.execute(DELETE_ALL.format(table=table), optimization_id, timeout=timeout_s)
+    return Staging(conn, optimization_id, rebuild, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -283,14 +320,12 @@ class PassWrite:
 
 async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
     """Replace the pass's buckets by the staged rows and move the watermark (module doc);
-    ``conn`` is in the transaction :func:`stage` ran in, which the caller commits."""
+    ``conn`` is in the transaction :func:`stage` ran in (with ``rebuild=w.rebuild``), which the
+    caller commits."""
     opt = w.optimization_id
     lo = [r[0] for r in w.ranges]
     hi = [r[1] for r in w.ranges]
     if w.rebuild or w.previous is None:
-        for table in ("observation_cells", "observation_users", "observation_user_totals"):
-            await conn.execute(DELETE_ALL.format(table=table), opt, timeout=timeout_s)
-        await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
         arms = await _user_totals(conn, ALL_TOTALS, opt, w.bool_metric, timeout_s)
     else:
         await conn.execute(PASS_DELTA, opt, lo, hi, timeout=timeout_s)

@@ -178,7 +178,7 @@ async def _pass(
         # First, so the snapshot predates this pass's own write transaction (its xid would
         # hold the snapshot's xmin down: events committed meanwhile would count as unseen).
         seen_below = await passes.snapshot_xmin(tenant)
-        await store.stage(app, timeout_s)
+        staging = await store.stage(app, optimization.id, rebuild=full, timeout_s=timeout_s)
         if full or previous is None:
             ranges = [(passes.EPOCH, floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
@@ -191,7 +191,7 @@ async def _pass(
             tenant, source, optimization, metric, ranges,
             frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=full,
         ):  # fmt: skip
-            await store.stage_rows(app, rows.cells, rows.users, timeout_s)
+            await staging.add(rows.cells, rows.users)
             chunks += 1
             exposures += n
         marker = await passes.marker(tenant, optimization.id, seen_after)

@@ -286,10 +286,27 @@ async def test_incremental_cells_equal_a_rebuild_and_the_twin(
     assert [r[5:] for r in rebuilt[0]] == pytest.approx([r[5:] for r in incremental[0]])
     assert [r[:3] for r in rebuilt[1]] == [r[:3] for r in incremental[1]]
     assert [r[3] for r in rebuilt[1]] == pytest.approx([r[3] for r in incremental[1]])
+    # A rebuild deletes the stored rows before it writes the new ones: dying before its commit
+    # leaves every row as it was.
+    await _crashing_pass(wh, org.id, optimization, metric, now, rebuild=True)
+    assert await _stored_rows(conn, mine) == rebuilt
+    await _assert_stored_match(conn, mine, expected)
+    # No foreign keys on the per-user rows (migration 0019): deleting the optimization still
+    # removes them, through its observation_state row.
+    await conn.execute("DELETE FROM optimizations WHERE id = $1", mine)
+    for table in ("observation_cells", "observation_users", "observation_user_totals"):
+        left = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE optimization_id = $1", mine)
+        assert left == 0, table
 
 
 async def _crashing_pass(
-    wh: Warehouse, organization_id: UUID, optimization: Any, metric: Any, as_of: datetime
+    wh: Warehouse,
+    organization_id: UUID,
+    optimization: Any,
+    metric: Any,
+    as_of: datetime,
+    *,
+    rebuild: bool = False,
 ) -> None:
     """A pass that dies after all its writes, before its commit (then the lock is released)."""
     real = cell_store.finish_pass
@@ -301,6 +318,8 @@ async def _crashing_pass(
     cell_store.finish_pass = finish_then_crash  # type: ignore[assignment]
     try:
         with pytest.raises(Crash):
-            await cells.extend(wh, organization_id, optimization, metric, as_of=as_of)
+            await cells.extend(
+                wh, organization_id, optimization, metric, as_of=as_of, rebuild=rebuild
+            )
     finally:
         cell_store.finish_pass = real  # type: ignore[assignment]
