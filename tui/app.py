@@ -33,8 +33,10 @@ class DashboardApp(App[None]):
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         super().__init__()
+        # A lost server shows within the connect timeout; a slow answer (the report document
+        # extends the reward's and each guardrail's cells first) is waited for a while longer.
         self.api = LeveredAPI(
-            api_url, token, transport=transport, timeout=httpx.Timeout(5.0, connect=2.0)
+            api_url, token, transport=transport, timeout=httpx.Timeout(20.0, connect=2.0)
         )
         self.refresh_seconds = refresh_seconds
         self.clock = clock  # what the status line calls "now" (fixed in snapshot tests)

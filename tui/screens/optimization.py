@@ -1,5 +1,10 @@
-"""One optimization: model state, traffic over variants, expected reward, factor importance,
-holdout comparison and reward over time — whatever the server can tell so far."""
+"""One optimization: progress to a decision, traffic over variants, expected reward, daily
+reward-rate and lift charts, guardrails, a breakdown by a context factor, factor importance,
+the holdout comparison and model state — whatever the server can tell so far.
+
+Each refresh asks for the report document (results, guardrails, progress and lift history
+computed together, so the panels agree) and, only when a context or a dimension is chosen,
+the results for that view as well."""
 
 from __future__ import annotations
 
@@ -11,10 +16,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Sparkline, Static
+from textual.widgets import Footer, Header, Static
 
 from levered.errors import LeveredError, NotFound
 from tui.widgets.bars import bar
+from tui.widgets.dimensions_panel import DimensionsPanel
+from tui.widgets.figures import variant_labels
+from tui.widgets.guardrails_panel import GuardrailsPanel
+from tui.widgets.history_charts import HistoryCharts
+from tui.widgets.progress_panel import ProgressPanel
 from tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -185,6 +195,7 @@ class OptimizationScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "back", "Back"),
         Binding("c", "next_context", "Context"),
+        Binding("d", "next_dimension", "Dimension"),
     ]
 
     def __init__(self, optimization_id: str) -> None:
@@ -192,20 +203,32 @@ class OptimizationScreen(Screen[None]):
         self.optimization_id = optimization_id
         self.contexts: list[dict[str, Any] | None] = [None]
         self.context_index = 0
+        self.dimensions: list[str] = []
+        self.dimension_index = 0
+        """Into ``dimensions`` followed by "off": the first context factor is shown at once."""
 
     @property
     def dashboard(self) -> Dashboard:
         return cast("Dashboard", self.app)
 
+    @property
+    def dimension(self) -> str | None:
+        choices = [*self.dimensions, None]
+        return choices[self.dimension_index % len(choices)]
+
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll():
             yield Static("loading…", id="summary")
+            yield Static("Progress", classes="section")
+            yield ProgressPanel("", id="progress")
             yield Static("Traffic distribution and expected reward", classes="section")
             yield Static("", id="traffic")
-            yield Static("Reward rate over time", classes="section")
-            yield Sparkline([], id="series")
-            yield Static("", id="series-note")
+            yield HistoryCharts(id="history")
+            yield Static("Guardrails", classes="section")
+            yield GuardrailsPanel("", id="guardrails")
+            yield Static("Dimensions", classes="section")
+            yield DimensionsPanel("", id="dimensions")
             yield Static("Factor importance", classes="section")
             yield Static("", id="importance")
             yield Static("Holdout vs optimized", classes="section")
@@ -223,40 +246,53 @@ class OptimizationScreen(Screen[None]):
     async def refresh_data(self) -> None:
         api = self.dashboard.api
         status = self.query_one(StatusLine)
+        path = f"/api/v2/optimizations/{self.optimization_id}"
         try:
-            optimization = await api.get(f"/api/v2/optimizations/{self.optimization_id}")
+            optimization = await api.get(path)
+            self.contexts = context_choices(optimization)
+            self.dimensions = [f["name"] for f in optimization.get("context_factors", [])]
+            context = self.contexts[self.context_index % len(self.contexts)]
             try:
-                self.contexts = context_choices(optimization)
-                context = self.contexts[self.context_index % len(self.contexts)]
-                params = {"context": msgspec.json.encode(context).decode()} if context else None
-                results: dict[str, Any] | None = await api.get(
-                    f"/api/v2/optimizations/{self.optimization_id}/results", params
+                report: dict[str, Any] | None = await api.get(
+                    f"{path}/report-data", {"limit": TOP_VARIANTS}
                 )
+                results = (report or {}).get("results")
+                if context or self.dimension:
+                    params = {"dimension": self.dimension, "limit": TOP_VARIANTS}
+                    if context:
+                        params["context"] = msgspec.json.encode(context).decode()
+                    results = await api.get(f"{path}/results", params)
             except NotFound:
-                results = None
+                report = results = None
         except LeveredError as exc:
             status.fail(exc.message)
             return
+        self.show(optimization, report or {}, results)
+        status.ok(self.dashboard.clock())
+
+    def show(
+        self, optimization: dict[str, Any], report: dict[str, Any], results: dict[str, Any] | None
+    ) -> None:
+        """Fill every panel from one refresh's documents (``report`` empty when none)."""
         self.title = optimization["name"]
-        self.sub_title = f"{optimization['status']} · {optimization['model_type']}"
+        self.sub_title = f"{report.get('status') or optimization['status']} · "
+        self.sub_title += optimization["model_type"]
+        labels = variant_labels(results)
+        reward_type = (results or {}).get("reward_type")
         self.query_one("#summary", Static).update(describe(optimization))
+        self.query_one(ProgressPanel).show(report.get("progress"), labels)
         label = context_label((results or {}).get("context"))
         self.query_one("#traffic", Static).update(
             f"[i]{label}[/i] (c: next context)\n" + traffic(results, self.size.width)
         )
+        self.query_one(HistoryCharts).show(results, report.get("lift_history"), labels)
+        self.query_one(GuardrailsPanel).show(report.get("guardrails"))
+        self.query_one(DimensionsPanel).show(
+            (results or {}).get("dimension"), self.dimensions, labels, reward_type
+        )
         self.query_one("#importance", Static).update(importance(results))
         self.query_one("#holdout", Static).update(holdout(results))
         self.query_one("#model", Static).update(model_state(results))
-        series = [float(day.get("rate") or 0) for day in (results or {}).get("time_series", [])]
-        sparkline = self.query_one("#series", Sparkline)
-        sparkline.data = series
-        sparkline.display = len(series) >= 2
-        self.query_one("#series-note", Static).update(
-            ""
-            if len(series) >= 2
-            else f"{len(series)} day(s) of data so far: the daily rate appears from day two."
-        )
-        status.ok(self.dashboard.clock())
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -269,4 +305,13 @@ class OptimizationScreen(Screen[None]):
         self.context_index = (self.context_index + 1) % len(self.contexts)
         context = self.contexts[self.context_index]
         self.notify(f"context: {context_label(context)}")
+        self.refresh_data()
+
+    def action_next_dimension(self) -> None:
+        """Cycle the breakdown: each context factor in turn, then off (one request fewer)."""
+        if not self.dimensions:
+            self.notify("no context factors to break the results down by")
+            return
+        self.dimension_index = (self.dimension_index + 1) % (len(self.dimensions) + 1)
+        self.notify(f"dimension: {self.dimension or 'off'}")
         self.refresh_data()
