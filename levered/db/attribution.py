@@ -36,12 +36,14 @@ from typing import Any, Final, Literal
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from levered.db import Connection, sandbox
 from levered.db.errors import translate
 from levered.errors import Conflict
+from levered.schemas.metrics import Outcome
 
-RewardType = Literal["bool", "numeric"]
+RewardType = Literal["bool", "numeric", "weighted"]
 
 DEFAULT_TIMEOUT_S: Final = 300.0
 """Statement timeout of one attribution query (training reads the whole history)."""
@@ -58,6 +60,27 @@ class MetricSpec:
     timestamp_col: str
     value_col: str | None
     reward_type: RewardType
+    outcomes: tuple[Outcome, ...] = ()
+    """Weighted metrics: the outcomes, in declared order (the order of ``outcome_counts``)."""
+    name_col: str | None = None
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(o.weight for o in self.outcomes)
+
+
+def metric_spec(row: asyncpg.Record) -> MetricSpec:
+    """A :class:`MetricSpec` from a row with the metrics table's columns."""
+    outcomes = row["outcomes"]
+    return MetricSpec(
+        sql=row["sql"],
+        anonymous_id_col=row["anonymous_id_col"],
+        timestamp_col=row["timestamp_col"],
+        value_col=row["value_col"],
+        reward_type=row["reward_type"],
+        outcomes=() if outcomes is None else tuple(msgspec.convert(outcomes, list[Outcome])),
+        name_col=row["name_col"],
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +96,8 @@ class OptimizationSpec:
 
 SELECT_TARGET: Final = """
 SELECT o.id, o.attribution, o.context_factors, o.training_window,
-       mt.sql, mt.anonymous_id_col, mt.timestamp_col, mt.value_col, mt.reward_type
+       mt.sql, mt.anonymous_id_col, mt.timestamp_col, mt.value_col, mt.reward_type,
+       mt.outcomes, mt.name_col
 FROM optimizations AS o
 LEFT JOIN metrics AS mt ON mt.id = o.reward_metric_id AND mt.organization_id = o.organization_id
 WHERE o.organization_id = $1 AND o.id = $2
@@ -95,14 +119,7 @@ async def find_target(
     )
     if row["sql"] is None:
         return optimization, None
-    metric = MetricSpec(
-        sql=row["sql"],
-        anonymous_id_col=row["anonymous_id_col"],
-        timestamp_col=row["timestamp_col"],
-        value_col=row["value_col"],
-        reward_type=row["reward_type"],
-    )
-    return optimization, metric
+    return optimization, metric_spec(row)
 
 
 # -- the attribution CTEs ---------------------------------------------------------------------
@@ -115,7 +132,8 @@ CREDITED: Final = """reward_rows AS (
     WHERE r."timestamp" <= $4{restriction}
 ),
 credited AS (
-    SELECT e.exposure, count(*) AS credited_rows, sum(r.value) AS value_sum
+    SELECT e.exposure, count(*) AS credited_rows, sum(r.value) AS value_sum,
+           max(r.value) AS value_max
     FROM reward_rows AS r
     CROSS JOIN LATERAL (
         SELECT x.ctid AS exposure
@@ -131,6 +149,8 @@ credited AS (
 )"""
 """Shared CTEs. Parameters: $1 the window start (``@start_date``; the normalized rows drop
 rewards before it), $2 optimization id, $3 window in seconds, $4 as-of time.
+``value_max`` is a weighted metric's reward: its rows' values are outcome weights, and an
+exposure's outcome is the highest-weight one among its credited rows (docs/attribution.md).
 ``r.ts - window ≤ x.timestamp ≤ r.ts`` is the window condition rearranged so the index range
 scan can use it; the latest exposure at or before the reward is the only candidate, because
 if it is outside the window every earlier one is too."""
@@ -190,7 +210,7 @@ LIMIT $4 OFFSET $5
 """Matured exposures, newest first; ``ctid`` breaks ties so pages never overlap."""
 
 PAGE_CREDITS: Final = """WITH {credited}
-SELECT exposure, credited_rows, value_sum
+SELECT exposure, credited_rows, value_sum, value_max
 FROM credited
 WHERE exposure = ANY($6::tid[])"""
 """Credits of one page's exposures: only the page's users' reward rows ($5), only from the
@@ -276,6 +296,8 @@ async def observation_page(
             reward = 0.0
         elif reward_type == "bool":
             reward = 1.0
+        elif reward_type == "weighted":
+            reward = float(credit["value_max"])
         else:
             reward = float(credit["value_sum"])
         rows.append(

@@ -14,6 +14,7 @@ the same whichever pass computes them, which is what makes replacing buckets exa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -25,6 +26,7 @@ from levered.db import Connection
 from levered.db.attribution import (
     BEGINNING,
     OptimizationSpec,
+    RewardType,
     credited_ctes,
     fetch_metric_query,
 )
@@ -43,7 +45,8 @@ observations AS (
            date_bin('1 hour', x."timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
            CASE WHEN c.exposure IS NULL THEN 0::float8
                 WHEN $5 THEN 1::float8
-                ELSE c.value_sum END AS reward
+                ELSE c.{value} END AS reward,
+           c.exposure IS NOT NULL AS credited
     FROM warehouse.exposures AS x
     LEFT JOIN credited AS c ON c.exposure = x.ctid
     WHERE x.optimization_id = $2
@@ -53,17 +56,18 @@ partial AS (
     SELECT GROUPING(anonymous_id) = 0 AS per_user,
            bucket, variant_number, holdout, context, anonymous_id,
            count(*) AS n, sum(reward) AS reward_sum, sum(reward * reward) AS reward_sumsq,
-           CASE WHEN $5 THEN max(reward) ELSE sum(reward) END AS outcome
+           CASE WHEN $5 THEN max(reward) ELSE sum(reward) END AS outcome{partial_counts}
     FROM observations
     GROUP BY GROUPING SETS ((bucket, variant_number, holdout, context),
                             (bucket, holdout, anonymous_id))
 )
 SELECT 'user' AS kind, bucket, NULL::integer AS variant_number, holdout, NULL::jsonb AS context,
-       anonymous_id, n, outcome AS reward_sum, NULL::float8 AS reward_sumsq
+       anonymous_id, n, outcome AS reward_sum, NULL::float8 AS reward_sumsq,
+       NULL::bigint[] AS outcome_counts
 FROM partial WHERE per_user
 UNION ALL
 SELECT 'cell', bucket, variant_number, holdout, cell_context, NULL, sum(n)::bigint,
-       sum(reward_sum), sum(reward_sumsq)
+       sum(reward_sum), sum(reward_sumsq), {counts}
 FROM (
     SELECT p.*,
            (SELECT coalesce(jsonb_object_agg(k.name, p.context -> k.name), '{{}}'::jsonb)
@@ -81,6 +85,32 @@ $6 the context factor names (a cell keeps only those keys, restricted once per r
 group). ``kind = 'user'`` rows: per (bucket, holdout, user), ``n`` matured exposures and their
 outcome in ``reward_sum`` (1 if any was credited, or the credited sum), in the order of
 ``observation_users``' key (a rebuild appends them to it as they come)."""
+
+
+def chunk_sql(rows_sql: str, weights: Sequence[float]) -> str:
+    """:data:`CHUNK` for a metric. ``weights``: a weighted metric's outcome weights in declared
+    order (empty for bool and numeric metrics). A weighted metric's exposure reward is
+    ``value_max``, the weight of its highest-weight credited outcome (``value_sum`` otherwise),
+    and its cells count their exposures per declared outcome (``outcome_counts``) by that
+    weight: the service keeps weights distinct, and ``credited`` tells an outcome of weight 0
+    from failure."""
+    if not weights:
+        return CHUNK.format(
+            credited=credited_ctes(rows_sql),
+            value="value_sum",
+            partial_counts="",
+            counts="NULL::bigint[]",
+        )
+    partial = "".join(
+        f",\n           count(*) FILTER (WHERE credited AND reward = "
+        f"'{float(w)!r}'::float8) AS o{i}"
+        for i, w in enumerate(weights)
+    )
+    counts = "ARRAY[" + ", ".join(f"sum(o{i})::bigint" for i in range(len(weights))) + "]"
+    return CHUNK.format(
+        credited=credited_ctes(rows_sql), value="value_max", partial_counts=partial, counts=counts
+    )
+
 
 HISTOGRAM: Final = """
 SELECT b.bucket, c.n
@@ -172,7 +202,8 @@ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 @dataclass(frozen=True)
 class ChunkRows:
     """What one chunk statement returned: rows for ``observation_cells`` and
-    ``observation_users`` (tuples in those tables' column order, minus the optimization id)."""
+    ``observation_users`` (tuples in those tables' column order, minus the optimization id;
+    a cell's last element is its ``outcome_counts``, None unless the metric is weighted)."""
 
     cells: list[tuple[Any, ...]]
     users: list[tuple[Any, ...]]
@@ -234,7 +265,7 @@ async def pending(
 async def chunk(
     tenant: Connection,
     rows_sql: str,
-    bool_metric: bool,
+    reward_type: RewardType,
     optimization: OptimizationSpec,
     *,
     lo: datetime,
@@ -243,6 +274,7 @@ async def chunk(
     as_of: datetime,
     timeout_s: float,
     rows_params: tuple[Any, ...] = (),
+    weights: Sequence[float] = (),
 ) -> ChunkRows:
     """Attribute the matured exposures of buckets ``[lo, hi)`` (module doc, :data:`CHUNK`).
 
@@ -250,7 +282,7 @@ async def chunk(
     that reads them (a connected warehouse's rows, bound as arrays)."""
     window = timedelta(hours=optimization.conversion_window_hours)
     newest_reward = min(hi + window, as_of)
-    sql = CHUNK.format(credited=credited_ctes(rows_sql))
+    sql = chunk_sql(rows_sql, weights if reward_type == "weighted" else ())
     rows: list[asyncpg.Record] = await fetch_metric_query(
         tenant,
         sql,
@@ -258,7 +290,7 @@ async def chunk(
         optimization.id,
         window.total_seconds(),
         newest_reward,
-        bool_metric,
+        reward_type == "bool",
         list(optimization.context_factors),
         hi,
         frontier,
@@ -278,6 +310,7 @@ async def chunk(
                     row["n"],
                     row["reward_sum"],
                     row["reward_sumsq"],
+                    row["outcome_counts"],
                 )
             )
         else:

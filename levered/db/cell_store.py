@@ -51,7 +51,8 @@ CREATE TEMP TABLE pass_users (bucket timestamptz, holdout boolean, anonymous_id 
                               outcome double precision) ON COMMIT DROP;
 CREATE TEMP TABLE pass_cells (bucket timestamptz, variant_number integer, holdout boolean,
                               context jsonb, exposures bigint, reward_sum double precision,
-                              reward_sumsq double precision) ON COMMIT DROP
+                              reward_sumsq double precision, outcome_counts bigint[])
+    ON COMMIT DROP
 """
 """A pass's new rows, staged chunk by chunk (memory stays one chunk) until its final write."""
 
@@ -64,6 +65,7 @@ CELL_COLUMNS: Final = (
     "exposures",
     "reward_sum",
     "reward_sumsq",
+    "outcome_counts",
 )
 
 PASS_DELTA: Final = """
@@ -159,8 +161,9 @@ ORDER BY bucket, holdout, anonymous_id
 inserts across the buckets of a chunk."""
 INSERT_CELLS: Final = """
 INSERT INTO observation_cells (optimization_id, bucket, variant_number, holdout, context,
-                               exposures, reward_sum, reward_sumsq)
-SELECT $1, bucket, variant_number, holdout, context, exposures, reward_sum, reward_sumsq
+                               exposures, reward_sum, reward_sumsq, outcome_counts)
+SELECT $1, bucket, variant_number, holdout, context, exposures, reward_sum, reward_sumsq,
+       outcome_counts
 FROM pass_cells
 """
 
@@ -196,6 +199,17 @@ ORDER BY holdout, variant_number
 """
 """Cells summed over buckets from $2 on; with a half-life $4 (seconds), each bucket weighted by
 0.5^(age at $3 of its middle / half-life). ``exposures`` stays the unweighted count."""
+
+READ_OUTCOMES: Final = """
+SELECT c.variant_number, o.position::integer AS position, sum(o.n)::bigint AS n
+FROM observation_cells AS c
+CROSS JOIN LATERAL unnest(c.outcome_counts) WITH ORDINALITY AS o(n, position)
+WHERE c.optimization_id = $1 AND c.bucket >= $2
+GROUP BY 1, 2 ORDER BY 1, 2
+"""
+"""A weighted metric's exposures per variant (holdout included, as in ``exposures``) and
+declared outcome (1-based position), over buckets from $2 on: the outcome mix of results.
+Not decayed: counts of what happened."""
 
 READ_DAYS: Final = """
 SELECT (bucket AT TIME ZONE 'UTC')::date AS day, variant_number, holdout,
@@ -396,6 +410,19 @@ async def read_cells(
 ) -> list[Any]:
     """Cells per (variant, context, holdout), summed over buckets from ``start`` (decayed)."""
     return await conn.fetch(READ_CELLS, optimization_id, start, as_of, half_life_s)
+
+
+async def read_outcomes(
+    conn: Connection, optimization_id: UUID, *, start: datetime
+) -> dict[int, list[int]]:
+    """:data:`READ_OUTCOMES` as ``{variant_number: [exposures per declared outcome]}`` (empty
+    without weighted cells)."""
+    out: dict[int, list[int]] = {}
+    for row in await conn.fetch(READ_OUTCOMES, optimization_id, start):
+        counts = out.setdefault(row["variant_number"], [])
+        counts.extend([0] * (row["position"] - len(counts)))
+        counts[row["position"] - 1] = int(row["n"])
+    return out
 
 
 async def read_days(conn: Connection, optimization_id: UUID) -> list[Any]:

@@ -20,7 +20,7 @@ fall in the windows it attributes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -208,11 +208,14 @@ def rows_sql(
     *,
     bool_metric: bool,
     value_is_boolean: bool,
+    weights: Callable[[str | None], str] | None = None,
 ) -> str:
     """The metric (``@start_date`` already bound to ``$1``) as normalized rows in ``[$1, $2]``.
 
     The managed warehouse turns a value column into a number with its own function; here the
-    column's type, described first, picks the cast (a boolean is 1 or 0).
+    column's type, described first, picks the cast (a boolean is 1 or 0). ``weights``: a
+    weighted metric's outcome weight given that number (None without a value column); rows
+    it gives NULL (no outcome) are dropped.
     """
     q = sandbox.quote_ident
     anon, ts = q(anonymous_id_col), q(timestamp_col)
@@ -222,20 +225,24 @@ def rows_sql(
         f"m.{ts}::timestamptz >= $1",
         f"m.{ts}::timestamptz <= $2",
     ]
-    if value_col is None:
-        value = "1::double precision"
-    else:
+    number = None
+    if value_col is not None:
         column = f"m.{q(value_col)}"
         number = (
             f"(CASE WHEN {column} THEN 1 ELSE 0 END)::double precision"
             if value_is_boolean
             else f"coalesce({column}::double precision, 0)"
         )
-        if bool_metric:
-            value = "1::double precision"
-            where.append(f"{number} > 0")
-        else:
-            value = number
+    if weights is not None:
+        value = weights(number)
+        where.append(f"{value} IS NOT NULL")
+    elif number is None:
+        value = "1::double precision"
+    elif bool_metric:
+        value = "1::double precision"
+        where.append(f"{number} > 0")
+    else:
+        value = number
     return (
         f'SELECT m.{anon}::text AS anonymous_id, m.{ts}::timestamptz AS "timestamp", '
         f"{value} AS value\nFROM (\n{bound_sql}\n) AS m\nWHERE {' AND '.join(where)}"

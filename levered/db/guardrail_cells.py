@@ -16,10 +16,11 @@ from typing import Any, Final
 from uuid import UUID
 
 from levered.db import Connection
-from levered.db.attribution import Arm, MetricSpec
+from levered.db.attribution import Arm, MetricSpec, metric_spec
 
 SELECT_METRICS: Final = """
-SELECT id, name, sql, anonymous_id_col, timestamp_col, value_col, reward_type
+SELECT id, name, sql, anonymous_id_col, timestamp_col, value_col, reward_type, outcomes,
+       name_col
 FROM metrics WHERE organization_id = $1 AND id = ANY($2::uuid[])
 """
 
@@ -114,20 +115,7 @@ async def metrics(
 ) -> dict[UUID, NamedMetric]:
     """The organization's metrics among ``metric_ids`` (others are simply absent)."""
     rows = await conn.fetch(SELECT_METRICS, organization_id, list(metric_ids))
-    return {
-        row["id"]: NamedMetric(
-            row["id"],
-            row["name"],
-            MetricSpec(
-                sql=row["sql"],
-                anonymous_id_col=row["anonymous_id_col"],
-                timestamp_col=row["timestamp_col"],
-                value_col=row["value_col"],
-                reward_type=row["reward_type"],
-            ),
-        )
-        for row in rows
-    }
+    return {row["id"]: NamedMetric(row["id"], row["name"], metric_spec(row)) for row in rows}
 
 
 async def load_state(
@@ -204,13 +192,14 @@ async def add_rows(
     users: Sequence[tuple[Any, ...]],
     timeout_s: float,
 ) -> None:
-    """One chunk's rows (:class:`levered.db.cell_passes.ChunkRows`; cells' context dropped)."""
+    """One chunk's rows (:class:`levered.db.cell_passes.ChunkRows`; cells' context and outcome
+    counts dropped: a guardrail is judged on its reward, not its outcome mix)."""
     key = (optimization_id, metric_id)
     if cells:
         await conn.copy_records_to_table(
             "guardrail_cells",
             columns=list(CELL_COLUMNS),
-            records=[(*key, b, v, h, n, r, rr) for b, v, h, _context, n, r, rr in cells],
+            records=[(*key, b, v, h, n, r, rr) for b, v, h, _context, n, r, rr, _ in cells],
             timeout=timeout_s,
         )
     if users:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
@@ -10,13 +10,14 @@ import asyncpg
 from levered.db import Connection
 
 _COLUMNS: Final = (
-    "id, name, sql, anonymous_id_col, timestamp_col, value_col, reward_type, created_at, updated_at"
+    "id, name, sql, anonymous_id_col, timestamp_col, value_col, reward_type, created_at, "
+    "updated_at, outcomes, name_col"
 )
 
 INSERT_METRIC: Final = f"""
 INSERT INTO metrics (organization_id, name, sql, anonymous_id_col, timestamp_col, value_col,
-                     reward_type)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     reward_type, outcomes, name_col)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING {_COLUMNS}
 """
 LIST_METRICS: Final = f"""
@@ -43,6 +44,8 @@ async def insert_metric(
     timestamp_col: str,
     value_col: str | None,
     reward_type: str,
+    outcomes: list[dict[str, Any]] | None = None,
+    name_col: str | None = None,
 ) -> asyncpg.Record:
     record = await conn.fetchrow(
         INSERT_METRIC,
@@ -53,6 +56,8 @@ async def insert_metric(
         timestamp_col,
         value_col,
         reward_type,
+        outcomes,
+        name_col,
     )
     assert record is not None
     return record

@@ -22,6 +22,18 @@ class Spread(msgspec.Struct, frozen=True):
     q3: float
 
 
+class OutcomeShare(msgspec.Struct, frozen=True):
+    """One outcome of a weighted metric in a variant's matured exposures."""
+
+    key: str
+    """A declared outcome's key, or `failure` (no credited row matched an outcome)."""
+    weight: float
+    exposures: int
+    """Exposures whose outcome this is (their highest-weight credited outcome)."""
+    share: float | None
+    """exposures / the variant's exposures; null without exposures."""
+
+
 class VariantResult(msgspec.Struct, frozen=True):
     number: int
     variant: dict[str, Level]
@@ -31,13 +43,15 @@ class VariantResult(msgspec.Struct, frozen=True):
     conversions: int | None
     """Bool metrics: observations credited a reward. Null for numeric metrics."""
     reward_sum: float | None
-    """Numeric metrics: Σ reward. Null for bool metrics."""
+    """Numeric metrics: Σ reward; weighted metrics: Σ outcome weight. Null for bool metrics."""
     rate: float | None
     """conversions (or reward_sum) / exposures; null without exposures."""
     expected_reward: Interval | None
     prob_best: float | None
     weight: float | None
     """prob_best × (1 − holdout); null until trained."""
+    outcomes: list[OutcomeShare] | None = None
+    """Weighted metrics: the outcome mix of the exposures, declared outcomes then `failure`."""
 
 
 class MeasuredLift(msgspec.Struct, frozen=True):

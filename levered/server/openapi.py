@@ -384,18 +384,19 @@ def _business_rules(schemas: dict[str, Schema]) -> None:
     """Rules a service checks that a schema can state (the Structs leave them to the service,
     which explains them better than a decoder would)."""
     schemas["OptimizationCreate"]["properties"]["design_factors"]["minItems"] = 1
-    schemas["MetricCreate"].update(
+    schemas["MetricCreate"]["allOf"] = [
         {
             "if": {
-                "properties": {"reward_type": {"const": "numeric"}},
+                "properties": {"reward_type": {"const": reward_type}},
                 "required": ["reward_type"],
             },
-            "then": {
-                "properties": {"value_col": {"type": "string"}},
-                "required": ["value_col"],
-            },
+            "then": {"properties": {field: {"type": kind}}, "required": [field]},
         }
-    )
+        for reward_type, field, kind in (
+            ("numeric", "value_col", "string"),
+            ("weighted", "outcomes", "array"),
+        )
+    ]
 
 
 def _json_parameter(parameter: Schema) -> None:

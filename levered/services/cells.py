@@ -81,6 +81,11 @@ def fingerprint(optimization: OptimizationSpec, metric: MetricSpec, source: str 
         "context_factors": list(optimization.context_factors),
         "bucket_s": passes.BUCKET.total_seconds(),
         **({} if source == "managed" else {"source": source}),
+        **(
+            {}
+            if not metric.outcomes
+            else {"outcomes": msgspec.to_builtins(metric.outcomes), "name_col": metric.name_col}
+        ),
     }
     return hashlib.sha256(msgspec.json.encode(spec)).hexdigest()[:32]
 
@@ -239,7 +244,6 @@ async def attributed_chunks(
     from ``source``: the chunk's rows and its matured exposures. One loop for the cells, the
     guardrails' cells and a from-scratch attribution as of a past time."""
     window = timedelta(hours=optimization.conversion_window_hours)
-    bool_metric = metric.reward_type == "bool"
     for lo, hi in ranges:
         found = await chunks_of(
             tenant, optimization.id, lo, hi, frontier, at_least_one=at_least_one
@@ -251,7 +255,7 @@ async def attributed_chunks(
             rows = await passes.chunk(
                 tenant,
                 source.rows_sql,
-                bool_metric,
+                metric.reward_type,
                 optimization,
                 lo=chunk_lo,
                 hi=chunk_hi,
@@ -259,6 +263,7 @@ async def attributed_chunks(
                 as_of=as_of,
                 timeout_s=timeout_s,
                 rows_params=rows_params,
+                weights=metric.weights,
             )
             yield rows, n
 

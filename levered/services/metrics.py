@@ -13,7 +13,8 @@ Normalized rows (:func:`metric_rows_sql`)
     ``anonymous_id text, timestamp timestamptz, value double precision``, with rows before
     ``$1`` and rows without an id or timestamp dropped. ``value`` is 1 for a ``bool`` metric
     (any row is a conversion; with a value column, only rows whose value is true or > 0 are
-    kept) and the value (NULL → 0) for a ``numeric`` one.
+    kept), the value (NULL → 0) for a ``numeric`` one, and the weight of the matched outcome
+    for a ``weighted`` one (rows matching no outcome dropped: :mod:`levered.services.outcomes`).
 
 Deleting
     ``optimizations.reward_metric_id`` references the metric with ``ON DELETE RESTRICT``, and an
@@ -25,11 +26,13 @@ Deleting
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from levered.db import connected_postgres, sandbox
 from levered.db import metrics as db
@@ -43,7 +46,9 @@ from levered.schemas.metrics import (
     MetricPreview,
     MetricResponse,
     MetricRow,
+    Outcome,
 )
+from levered.services import outcomes
 from levered.services.warehouse import Reader, Warehouse
 
 START_DATE: Final = re.compile(r"@start_date\b", re.IGNORECASE)
@@ -91,6 +96,10 @@ class MetricDefinition(Protocol):
     def value_col(self) -> str | None: ...
     @property
     def reward_type(self) -> str | None: ...
+    @property
+    def outcomes(self) -> Sequence[Outcome] | None: ...
+    @property
+    def name_col(self) -> str | None: ...
 
 
 def bind_start_date(sql: str) -> str:
@@ -113,7 +122,16 @@ def metric_rows_sql(metric: MetricDefinition, start_date: datetime) -> tuple[str
     q = sandbox.quote_ident
     anon, ts = q(metric.anonymous_id_col), q(metric.timestamp_col)
     where = [f"m.{anon} IS NOT NULL", f"m.{ts} IS NOT NULL", f"m.{ts}::timestamptz >= $1"]
-    if metric.value_col is None:
+    if metric.outcomes:
+        value = outcomes.weight_sql(
+            metric.outcomes,
+            None if metric.name_col is None else f"m.{q(metric.name_col)}::text",
+            None
+            if metric.value_col is None
+            else f"warehouse.reward_value(m.{q(metric.value_col)})",
+        )
+        where.append(f"{value} IS NOT NULL")
+    elif metric.value_col is None:
         value = "1::double precision"
     else:
         number = f"warehouse.reward_value(m.{q(metric.value_col)})"
@@ -149,6 +167,15 @@ def connected_rows_sql(metric: MetricDefinition, columns: list[sandbox.Column]) 
     boolean = metric.value_col is not None and any(
         c.name == metric.value_col and c.type_oid == BOOL_OID for c in columns
     )
+    declared = metric.outcomes
+    name_col = metric.name_col
+    weights = None
+    if declared:
+
+        def weights(number: str | None) -> str:
+            name = None if name_col is None else f"m.{sandbox.quote_ident(name_col)}::text"
+            return outcomes.weight_sql(declared, name, number)
+
     return connected_postgres.rows_sql(
         bind_start_date(metric.sql),
         metric.anonymous_id_col,
@@ -156,6 +183,7 @@ def connected_rows_sql(metric: MetricDefinition, columns: list[sandbox.Column]) 
         metric.value_col,
         bool_metric=reward_type_of(metric) == "bool",
         value_is_boolean=boolean,
+        weights=weights,
     )
 
 
@@ -172,17 +200,23 @@ async def metric_columns(reader: Reader, metric: MetricDefinition) -> list[sandb
 def reward_type_of(metric: MetricDefinition) -> str:
     if metric.reward_type is not None:
         return metric.reward_type
+    if metric.outcomes:
+        return "weighted"
     return "bool" if metric.value_col is None else "numeric"
 
 
 def _metric(record: asyncpg.Record) -> dict[str, Any]:
-    return {name: record[name] for name in Metric.__struct_fields__}
+    fields = {name: record[name] for name in Metric.__struct_fields__}
+    if fields["outcomes"] is not None:
+        fields["outcomes"] = msgspec.convert(fields["outcomes"], list[Outcome])
+    return fields
 
 
 async def create_metric(
     wh: Warehouse, organization_id: UUID, data: MetricCreate, meta: ResponseMeta
 ) -> MetricResponse:
     """Check the SQL by running it (dry run, as the organization), then store the metric."""
+    outcomes.check(data)
     reward_type = reward_type_of(data)
     if reward_type == "numeric" and data.value_col is None:
         raise ValidationError(
@@ -223,6 +257,8 @@ async def create_metric(
             data.timestamp_col,
             data.value_col,
             reward_type,
+            None if data.outcomes is None else msgspec.to_builtins(data.outcomes),
+            data.name_col,
         )
     return MetricResponse(**_metric(record), meta=meta)
 
@@ -236,6 +272,8 @@ def _check_columns(columns: list[sandbox.Column], data: MetricCreate) -> None:
     ]
     if data.value_col is not None:
         wanted.append(("value_col", data.value_col, VALUE_TYPES, "a number or a boolean"))
+    if data.name_col is not None:
+        wanted.append(("name_col", data.name_col, ID_TYPES, "text or varchar"))
     for field, name, allowed, expected in wanted:
         matches = [c for c in columns if c.name == name]
         if not matches:
@@ -262,7 +300,7 @@ def _check_columns(columns: list[sandbox.Column], data: MetricCreate) -> None:
                 name,
                 f"has type {column.type}, expected {expected} "
                 f"(cast it in the SQL, e.g. {name}::text)"
-                if field == "anonymous_id_col"
+                if field in ("anonymous_id_col", "name_col")
                 else f"has type {column.type}, expected {expected}",
                 names,
             )

@@ -11,8 +11,9 @@ docs/attribution.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
@@ -27,6 +28,7 @@ from levered.db import cell_store
 from levered.db.attribution import Arm, Days, MetricSpec, OptimizationSpec, RewardType
 from levered.errors import Conflict, NotFound
 from levered.schemas.common import ResponseMeta
+from levered.schemas.metrics import Outcome
 from levered.schemas.observations import Observation, ObservationPage
 from levered.services import cells as cells_service
 from levered.services import reward_source
@@ -65,6 +67,11 @@ class Attribution:
     """The newest ``received_at`` the stored cells have seen (late-data detection)."""
     seen_below: int | None = None
     """The xmin of the snapshot the cells were last extended in (late-data detection)."""
+    outcomes: tuple[Outcome, ...] = ()
+    """A weighted metric's outcomes (declared order)."""
+    outcome_counts: dict[int, list[int]] = field(default_factory=dict)
+    """A weighted metric: per variant number, its exposures (holdout included, like the cells)
+    per declared outcome; failure is the rest of the variant's exposures."""
 
 
 async def attribute(
@@ -91,6 +98,7 @@ async def attribute(
     cells: dict[tuple[Any, ...], list[Any]] = {}
     days: dict[tuple[Any, ...], list[float]] = {}
     users: dict[tuple[bool, str], float] = {}
+    mix: dict[int, list[int]] = {}
     async with (
         reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
         wh.exposures_session(organization_id) as tenant,
@@ -102,8 +110,11 @@ async def attribute(
             tenant, source, optimization, metric, [(lo, hi)],
             frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=True,
         ):  # fmt: skip
-            for bucket, variant, held, context, n, r, rr in rows.cells:
+            for bucket, variant, held, context, n, r, rr, counts in rows.cells:
                 _add(cells, (variant, _key(context), held), [context, n, r, rr])
+                if counts is not None:
+                    had = mix.get(variant, [0] * len(counts))
+                    mix[variant] = [a + b for a, b in zip(had, counts, strict=True)]
                 day = bucket.astimezone(UTC).date()
                 _add(days, (day, variant, held), [0, n, r, rr])
             for _, held, anonymous_id, outcome in rows.users:
@@ -120,16 +131,20 @@ async def attribute(
             [p["exposures"], 0, 0.0, 0.0],
         )
     arms = {held: _arm(o for (h, _), o in users.items() if h == held) for held in (False, True)}
-    return _assemble(
-        optimization,
-        metric.reward_type,
-        [(k[0], v[0], k[2], *v[1:]) for k, v in cells.items()],
-        days,
-        arms,
-        as_of,
-        start,
-        frontier,
-        None,
+    return dataclasses.replace(
+        _assemble(
+            optimization,
+            metric.reward_type,
+            [(k[0], v[0], k[2], *v[1:]) for k, v in cells.items()],
+            days,
+            arms,
+            as_of,
+            start,
+            frontier,
+            None,
+        ),
+        outcomes=metric.outcomes,
+        outcome_counts=mix,
     )
 
 
@@ -171,6 +186,11 @@ async def stored(
             app, optimization.id, start=start, as_of=state.as_of, half_life_s=half_life_s
         )
         day_rows = await cell_store.read_days(app, optimization.id)
+        mix = (
+            await cell_store.read_outcomes(app, optimization.id, start=start)
+            if metric.outcomes
+            else {}
+        )
     days: dict[tuple[Any, ...], list[float]] = {}
     for row in day_rows:
         _add(
@@ -195,18 +215,22 @@ async def stored(
         )
         for r in rows
     ]
-    return _assemble(
-        optimization,
-        metric.reward_type,
-        cells,
-        days,
-        {False: state.optimized, True: state.holdout},
-        state.as_of,
-        None if window["type"] != "days" else start,
-        state.frontier,
-        window,
-        state.marker,
-        state.seen_below,
+    return dataclasses.replace(
+        _assemble(
+            optimization,
+            metric.reward_type,
+            cells,
+            days,
+            {False: state.optimized, True: state.holdout},
+            state.as_of,
+            None if window["type"] != "days" else start,
+            state.frontier,
+            window,
+            state.marker,
+            state.seen_below,
+        ),
+        outcomes=metric.outcomes,
+        outcome_counts=mix,
     )
 
 

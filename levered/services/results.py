@@ -33,6 +33,7 @@ from levered.bandit import results as bandit_results
 from levered.db.attribution import Arm, find_target
 from levered.errors import Conflict
 from levered.schemas.common import ResponseMeta
+from levered.schemas.metrics import FAILURE
 from levered.schemas.results import (
     ContextImportance,
     DayArm,
@@ -43,6 +44,7 @@ from levered.schemas.results import (
     LevelEffect,
     MeasuredLift,
     Modeled,
+    OutcomeShare,
     PairImportance,
     Results,
     ResultsModel,
@@ -181,6 +183,21 @@ def _per_variant(
     )
 
 
+def _mix(att: Attribution, number: int, exposures: int) -> list[OutcomeShare]:
+    """A weighted metric's outcome mix of one variant: each declared outcome's exposures (from
+    the cells' per-outcome counts), then failure, the rest."""
+    counts = att.outcome_counts.get(number, [])
+    counts = counts + [0] * (len(att.outcomes) - len(counts))
+    failure = exposures - sum(counts)
+    return [
+        OutcomeShare(key, weight, n, n / exposures if exposures else None)
+        for key, weight, n in [
+            *((o.key, o.weight, c) for o, c in zip(att.outcomes, counts, strict=True)),
+            (FAILURE, 0.0, failure),
+        ]
+    ]
+
+
 def _assemble(
     s: models.Subject,
     att: Attribution | None,
@@ -211,6 +228,7 @@ def _assemble(
                 else models.interval(summary.expected_reward[i]),
                 prob_best=None if summary is None else float(summary.prob_best[i]),
                 weight=None if summary is None else float(summary.weight[i]),
+                outcomes=None if att is None or not att.outcomes else _mix(att, number, n),
             )
         )
     empty = Arm(0, 0.0, 0.0)

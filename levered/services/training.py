@@ -236,10 +236,13 @@ def _fit(target: Target, attribution: Attribution, seed: int, bias: Bias | None 
     """Fit, widen by the bias, and summarize (CPU work: runs on a worker thread)."""
     level_counts = [len(f.levels) for f in target.space.factors]
     cells = attribution.cells
+    # A weighted metric's reward is its outcome weight: the numeric (Gaussian) model fits the
+    # expected weighted reward (docs/warehouse.md, "Weighted outcomes").
+    model_reward = "bool" if attribution.reward_type == "bool" else "numeric"
     if target.model_type == "mab":
-        posterior = fit_mab(cells, level_counts, attribution.reward_type)
+        posterior = fit_mab(cells, level_counts, model_reward)
     else:
-        posterior = fit_cmab(cells, level_counts, attribution.reward_type)
+        posterior = fit_cmab(cells, level_counts, model_reward)
     if bias is not None:
         posterior = apply_bias(posterior, bias.per_factor)
     n, s, _ = cells.per_variant(target.space.size)
