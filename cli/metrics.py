@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from cyclopts import App, Parameter
 
-from cli.console import confirm, notice
+from cli.console import EXIT_USAGE, confirm, fail, notice
 from cli.flags import ApiUrlFlag, JsonFlag, YesFlag
 from cli.output import emit_json, emit_table
 from cli.session import call
 
 app = App(name="metrics", help="Define reward metrics: what counts as a successful outcome.")
+
+OUTCOMES_HELP = (
+    "JSON array of ≥ 2 mutually exclusive outcomes, making the metric weighted, e.g. "
+    '\'[{"key": "purchase", "weight": 1, "match": {"by": "name", "value": "purchase"}}, '
+    '{"key": "signup", "weight": 0.2, "match": {"by": "name", "value": "signup"}}]\' '
+    "(rows matching none are 'failure', weight 0; docs/warehouse.md)."
+)
 
 
 def _rows(metrics: list[dict[str, Any]]) -> list[list[Any]]:
@@ -59,6 +67,15 @@ def show(metric_id: str, *, api_url_flag: ApiUrlFlag = None, json: JsonFlag = Fa
         return
     emit_table(HEADERS, _rows([body]))
     notice(f"sql: {body['sql']}")
+    if body.get("outcomes"):
+        notice(f"name_col: {body.get('name_col')}")
+        emit_table(
+            ["outcome", "weight", "match by", "value"],
+            [
+                [o["key"], o["weight"], o["match"]["by"], o["match"]["value"]]
+                for o in body["outcomes"]
+            ],
+        )
 
 
 @app.command
@@ -71,7 +88,11 @@ def create(
     anonymous_id_col: Annotated[str, Parameter(help="Column identifying the user.")],
     timestamp_col: Annotated[str, Parameter(help="Column with the event time.")],
     value_col: Annotated[str | None, Parameter(help="Numeric reward column.")] = None,
-    reward_type: Literal["bool", "numeric"] | None = None,
+    reward_type: Literal["bool", "numeric", "weighted"] | None = None,
+    outcomes: Annotated[str | None, Parameter(help=OUTCOMES_HELP)] = None,
+    name_col: Annotated[
+        str | None, Parameter(help="Column that outcomes matched by name compare.")
+    ] = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -86,6 +107,13 @@ def create(
         body["value_col"] = value_col
     if reward_type is not None:
         body["reward_type"] = reward_type
+    if outcomes is not None:
+        try:
+            body["outcomes"] = msgspec.json.decode(outcomes)
+        except msgspec.DecodeError as exc:
+            fail(f"--outcomes is not valid JSON: {exc}", EXIT_USAGE)
+    if name_col is not None:
+        body["name_col"] = name_col
     created = call(lambda api: api.post("/api/v2/metrics", body), url_flag=api_url_flag)
     if json:
         emit_json(created)

@@ -464,6 +464,16 @@ def _print_results(body: dict[str, Any]) -> None:
             for v in body.get("variants", [])
         ],
     )
+    mixes = [v for v in body.get("variants", []) if v.get("outcomes")]
+    if mixes:  # a weighted metric: what each variant's exposures ended in
+        emit_table(
+            ["number", "outcome", "weight", "exposures", "share"],
+            [
+                [v["number"], o["key"], o["weight"], o["exposures"], o.get("share")]
+                for v in mixes
+                for o in v["outcomes"]
+            ],
+        )
     breakdown = body.get("dimension")
     if breakdown:
         emit_table(
