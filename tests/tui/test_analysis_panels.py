@@ -129,9 +129,9 @@ async def test_panels_show_the_api_numbers(
         users = f"{progress['optimized_users']:,} optimized / {progress['holdout_users']:,} holdout"
         assert users in shown
         assert progress["leader"] == 3 and "leader #3 c" in shown
-        assert f"prob_best {progress['leader_prob_best']:.3f} of 0.95" in shown
+        assert f"prob_best {progress['leader_prob_best']:.3f}, certain at 0.95" in shown
         assert progress["decided"] and "decided: the leader has reached" in shown
-        assert f"running since {progress['started_at'][:10]}" in shown
+        assert f"(since {progress['started_at'][:10]} UTC)" in shown
         arms = {a["number"]: a["exposures"] for a in progress["arms"]}
         assert f"#3 {arms[3]:,} (" in shown and f"#1 {arms[1]:,} (" in shown
 

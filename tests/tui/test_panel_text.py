@@ -80,15 +80,15 @@ def test_progress_estimate_and_the_untrained_state() -> None:
         "method": "z-scaling",
     }
     text = plain(progress_text(p, {2: "#2 Ship / Go"}, width=80))
-    assert "3.5 days running since 2026-12-01" in text
+    assert "day 4 (since 2026-12-01 UTC)" in text
     assert "2,700 optimized / 300 holdout users" in text
-    assert "leader #2 Ship / Go: prob_best 0.760 of 0.95" in text and "80%" in text
-    assert "~2.5 days (12,000 more observations at 4,800/day)" in text
+    assert "leader #2 Ship / Go: prob_best 0.760, certain at 0.95" in text and "80%" in text
+    assert "decision in ~2.5 days: 12,000 more observations at 4,800/day" in text
     assert "… " in text and all(len(line) <= 80 for line in text.splitlines())
     assert "z-scaling" in text
     untrained = p | {"leader": None, "expected_days_to_decision": None, "method": "not trained"}
     text = plain(progress_text(untrained, {}))
-    assert "none until the first training" in text and "unknown" in text
+    assert "none until the first training" in text and "no estimate yet" in text
     assert "No exposures yet" in progress_text(p | {"started_at": None}, {})
 
 

@@ -66,7 +66,7 @@ def dimensions_text(
         return f"Press d to break the results down by a context factor ({choices})."
     header = (
         f"[i]by {escape(breakdown['name'])}[/i] (d: next of {choices}, or off)  ·  "
-        f"{breakdown.get('values_total', 0):,} values  ·  rates per exposure, 95 % intervals"
+        f"{breakdown.get('values_total', 0):,} values  ·  per exposure, 95 % CI"
     )
     values = breakdown.get("values") or []
     if not values:

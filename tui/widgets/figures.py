@@ -22,15 +22,16 @@ def rate_interval(value: float | None, ci: Sequence[float] | None, reward_type: 
 
 
 def change(percent: float | None, ci: Sequence[float] | None = None) -> str:
-    """A relative change in percent, with its interval when there is one."""
+    """A relative change in percent, with its interval when there is one; ``n/a`` when the
+    server could not compute one (too few users or exposures, or a zero rate)."""
     if percent is None:
-        return "-"
+        return "n/a"
     if not ci:
         return f"{percent:+.1f} %"
     return f"{percent:+.1f} % [{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
-def variant_labels(results: dict[str, Any] | None, width: int = 28) -> dict[int, str]:
+def variant_labels(results: dict[str, Any] | None, width: int = 34) -> dict[int, str]:
     """``#3 Start free / Try it free`` by variant number, for the variants the results list
     (the top ones by traffic); others are written as their number alone. Plain text: escape
     it before putting it in markup."""

@@ -14,7 +14,7 @@ from tui.widgets.figures import change, rate
 INDENT = " " * 11  # under the name, past the status
 STATUS_STYLE = {"ok": "green", "violated": "bold red", "pending": "yellow"}
 DIRECTION = {"must_not_increase": "must not rise", "must_not_decrease": "must not fall"}
-NO_GUARDRAILS = "No guardrails (set them with `levered optimizations update ID --guardrails …`)."
+NO_GUARDRAILS = "No guardrails: `levered optimizations update ID --guardrails …` adds them."
 
 
 def guardrail_lines(g: dict[str, Any], width: int = 120) -> list[str]:
