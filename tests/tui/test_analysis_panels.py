@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 
 from tests.conftest import Org, make_metric
+from tests.integration import test_weighted_outcomes as weighted
 from tests.integration.test_guardrails import refund_metric
 from tests.integration.test_training import REWARD_COLUMNS, make_optimization, simulate
 from tui.app import DashboardApp
@@ -24,6 +25,7 @@ from tui.widgets.figures import change, rate_interval
 from tui.widgets.guardrails_panel import GuardrailsPanel
 from tui.widgets.history_charts import HistoryCharts
 from tui.widgets.line_chart import LineChart
+from tui.widgets.outcomes_panel import OutcomesPanel
 from tui.widgets.progress_panel import ProgressPanel
 from tui.widgets.status_line import StatusLine
 
@@ -184,6 +186,7 @@ async def test_an_optimization_without_data_shows_sentences(
         screen = await open_screen(pilot, app, optimization_id)
         assert screen.query_one(StatusLine).problem is None
         assert "No exposures yet" in text(screen.query_one(ProgressPanel))
+        assert not screen.query_one(OutcomesPanel).display
         assert "No guardrails" in text(screen.query_one(GuardrailsPanel))
         assert "No context factors" in text(screen.query_one(DimensionsPanel))
         assert not screen.query_one("#rate-chart", LineChart).display
@@ -215,3 +218,28 @@ async def test_context_factor_optimization_offers_its_dimension(
         screen = await open_screen(pilot, app, optimization_id)
         dimensions = screen.query_one(DimensionsPanel)
         assert "by device" in text(dimensions) and "No matured exposures yet" in text(dimensions)
+
+
+async def test_weighted_metric_shows_the_outcome_mix(
+    server_url: str, conn: asyncpg.Connection, org: Org
+) -> None:
+    async with httpx.AsyncClient(base_url=server_url, headers=org.headers, timeout=60) as http:
+        metric = await http.post("/api/v2/metrics", json=weighted.BASE)
+        assert metric.status_code == 201, metric.text
+        optimization_id = await weighted.make_optimization(conn, org, UUID(metric.json()["id"]))
+        await weighted.simulate(conn, org, optimization_id, users=1500)
+        model_id = await conn.fetchval(
+            "SELECT id FROM models WHERE optimization_id = $1", optimization_id
+        )
+        assert (await http.post(f"/api/v2/models/{model_id}/train?seed=3")).status_code == 201
+        results = (await http.get(f"/api/v2/optimizations/{optimization_id}/results")).json()
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_screen(pilot, app, str(optimization_id))
+        panel = screen.query_one(OutcomesPanel)
+        assert panel.display
+        rows = text(panel.query_one("#outcomes-table")).splitlines()
+        assert rows[0].split() == ["add_to_cart", "×0.1", "purchase", "×1", "failure", "×0"]
+        for v, row in zip(results["variants"], rows[1:], strict=True):
+            shares = [f"{o['share']:.1%}" for o in v["outcomes"]]
+            assert row.startswith(f"#{v['number']} ") and row.split()[-3:] == shares

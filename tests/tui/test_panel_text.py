@@ -11,6 +11,7 @@ from tui.widgets.dimensions_panel import dimensions_text
 from tui.widgets.guardrails_panel import guardrails_text
 from tui.widgets.history_charts import lift_chart, rate_chart
 from tui.widgets.line_chart import Band, Chart, Series, draw
+from tui.widgets.outcomes_panel import outcomes_text
 from tui.widgets.progress_panel import progress_text
 
 
@@ -178,3 +179,26 @@ def test_arm_rates_scale_by_the_days_maturity() -> None:
     # Half the optimized exposures matured: 10 rewards over an estimated 50 matured.
     assert list(chart.series[0].values) == [0.2, 0.2]
     assert list(chart.series[1].values) == [0.1, 0.1] and chart.series[1].label == "holdout"
+
+
+def test_outcome_mix_is_a_table_only_for_weighted_metrics() -> None:
+    def mix(cart: float | None, failure: float | None) -> list[dict[str, Any]]:
+        return [
+            {"key": "cart", "weight": 0.1, "exposures": 1, "share": cart},
+            {"key": "failure", "weight": 0.0, "exposures": 3, "share": failure},
+        ]
+
+    results = {
+        "variants": [
+            {"number": 1, "variant": {"h": "[b]A"}, "outcomes": mix(0.25, 0.75)},
+            {"number": 2, "variant": {"h": "B"}, "outcomes": mix(None, None)},
+        ]
+    }
+    table = outcomes_text(results)
+    assert table is not None
+    rows = plain(table).splitlines()
+    assert rows[0].split() == ["cart", "×0.1", "failure", "×0"]
+    assert rows[1].startswith("#1 [b]A ") and rows[1].split()[-2:] == ["25.0%", "75.0%"]
+    assert rows[2].split()[-2:] == ["-", "-"]
+    assert len({len(row) for row in rows[1:]}) == 1  # aligned columns
+    assert outcomes_text({"variants": [{"number": 1, "variant": {}, "outcomes": None}]}) is None

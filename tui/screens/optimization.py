@@ -1,6 +1,7 @@
-"""One optimization: progress to a decision, traffic over variants, expected reward, daily
-reward-rate and lift charts, guardrails, a breakdown by a context factor, factor importance,
-the holdout comparison and model state — whatever the server can tell so far.
+"""One optimization: progress to a decision, traffic over variants, expected reward, the
+outcome mix of a weighted metric, daily reward-rate and lift charts, guardrails, a breakdown
+by a context factor, factor importance, the holdout comparison and model state — whatever the
+server can tell so far.
 
 Each refresh asks for the report document (results, guardrails, progress and lift history
 computed together, so the panels agree) and, only when a context or a dimension is chosen,
@@ -24,6 +25,7 @@ from tui.widgets.dimensions_panel import DimensionsPanel
 from tui.widgets.figures import variant_labels
 from tui.widgets.guardrails_panel import GuardrailsPanel
 from tui.widgets.history_charts import HistoryCharts
+from tui.widgets.outcomes_panel import OutcomesPanel
 from tui.widgets.progress_panel import ProgressPanel
 from tui.widgets.status_line import StatusLine
 
@@ -224,6 +226,7 @@ class OptimizationScreen(Screen[None]):
             yield ProgressPanel("", id="progress")
             yield Static("Traffic distribution and expected reward", classes="section")
             yield Static("", id="traffic")
+            yield OutcomesPanel(id="outcomes")
             yield HistoryCharts(id="history")
             yield Static("Guardrails", classes="section")
             yield GuardrailsPanel("", id="guardrails")
@@ -285,6 +288,7 @@ class OptimizationScreen(Screen[None]):
         self.query_one("#traffic", Static).update(
             f"[i]{label}[/i] (c: next context)\n" + traffic(results, self.size.width)
         )
+        self.query_one(OutcomesPanel).show(results)
         self.query_one(HistoryCharts).show(results, report.get("lift_history"), labels)
         self.query_one(GuardrailsPanel).show(report.get("guardrails"))
         self.query_one(DimensionsPanel).show(

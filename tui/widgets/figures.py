@@ -1,5 +1,6 @@
 """How the dashboard's analysis panels write rates, changes and intervals, so a number reads
-the same in every panel: bool metrics as percentages, numeric ones as values per exposure."""
+the same in every panel: bool metrics as percentages, numeric and weighted ones (a value or
+an outcome weight per exposure) as numbers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 def rate(value: float | None, reward_type: str | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2%}" if reward_type != "numeric" else f"{value:.3g}"
+    return f"{value:.2%}" if reward_type == "bool" else f"{value:.3g}"
 
 
 def rate_interval(value: float | None, ci: Sequence[float] | None, reward_type: str | None) -> str:

@@ -53,7 +53,7 @@ def rate_chart(results: dict[str, Any] | None, labels: dict[int, str]) -> tuple[
             else "1 day of data so far: the daily reward rate per arm appears from day two."
         )
     assert results is not None
-    fmt = "{:.3g}".format if results.get("reward_type") == "numeric" else "{:.1%}".format
+    fmt = "{:.1%}".format if results.get("reward_type") == "bool" else "{:.3g}".format
     series = [
         Series(label(labels, n), [_arm_rate(day, n) for day in days])
         for n in _charted_arms(results)
