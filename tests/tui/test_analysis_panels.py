@@ -144,7 +144,7 @@ async def test_panels_show_the_api_numbers(
         assert change(guardrail["change_percent"], guardrail["ci"]) in shown
         assert f"({guardrail['optimized_users']:,} users)" in shown
         assert "auto-pause on" in shown and "paused automatically" in shown
-        assert "paused" in screen.sub_title
+        assert "paused" in str(screen.sub_title)
 
         charts = screen.query_one(HistoryCharts)
         assert charts.has_class("-wide")  # 160 columns: side by side
@@ -162,6 +162,8 @@ async def test_panels_show_the_api_numbers(
         assert lift_chart.chart.band.hi[-1] == last["ci"][1]
         note = text(screen.query_one("#lift-note"))
         assert change(last["lift_percent"], last["ci"]) in note
+        modeled = report["results"]["modeled"]["estimated_improvement_percent"]
+        assert change(modeled["mean"], [modeled["lo"], modeled["hi"]]) in note
         assert "⣀" in text(lift_chart) or any(0x2800 < ord(ch) < 0x2900 for ch in text(lift_chart))
 
         dimensions = screen.query_one(DimensionsPanel)

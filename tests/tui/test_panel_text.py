@@ -158,6 +158,9 @@ def test_history_charts_explain_why_there_is_no_chart() -> None:
     assert chart is None and "1 day so far" in note
     chart, note = lift_chart({"points": [], "note": "the optimization has no reward metric"})
     assert chart is None and "no reward metric" in note
+    modeled = {"modeled": {"estimated_improvement_percent": {"mean": 12.0, "lo": -3.0, "hi": 30.0}}}
+    _, note = lift_chart({"points": [one_day]}, modeled)
+    assert "modeled now (this allocation vs the baseline): +12.0 % [-3.0, +30.0]" in note
 
 
 def test_arm_rates_scale_by_the_days_maturity() -> None:

@@ -1,6 +1,7 @@
 """Two daily charts side by side (stacked when narrow): the reward rate of the leading arms
 and the holdout, from the results' ``time_series``; and the measured lift as it stood each day,
-inside its 95 % interval, with that day's own lift, from ``lift-history``.
+inside its 95 % interval, with that day's own lift, from ``lift-history`` (and today's modeled
+lift in words).
 
 Below each chart one sentence says what it shows, or why there is no chart yet.
 """
@@ -71,11 +72,26 @@ def rate_chart(results: dict[str, Any] | None, labels: dict[int, str]) -> tuple[
     )
 
 
-def lift_chart(history: dict[str, Any] | None) -> tuple[Chart | None, str]:
+def modeled_lift(results: dict[str, Any] | None) -> str:
+    """Today's modeled lift, the one point of its history the server keeps (a model version
+    does not keep its summary, so there is no modeled-lift history to chart)."""
+    modeled = ((results or {}).get("modeled") or {}).get("estimated_improvement_percent")
+    if not modeled:
+        return ""
+    return (
+        f"\nmodeled now (this allocation vs the baseline): "
+        f"{change(modeled['mean'], [modeled['lo'], modeled['hi']])}"
+    )
+
+
+def lift_chart(
+    history: dict[str, Any] | None, results: dict[str, Any] | None = None
+) -> tuple[Chart | None, str]:
     points = (history or {}).get("points") or []
+    modeled = modeled_lift(results)
     if not points:
         note = (history or {}).get("note")
-        return None, escape(note) if note else "No matured users yet: no lift to chart."
+        return None, (escape(note) if note else "No matured users yet: no lift to chart.") + modeled
     last = points[-1]
     cumulative, daily = last["cumulative"], last["daily"]
     latest = (
@@ -85,10 +101,13 @@ def lift_chart(history: dict[str, Any] | None) -> tuple[Chart | None, str]:
         f"{change(daily.get('lift_percent'), daily.get('ci'))}"
     )
     if len(points) < 2:
-        return None, f"1 day so far, the lift on {latest}"
+        return None, f"1 day so far, the lift on {latest}{modeled}"
     lifts = [p["cumulative"].get("lift_percent") for p in points]
     if all(v is None for v in lifts):
-        return None, "No lift yet: it needs matured users in both arms and a positive rate."
+        return (
+            None,
+            "No lift yet: it needs matured users in both arms and a positive rate." + modeled,
+        )
     band = Band(
         [(p["cumulative"].get("ci") or [None, None])[0] for p in points],
         [(p["cumulative"].get("ci") or [None, None])[1] for p in points],
@@ -103,7 +122,7 @@ def lift_chart(history: dict[str, Any] | None) -> tuple[Chart | None, str]:
         reference=0.0,
         fmt="{:+.0f}%".format,
     )
-    return chart, f"measured lift, optimized vs holdout per user; latest {latest}"
+    return chart, f"measured lift, optimized vs holdout per user; latest {latest}{modeled}"
 
 
 class HistoryCharts(Vertical):
@@ -136,7 +155,7 @@ class HistoryCharts(Vertical):
     ) -> None:
         for name, (chart, note) in (
             ("rate", rate_chart(results, labels)),
-            ("lift", lift_chart(history)),
+            ("lift", lift_chart(history, results)),
         ):
             widget = self.query_one(f"#{name}-chart", LineChart)
             widget.plot(chart)
