@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secret_key: str | None = None
     """Encrypts connected warehouses' passwords at rest; when unset, ``secret.key`` in the data
     directory (created on first use). Every server process must see the same one."""
+    chdb_root: str | None = None
+    """The directory under which organizations may name ``chdb:///path`` warehouses (the
+    ClickHouse engine in this process, on this machine's files); unset: none may."""
     db_port: Port = 0
     """Port of the embedded PostgreSQL on 127.0.0.1; 0 picks a free one."""
     host: str = "127.0.0.1"

@@ -92,6 +92,21 @@ def customer() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def chdb_store() -> Iterator[tuple[Path, Any]]:
+    """The customer's ClickHouse (tests/clickhouse_store.py): a chdb data directory under its
+    root, and the customer's own writable connection to it. One per session: chdb runs one
+    engine per process, on one directory."""
+    from tests.clickhouse_store import build
+
+    root = reachable_tempdir("levered-chdb-")
+    writer = build(root / "shop")
+    try:
+        yield root / "shop", writer
+    finally:
+        writer.close()
+
+
 @pytest.fixture
 async def empty_url(postgres_url: str) -> AsyncIterator[str]:
     """A brand-new database on the session server, dropped afterwards (migration tests)."""

@@ -1,5 +1,8 @@
 """The stored connection of an organization's connected warehouse (migration 0018).
 
+``settings`` are the provider's non-secret fields: PostgreSQL's host, port, database,
+username, sslmode; ClickHouse's url and username.
+
 The row and the organization's ``warehouse_provider`` change in one transaction, so the
 provider never names a connection that is not there. The password arrives here already
 encrypted (:mod:`levered.services.secret_box`).
@@ -32,6 +35,11 @@ SET provider = excluded.provider, dataset_id = excluded.dataset_id,
 """
 DELETE: Final = "DELETE FROM warehouse_connections WHERE organization_id = $1"
 SET_PROVIDER: Final = "UPDATE organizations SET warehouse_provider = $2 WHERE id = $1"
+OWNER_OF_URL: Final = """
+SELECT organization_id FROM warehouse_connections
+WHERE provider = $1 AND settings->>'url' = $2
+ORDER BY created_at LIMIT 1
+"""
 
 
 async def find(conn: Connection, organization_id: UUID) -> asyncpg.Record | None:
@@ -61,6 +69,13 @@ async def connect(
             warnings,
         )
         await conn.execute(SET_PROVIDER, organization_id, provider)
+
+
+async def owner_of_url(conn: Connection, provider: str, url: str) -> UUID | None:
+    """The organization whose connection reads ``url`` (a chdb data directory may be named
+    by one organization only: the engine has no grants to keep two apart)."""
+    owner: UUID | None = await conn.fetchval(OWNER_OF_URL, provider, url)
+    return owner
 
 
 async def use_managed(conn: Connection, organization_id: UUID) -> None:

@@ -30,10 +30,12 @@ QueryLimit = Annotated[
 
 class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
     provider: Annotated[
-        Literal["managed", "postgres"],
+        Literal["managed", "postgres", "clickhouse"],
         msgspec.Meta(
-            description="The warehouse to use: `managed` (Levered's own) or `postgres` (your "
-            "own PostgreSQL, read-only to Levered; tested before it is stored).",
+            description="The warehouse to use: `managed` (Levered's own), `postgres` (your "
+            "own PostgreSQL) or `clickhouse` (a ClickHouse server, or the in-process engine "
+            "on a data directory of this server); read-only to Levered, tested before it is "
+            "stored.",
         ),
     ]
     dataset_id: (
@@ -42,7 +44,8 @@ class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
             msgspec.Meta(
                 min_length=1,
                 max_length=63,
-                description="`postgres`: the schema holding your tables (e.g. `analytics`).",
+                description="`postgres`: the schema holding your tables (e.g. `analytics`); "
+                "`clickhouse`: the database.",
             ),
         ]
         | None
@@ -52,7 +55,9 @@ class WarehouseSwitch(msgspec.Struct, forbid_unknown_fields=True):
             dict[str, Any],
             msgspec.Meta(
                 description="`postgres`: `host`, `port` (5432), `database`, `username`, "
-                "`password`, `sslmode` (`prefer`). Stored encrypted; never returned."
+                "`password`, `sslmode` (`prefer`). `clickhouse`: `url` (`http(s)://host:port` "
+                "or `chdb:///path`), `username` (`default`), `password`. The password is "
+                "stored encrypted and never returned."
             ),
         ]
         | None
@@ -75,6 +80,16 @@ class PostgresCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     sslmode: SslMode = "prefer"
 
 
+class ClickHouseCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How Levered reaches a connected ClickHouse (``credentials`` of a ``clickhouse`` PUT):
+    ``http(s)://host:port`` for a server or cluster, ``chdb:///path`` for the engine in this
+    server's process on a data directory under ``LEVERED_CHDB_ROOT``."""
+
+    url: Annotated[str, msgspec.Meta(min_length=8, max_length=1024)]
+    username: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] = "default"
+    password: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+
+
 class ConnectionInfo(msgspec.Struct, frozen=True):
     """A connected warehouse's settings as ``GET`` shows them: never the password."""
 
@@ -85,6 +100,8 @@ class ConnectionInfo(msgspec.Struct, frozen=True):
     sslmode: str
     password_set: bool
     tested_at: datetime
+    url: str | None = None
+    """A ClickHouse connection's URL (its host, port and database are repeated above)."""
 
 
 class TableInfo(msgspec.Struct, frozen=True):

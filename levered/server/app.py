@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         assert settings.database_url is not None
         app.state.database_url = settings.database_url  # where tenant roles log in (sandbox)
         app.state.secret_box = secret_source(settings)
+        app.state.chdb_root = settings.chdb_root  # where chdb:// warehouses may be
         app.state.pool = await create_pool(
             settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )

@@ -4,7 +4,9 @@ A ``PUT /api/v2/warehouse`` with ``provider: postgres`` is accepted only after L
 in with the credentials and found the dataset readable: a wrong password, an unknown schema or
 an account that can read none of its tables is a 400 naming the problem, and nothing is
 stored. An account that could write (or create, or is a superuser) is accepted with a warning
-in the status: Levered only ever reads, but a read-only account is safer.
+in the status: Levered only ever reads, but a read-only account is safer. ``provider:
+clickhouse`` is tested and stored by :mod:`levered.services.connected_clickhouse`; both kinds
+are found here (:func:`find`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -23,11 +26,13 @@ import msgspec
 from levered.db import Connection
 from levered.db import connected_postgres as pg
 from levered.db import connections as db
+from levered.db.clickhouse_engine import ClickHouseTarget
 from levered.errors import Conflict, Unavailable, ValidationError
 from levered.schemas.warehouse import ConnectionInfo, PostgresCredentials, WarehouseSwitch
 from levered.services.secret_box import SecretBox
 
 POSTGRES: Final = "postgres"
+CLICKHOUSE: Final = "clickhouse"
 
 
 @dataclass(frozen=True)
@@ -36,15 +41,33 @@ class Connected:
 
     provider: str
     dataset_id: str
-    target: pg.PostgresTarget
+    target: pg.PostgresTarget | ClickHouseTarget
     warnings: list[str]
     tested_at: datetime
 
     def info(self) -> ConnectionInfo:
         t = self.target
+        if isinstance(t, ClickHouseTarget):
+            parts = urlsplit(t.url)
+            return ConnectionInfo(
+                parts.hostname or "",
+                parts.port or 0,
+                t.database,
+                t.username,
+                "require" if parts.scheme == "https" else "",
+                bool(t.password),
+                self.tested_at,
+                url=t.url,
+            )
         return ConnectionInfo(
             t.host, t.port, t.database, t.username, t.sslmode, bool(t.password), self.tested_at
         )
+
+    @property
+    def postgres(self) -> pg.PostgresTarget:
+        """The target of a PostgreSQL connection (the callers that only PostgreSQL reaches)."""
+        assert isinstance(self.target, pg.PostgresTarget), self.provider
+        return self.target
 
 
 async def find(
@@ -68,14 +91,18 @@ async def find(
         if opened is None:
             raise Unavailable("this server has no secret key to read warehouse passwords")
         password = opened.open(row["secret"])
-    # The stored settings are what connect_postgres validated; converting checks them again.
-    creds = msgspec.convert({**row["settings"], "password": password}, PostgresCredentials)
+    target: pg.PostgresTarget | ClickHouseTarget
+    if row["provider"] == CLICKHOUSE:
+        settings = row["settings"]
+        target = ClickHouseTarget(
+            settings["url"], row["dataset_id"], settings.get("username", "default"), password
+        )
+    else:
+        # The stored settings are what connect_postgres validated; converting checks them again.
+        creds = msgspec.convert({**row["settings"], "password": password}, PostgresCredentials)
+        target = _target(creds, row["dataset_id"])
     return Connected(
-        row["provider"],
-        row["dataset_id"],
-        _target(creds, row["dataset_id"]),
-        list(row["warnings"]),
-        row["tested_at"],
+        row["provider"], row["dataset_id"], target, list(row["warnings"]), row["tested_at"]
     )
 
 
@@ -94,13 +121,14 @@ def _target(creds: PostgresCredentials, schema: str) -> pg.PostgresTarget:
 @asynccontextmanager
 async def session(connected: Connected) -> AsyncIterator[asyncpg.Connection]:
     """A connection to the organization's warehouse; unreachable → 503 ``warehouse_unavailable``."""
+    target = connected.postgres
     try:
-        async with pg.session(connected.target) as conn:
+        async with pg.session(target) as conn:
             yield conn
     except pg.Unreachable as exc:
         raise Unavailable(
-            f"the connected PostgreSQL warehouse ({connected.target.host}:"
-            f"{connected.target.port}/{connected.target.database}) cannot be reached: "
+            f"the connected PostgreSQL warehouse ({target.host}:"
+            f"{target.port}/{target.database}) cannot be reached: "
             f"{exc.reason}; retry later, or check it with `levered warehouse status`",
             code="warehouse_unavailable",
             retry_after=30,

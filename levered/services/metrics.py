@@ -48,7 +48,8 @@ from levered.schemas.metrics import (
     MetricRow,
     Outcome,
 )
-from levered.services import outcomes
+from levered.services import clickhouse_metrics, outcomes
+from levered.services.connected_clickhouse import ClickHouseReader
 from levered.services.warehouse import Reader, Warehouse
 
 START_DATE: Final = re.compile(r"@start_date\b", re.IGNORECASE)
@@ -223,30 +224,11 @@ async def create_metric(
             "a numeric metric needs value_col: the column whose values are summed",
             details=[{"path": "$.value_col", "message": "required when reward_type is numeric"}],
         )
-    since = datetime.now(UTC) - DRY_RUN_WINDOW
     async with wh.reader(organization_id) as reader:
-        # 1. The SQL as written (errors and positions are about the user's text) ...
-        alone = bind_start_date(data.sql)
-        try:
-            result = await sandbox.run(
-                reader.conn,
-                alone,
-                [since] if START_DATE_PARAM in alone else [],
-                limit=1,
-                limits=wh.limits,
-                schema=reader.schema,
-            )
-        except ValidationError as exc:
-            raise _about_sql(exc) from exc
-        _check_columns(result.columns, data)
-        # 2. ... then as training embeds it.
-        sql, params = _rows_for(reader, data, since, result.columns)
-        try:
-            await sandbox.run(
-                reader.conn, sql, params, limit=1, limits=wh.limits, schema=reader.schema
-            )
-        except ValidationError as exc:
-            raise _about_sql(exc, wrapped=True) from exc
+        if isinstance(reader, ClickHouseReader):
+            await clickhouse_metrics.dry_run(reader, data, reward_type)
+        else:
+            await _dry_run(wh, reader, data)
     async with wh.pool.acquire() as admin:
         record = await db.insert_metric(
             admin,
@@ -261,6 +243,31 @@ async def create_metric(
             data.name_col,
         )
     return MetricResponse(**_metric(record), meta=meta)
+
+
+async def _dry_run(wh: Warehouse, reader: Reader, data: MetricCreate) -> None:
+    """The SQL run as written, its columns checked, then run as training embeds it."""
+    since = datetime.now(UTC) - DRY_RUN_WINDOW
+    # 1. The SQL as written (errors and positions are about the user's text) ...
+    alone = bind_start_date(data.sql)
+    try:
+        result = await sandbox.run(
+            reader.conn,
+            alone,
+            [since] if START_DATE_PARAM in alone else [],
+            limit=1,
+            limits=wh.limits,
+            schema=reader.schema,
+        )
+    except ValidationError as exc:
+        raise _about_sql(exc) from exc
+    _check_columns(result.columns, data)
+    # 2. ... then as training embeds it.
+    sql, params = _rows_for(reader, data, since, result.columns)
+    try:
+        await sandbox.run(reader.conn, sql, params, limit=1, limits=wh.limits, schema=reader.schema)
+    except ValidationError as exc:
+        raise _about_sql(exc, wrapped=True) from exc
 
 
 def _check_columns(columns: list[sandbox.Column], data: MetricCreate) -> None:
@@ -361,6 +368,11 @@ async def preview_metric(
     """Run the metric over all time and show its newest normalized rows."""
     metric = Metric(**_metric(await _find(wh, organization_id, metric_id)))
     async with wh.reader(organization_id) as reader:
+        if isinstance(reader, ClickHouseReader):
+            found, truncated, elapsed_ms = await clickhouse_metrics.preview(
+                reader, metric, reward_type_of(metric), limit
+            )
+            return MetricPreview(metric.id, found, len(found), truncated, elapsed_ms, meta)
         try:
             columns = None if reader.remote is None else await metric_columns(reader, metric)
             rows_sql, params = _rows_for(reader, metric, PREVIEW_SINCE, columns)

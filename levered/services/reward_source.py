@@ -17,13 +17,19 @@ Connected PostgreSQL
     :data:`RELOAD` before the previous frontier. A reward that lands in the warehouse more than
     :data:`RELOAD` after its own timestamp is counted only by a rebuild
     (``levered models train --rebuild``); docs/warehouse.md says so.
+
+Connected ClickHouse
+    The same, with the metric in ClickHouse's dialect run through the guarded path
+    (:mod:`levered.services.clickhouse_metrics`): for each chunk, the rows of
+    ``[chunk start, chunk end + window]`` come back and are bound into the attribution, which
+    runs in Levered's store. Attribution is not pushed down into ClickHouse yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
@@ -33,8 +39,9 @@ import asyncpg
 from levered.db import Connection, connected_postgres, connections
 from levered.db import attribution as attribution_db
 from levered.db.attribution import MetricSpec
+from levered.db.clickhouse_engine import ClickHouseTarget, Unreachable
 from levered.errors import Conflict, Unavailable, ValidationError
-from levered.services import connected
+from levered.services import clickhouse_metrics, connected, connected_clickhouse
 from levered.services.metrics import connected_rows_sql, metric_columns, metric_rows_sql
 from levered.services.warehouse import Reader, Warehouse
 
@@ -92,6 +99,8 @@ async def identity(conn: Connection, organization_id: UUID) -> str:
     if row["provider"] is None:
         return f"{row['warehouse_provider']}://not-connected"
     settings = row["settings"]
+    if "url" in settings:
+        return f"{row['provider']}+{settings['url']}/{row['dataset_id']}"
     return identity_of(
         row["provider"], settings["host"], settings["port"], settings["database"], row["dataset_id"]
     )
@@ -103,6 +112,8 @@ def identity_of(provider: str, host: str, port: int, database: str, dataset_id: 
 
 def _identity(remote: connected.Connected) -> str:
     t = remote.target
+    if isinstance(t, ClickHouseTarget):
+        return f"{remote.provider}+{t.url}/{remote.dataset_id}"
     return identity_of(remote.provider, t.host, t.port, t.database, remote.dataset_id)
 
 
@@ -114,6 +125,10 @@ async def open_source(
     remote = await wh.connected(organization_id)
     if remote is None:
         yield managed(metric)
+        return
+    if isinstance(remote.target, ClickHouseTarget):
+        async with _clickhouse(wh, remote, metric, timeout_s) as source:
+            yield source
         return
     async with connected.session(remote) as conn:
         reader = Reader(conn, remote.dataset_id, remote)
@@ -139,5 +154,38 @@ async def open_source(
                     retry_after=30,
                 ) from exc
             return (ids, times, values)
+
+        yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)
+
+
+@asynccontextmanager
+async def _clickhouse(
+    wh: Warehouse, remote: connected.Connected, metric: MetricSpec, timeout_s: float
+) -> AsyncIterator[RewardSource]:
+    """The reward source of a connected ClickHouse: one read-only session for the pass."""
+    assert isinstance(remote.target, ClickHouseTarget)
+    limits = replace(wh.limits, timeout_s=timeout_s)
+    try:
+        sql = clickhouse_metrics.rows_sql(metric, metric.reward_type)
+    except ValidationError as exc:
+        raise Conflict(exc.message, code="metric_failed", details=exc.details) from exc
+    async with connected_clickhouse.reader(remote.target, limits, wh.chdb_root) as found:
+
+        async def fetch(start: datetime, end: datetime) -> tuple[Any, ...]:
+            try:
+                return await clickhouse_metrics.fetch(found, sql, start, end)
+            except ValidationError as exc:
+                raise Conflict(
+                    f"the reward metric's SQL failed on the connected warehouse: {exc.message}",
+                    code="metric_failed",
+                    details=exc.details,
+                ) from exc
+            except Unreachable as exc:
+                raise Unavailable(
+                    "the connected warehouse went away during training; the pass stored "
+                    "nothing, retry later",
+                    code="warehouse_unavailable",
+                    retry_after=30,
+                ) from exc
 
         yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)

@@ -16,6 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from levered.db import connected_postgres, connections, sandbox
+from levered.db.clickhouse_engine import ClickHouseTarget
 from levered.errors import Conflict, NotFound, Unavailable, ValidationError
 from levered.schemas.common import ResponseMeta
 from levered.schemas.warehouse import (
@@ -29,8 +30,9 @@ from levered.schemas.warehouse import (
     WarehouseStatus,
     WarehouseSwitch,
 )
-from levered.services import connected
+from levered.services import connected, connected_clickhouse
 from levered.services.connected import Connected
+from levered.services.connected_clickhouse import ClickHouseReader
 from levered.services.secret_box import SecretBox
 
 MANAGED: Final = "managed"
@@ -47,22 +49,25 @@ class Warehouse:
     ``dsn`` is the database URL without caring for its credentials (the tenant's replace them);
     None means "where the pool is connected" (:func:`levered.db.sandbox.server_dsn`).
     ``secrets`` opens connected warehouses' passwords (None: none can be connected).
+    ``chdb_root`` is where ``chdb://`` data directories may be (None: nowhere).
     """
 
     pool: asyncpg.Pool
     limits: sandbox.Limits = sandbox.DEFAULT_LIMITS
     dsn: str | None = None
     secrets: SecretSource | None = None
+    chdb_root: str | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Warehouse:
-        """From the app state: ``pool``, and optionally ``sandbox_limits``, ``database_url``
-        and ``secret_box`` (a :data:`SecretSource`)."""
+        """From the app state: ``pool``, and optionally ``sandbox_limits``, ``database_url``,
+        ``secret_box`` (a :data:`SecretSource`) and ``chdb_root``."""
         return cls(
             state["pool"],
             state.get("sandbox_limits") or sandbox.DEFAULT_LIMITS,
             state.get("database_url"),
             state.get("secret_box"),
+            state.get("chdb_root"),
         )
 
     def box(self) -> SecretBox | None:
@@ -103,13 +108,20 @@ class Warehouse:
             return await connected.find(admin, self.box, organization_id)
 
     @asynccontextmanager
-    async def reader(self, organization_id: UUID) -> AsyncIterator[Reader]:
+    async def reader(self, organization_id: UUID) -> AsyncIterator[Reader | ClickHouseReader]:
         """Where the organization's own SQL runs: its tenant session on the managed warehouse,
-        else a session on its connected warehouse (read-only, see :mod:`.connected`)."""
+        else a session on its connected warehouse (read-only, see :mod:`.connected` and
+        :mod:`.connected_clickhouse`)."""
         remote = await self.connected(organization_id)
         if remote is None:
             async with self.session(organization_id) as conn:
                 yield Reader(conn, MANAGED_SCHEMA, None)
+            return
+        if isinstance(remote.target, ClickHouseTarget):
+            async with connected_clickhouse.reader(
+                remote.target, self.limits, self.chdb_root
+            ) as found:
+                yield found
             return
         async with connected.session(remote) as conn:
             yield Reader(conn, remote.dataset_id, remote)
@@ -186,7 +198,10 @@ async def switch(
             box = wh.box()
             if box is None:
                 raise Conflict("this server has no secret key, so it cannot store a password")
-            await connected.connect_postgres(admin, box, organization_id, data)
+            if data.provider == connected_clickhouse.CLICKHOUSE:
+                await connected_clickhouse.connect(admin, box, organization_id, data, wh.chdb_root)
+            else:
+                await connected.connect_postgres(admin, box, organization_id, data)
     return await status(wh, organization_id, meta)
 
 
@@ -196,6 +211,8 @@ async def tables(wh: Warehouse, organization_id: UUID, meta: ResponseMeta) -> Ta
 
 async def _tables(wh: Warehouse, organization_id: UUID) -> list[TableInfo]:
     async with wh.reader(organization_id) as reader:
+        if isinstance(reader, ClickHouseReader):
+            return await connected_clickhouse.tables(reader)
         if reader.remote is not None:
             found = await connected_postgres.tables(reader.conn, reader.schema)
             return [TableInfo(r["name"], None, r["description"]) for r in found]
@@ -225,7 +242,11 @@ async def columns(
     return ColumnList(table, found, meta)
 
 
-async def _visible_columns(wh: Warehouse, reader: Reader, table: str) -> list[ColumnInfo]:
+async def _visible_columns(
+    wh: Warehouse, reader: Reader | ClickHouseReader, table: str
+) -> list[ColumnInfo]:
+    if isinstance(reader, ClickHouseReader):
+        return await connected_clickhouse.columns(reader, table)
     if reader.remote is not None:
         records = await connected_postgres.columns(reader.conn, reader.schema, table)
         if not records:
@@ -250,6 +271,8 @@ async def preview(
     """``n`` of the organization's rows of a table, documented columns only (storage order:
     no sort, so a preview of a large table stays cheap)."""
     async with wh.reader(organization_id) as reader:
+        if isinstance(reader, ClickHouseReader):
+            return to_wire(await connected_clickhouse.preview(reader, table, n), meta)
         visible = await _visible_columns(wh, reader, table)
         select = ", ".join(sandbox.quote_ident(c.name) for c in visible)
         source = f"{sandbox.quote_ident(reader.schema)}.{sandbox.quote_ident(table)}"
@@ -269,6 +292,8 @@ async def query(
     """Run one read-only query as the organization (see :mod:`levered.db.sandbox`), or on its
     connected warehouse (read-only session and transaction, same limits)."""
     async with wh.reader(organization_id) as reader:
+        if isinstance(reader, ClickHouseReader):
+            return to_wire(await connected_clickhouse.query(reader, data.sql, data.limit), meta)
         result = await sandbox.run(
             reader.conn, data.sql, limit=data.limit, limits=wh.limits, schema=reader.schema
         )

@@ -1,0 +1,274 @@
+"""A connected ClickHouse through chdb: the real engine, in this process, on a data directory.
+
+The store (tests/clickhouse_store.py) has ``analytics.purchases`` (the rewards), a view, and
+``other.secrets``, which a connection to ``analytics`` must never reach. The attacker-side
+tests are in test_clickhouse_escapes.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from levered.db.sandbox import Limits
+from levered.server.app import create_app
+from levered.services.secret_box import SecretBox
+from levered.settings import Settings
+from tests.clickhouse_store import PURCHASES_SQL
+from tests.conftest import Org
+
+pytestmark = pytest.mark.anyio
+
+URL = "/api/v2/warehouse"
+SECRET = "connected-clickhouse-secret"
+
+
+@pytest.fixture
+def store(chdb_store: tuple[Path, Any]) -> tuple[Path, Any]:
+    """The session's store, its purchases emptied."""
+    path, writer = chdb_store
+    writer.query("TRUNCATE TABLE analytics.purchases")
+    return path, writer
+
+
+@pytest.fixture
+async def api(db_url: str, store: tuple[Path, Any]) -> AsyncIterator[AsyncTestClient[Any]]:
+    settings = Settings(
+        database_url=db_url,
+        pool_min_size=1,
+        pool_max_size=5,
+        log_level="warning",
+        secret_key=SECRET,
+        scheduler=False,
+        chdb_root=str(store[0].parent),
+    )
+    async with AsyncTestClient(create_app(settings)) as client:
+        yield client
+
+
+def body(path: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "provider": "clickhouse",
+        "dataset_id": "analytics",
+        "credentials": {"url": f"chdb://{path}"},
+        **overrides,
+    }
+
+
+async def connect(api: AsyncTestClient[Any], org: Org, path: Path) -> dict[str, Any]:
+    response = await api.put(URL, json=body(path), headers=org.headers)
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def test_connect_tests_and_stores_and_status_shows_it(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any], conn: asyncpg.Connection
+) -> None:
+    path, _ = store
+    status = await connect(api, org, path)
+    assert (status["provider"], status["healthy"], status["dataset_id"]) == (
+        "clickhouse",
+        True,
+        "analytics",
+    )
+    assert status["connection"]["url"] == f"chdb://{path}"
+    assert status["connection"]["password_set"] is False
+    tables = {t["name"]: t["description"] for t in status["tables"]}
+    assert tables == {"big_orders": None, "purchases": "One row per order"}
+    stored = await conn.fetchrow(
+        "SELECT provider, settings, secret FROM warehouse_connections WHERE organization_id = $1",
+        org.id,
+    )
+    assert stored is not None and stored["provider"] == "clickhouse"
+    assert stored["settings"] == {"url": f"chdb://{path}", "username": "default"}
+
+
+async def test_an_http_password_is_encrypted_and_never_returned(
+    api: AsyncTestClient[Any], org: Org, conn: asyncpg.Connection
+) -> None:
+    """No ClickHouse server here: the connection test fails (400, nothing stored), and the
+    password appears in no answer."""
+    password = "ch-password-never-shown"
+    response = await api.put(
+        URL,
+        json={
+            "provider": "clickhouse",
+            "dataset_id": "analytics",
+            "credentials": {"url": "http://127.0.0.1:1", "password": password},
+        },
+        headers=org.headers,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "warehouse_connection_failed"
+    assert response.json()["error"]["details"][0]["path"] == "$.credentials.url"
+    assert password not in response.text
+    assert await conn.fetchval("SELECT count(*) FROM warehouse_connections") == 0
+    assert SecretBox(SECRET).open(SecretBox(SECRET).seal(password)) == password
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"url": "chdb:///etc"}, "$.credentials.url", "not inside this server's LEVERED_CHDB_ROOT"),
+        ({"url": "chdb://host/x"}, "$.credentials.url", "absolute path and no host"),
+        ({"url": "ftp://example.com:21"}, "$.credentials.url", "expected http(s)://host:port"),
+        ({"url": "ROOT/../shop"}, "$.credentials.url", "not inside"),
+        ({"url": "ROOT/empty"}, "$.credentials.url", "not a ClickHouse (chdb) data directory"),
+        ({"colour": "red"}, "$.credentials", "unknown field"),
+        ({"dataset_id": "nowhere"}, "$.dataset_id", "no database 'nowhere'"),
+        ({"dataset_id": "a;b"}, "$.dataset_id", "letters, digits"),
+    ],
+)
+async def test_a_bad_connection_is_a_400_naming_the_field_and_stores_nothing(
+    api: AsyncTestClient[Any],
+    org: Org,
+    store: tuple[Path, Any],
+    conn: asyncpg.Connection,
+    change: dict[str, Any],
+    path: str,
+    words: str,
+) -> None:
+    root = store[0].parent
+    (root / "empty").mkdir(exist_ok=True)
+    sent = body(store[0])
+    if "dataset_id" in change:
+        sent["dataset_id"] = change["dataset_id"]
+    elif "url" in change:
+        url = change["url"].replace("ROOT", f"chdb://{root}")
+        sent["credentials"]["url"] = url
+    else:
+        sent["credentials"] |= change
+    response = await api.put(URL, json=sent, headers=org.headers)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["path"] == path
+    assert words in error["message"], error["message"]
+    assert await conn.fetchval("SELECT count(*) FROM warehouse_connections") == 0
+
+
+async def test_a_server_without_a_chdb_root_refuses_chdb(
+    db_url: str, org: Org, store: tuple[Path, Any]
+) -> None:
+    settings = Settings(database_url=db_url, log_level="warning", secret_key=SECRET)
+    async with AsyncTestClient(create_app(settings)) as client:
+        response = await client.put(URL, json=body(store[0]), headers=org.headers)
+    assert response.status_code == 400, response.text
+    assert "LEVERED_CHDB_ROOT" in response.json()["error"]["message"]
+
+
+async def test_one_data_directory_belongs_to_one_organization(
+    api: AsyncTestClient[Any], org: Org, other_org: Org, store: tuple[Path, Any]
+) -> None:
+    await connect(api, org, store[0])
+    response = await api.put(URL, json=body(store[0]), headers=other_org.headers)
+    assert response.status_code == 400, response.text
+    assert "another organization uses this data directory" in response.text
+    # and the other organization's warehouse endpoints stay on its own managed warehouse
+    theirs = await api.post(
+        f"{URL}/query", json={"sql": "SELECT count(*) FROM purchases"}, headers=other_org.headers
+    )
+    assert theirs.status_code == 400 and "does not exist" in theirs.json()["error"]["message"]
+
+
+async def test_queries_previews_and_columns_run_on_clickhouse(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    path, writer = store
+    writer.query(
+        "INSERT INTO analytics.purchases VALUES ('u1', '2026-01-02 03:04:05.5', 120, false), "
+        "('u2', '2026-01-02 03:04:06', 5, true)"
+    )
+    await connect(api, org, path)
+    q = await api.post(
+        f"{URL}/query",
+        json={"sql": "SELECT user_id, ts, amount FROM purchases ORDER BY user_id -- mine"},
+        headers=org.headers,
+    )
+    assert q.status_code == 200, q.text
+    assert q.json()["rows"] == [
+        ["u1", "2026-01-02T03:04:05.500000+00:00", 120],
+        ["u2", "2026-01-02T03:04:06+00:00", 5],
+    ]
+    assert [c["type"] for c in q.json()["columns"]] == ["String", "DateTime64(6, 'UTC')", "Float64"]
+    columns = await api.get(f"{URL}/tables/purchases/columns", headers=org.headers)
+    assert [c["name"] for c in columns.json()["columns"]] == ["user_id", "ts", "amount", "refunded"]
+    preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["rows"][0][0] == "u1"
+    missing = await api.get(f"{URL}/tables/secrets/columns", headers=org.headers)
+    assert missing.status_code == 404
+
+
+async def test_queries_keep_the_timeout_and_the_row_limit(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    await connect(api, org, store[0])
+    api.app.state.sandbox_limits = Limits(timeout_s=0.5)
+    slow = await api.post(
+        f"{URL}/query",
+        json={"sql": "SELECT count() FROM numbers(1000000000000)"},
+        headers=org.headers,
+    )
+    assert slow.status_code == 400, slow.text
+    assert "ran past the 0.5 s timeout" in slow.json()["error"]["message"]
+    capped = await api.post(
+        f"{URL}/query", json={"sql": "SELECT * FROM numbers(50)", "limit": 7}, headers=org.headers
+    )
+    assert capped.status_code == 200, capped.text
+    assert (capped.json()["row_count"], capped.json()["truncated"]) == (7, True)
+
+
+async def test_metric_dry_run_and_preview_on_clickhouse(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    path, writer = store
+    writer.query("INSERT INTO analytics.purchases VALUES ('u1', now64(6), 12.5, false)")
+    writer.query("INSERT INTO analytics.purchases VALUES ('u2', now64(6), 99, true)")
+    await connect(api, org, path)
+    metric = {
+        "name": "Revenue",
+        "sql": PURCHASES_SQL,
+        "anonymous_id_col": "user_id",
+        "timestamp_col": "ts",
+        "value_col": "amount",
+        "reward_type": "numeric",
+    }
+    bad = await api.post(
+        "/api/v2/metrics", json={**metric, "timestamp_col": "when"}, headers=org.headers
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "$.timestamp_col"
+    typed = await api.post(
+        "/api/v2/metrics", json={**metric, "value_col": "user_id"}, headers=org.headers
+    )
+    assert typed.status_code == 400 and "expected a number or a Bool" in typed.text
+    broken = await api.post(
+        "/api/v2/metrics", json={**metric, "sql": "SELECT nope FROM purchases"}, headers=org.headers
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"]["details"]["path"] == "$.sql"
+    created = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
+    assert created.status_code in (200, 201), created.text
+    preview = await api.get(f"/api/v2/metrics/{created.json()['id']}/preview", headers=org.headers)
+    assert preview.status_code == 200, preview.text
+    assert [(r["anonymous_id"], r["value"]) for r in preview.json()["rows"]] == [("u1", 12.5)]
+
+
+async def test_a_directory_no_longer_allowed_is_unhealthy_not_a_crash(
+    db_url: str, api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any], tmp_path: Path
+) -> None:
+    await connect(api, org, store[0])
+    settings = Settings(
+        database_url=db_url, log_level="warning", secret_key=SECRET, chdb_root=str(tmp_path)
+    )
+    async with AsyncTestClient(create_app(settings)) as narrowed:
+        status = (await narrowed.get(URL, headers=org.headers)).json()
+        assert status["healthy"] is False and "no longer allowed" in status["error"]
+        query = await narrowed.post(f"{URL}/query", json={"sql": "SELECT 1"}, headers=org.headers)
+        assert query.status_code == 503
+        assert query.json()["error"]["code"] == "warehouse_unavailable"
