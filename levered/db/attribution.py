@@ -132,11 +132,12 @@ CREDITED: Final = """reward_rows AS (
     WHERE r."timestamp" <= $4{restriction}
 ),
 credited AS (
-    SELECT e.exposure, count(*) AS credited_rows, sum(r.value) AS value_sum,
-           max(r.value) AS value_max
+    SELECT e.exposure, e.anonymous_id, e.variant_number, e.context, e.holdout, e.ts,
+           count(*) AS credited_rows, sum(r.value) AS value_sum, max(r.value) AS value_max
     FROM reward_rows AS r
     CROSS JOIN LATERAL (
-        SELECT x.ctid AS exposure
+        SELECT x.ctid AS exposure, x.anonymous_id, x.variant_number, x.context, x.holdout,
+               x."timestamp" AS ts
         FROM warehouse.exposures AS x
         WHERE x.optimization_id = $2
           AND x.anonymous_id = r.anonymous_id
@@ -145,12 +146,14 @@ credited AS (
         ORDER BY x."timestamp" DESC
         LIMIT 1
     ) AS e
-    GROUP BY e.exposure
+    GROUP BY e.exposure, e.anonymous_id, e.variant_number, e.context, e.holdout, e.ts
 )"""
 """Shared CTEs. Parameters: $1 the window start (``@start_date``; the normalized rows drop
 rewards before it), $2 optimization id, $3 window in seconds, $4 as-of time.
 ``value_max`` is a weighted metric's reward: its rows' values are outcome weights, and an
 exposure's outcome is the highest-weight one among its credited rows (docs/attribution.md).
+Each credited exposure comes with its own columns (grouped by, though its ``ctid`` determines
+them), so a reader adds it to the exposures instead of joining them back by ``ctid``.
 ``r.ts - window ≤ x.timestamp ≤ r.ts`` is the window condition rearranged so the index range
 scan can use it; the latest exposure at or before the reward is the only candidate, because
 if it is outside the window every earlier one is too."""
