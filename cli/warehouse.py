@@ -1,8 +1,9 @@
 """``levered warehouse connect|status|tables|columns|preview|query``: the warehouse.
 
-``connect postgres`` takes the password from ``--password-stdin``, else
-``LEVERED_WAREHOUSE_PASSWORD``, else a prompt on a terminal, never from a flag (it would stay
-in the shell history and in ``ps``).
+``connect postgres`` and ``connect clickhouse`` take the password from ``--password-stdin``,
+else ``LEVERED_WAREHOUSE_PASSWORD``, else a prompt on a terminal, never from a flag (it would
+stay in the shell history and in ``ps``). A ``chdb://`` URL has no password and is never
+prompted for one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ def show_status(body: dict[str, Any], json: bool) -> None:
         return
     notice(f"provider: {body['provider']}  healthy: {body['healthy']}")
     connection = body.get("connection")
-    if connection:
+    if connection and connection.get("url"):
+        notice(
+            f"connected: {connection['url']}  database: {body.get('dataset_id')}  "
+            f"user: {connection['username']}  tested: {connection['tested_at']}"
+        )
+    elif connection:
         notice(
             f"connected: {connection['username']}@{connection['host']}:{connection['port']}/"
             f"{connection['database']}  schema: {body.get('dataset_id')}  "
@@ -61,12 +67,20 @@ def status(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
 
 @app.command
 def connect(
-    provider: Literal["postgres", "managed"],
+    provider: Literal["postgres", "clickhouse", "managed"],
     *,
+    url: Annotated[
+        str | None,
+        Parameter(help="clickhouse: http(s)://host:port, or chdb:///path on the server."),
+    ] = None,
     host: Annotated[str | None, Parameter(help="postgres: the server's host name.")] = None,
     port: Annotated[int, Parameter(help="postgres: the server's port.")] = 5432,
-    database: Annotated[str | None, Parameter(help="postgres: the database.")] = None,
-    username: Annotated[str | None, Parameter(help="postgres: a read-only account.")] = None,
+    database: Annotated[
+        str | None, Parameter(help="postgres: the database; clickhouse: the database to read.")
+    ] = None,
+    username: Annotated[
+        str | None, Parameter(help="A read-only account (clickhouse: `default`).")
+    ] = None,
     schema: Annotated[
         str | None, Parameter(help="postgres: the schema with your tables (dataset_id).")
     ] = None,
@@ -80,9 +94,18 @@ def connect(
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
-    """Connect your own PostgreSQL (tested before it is stored), or go back to `managed`."""
+    """Connect your own PostgreSQL or ClickHouse (tested before it is stored), or go back to
+    `managed`."""
     if provider == "managed":
         body: dict[str, Any] = {"provider": "managed"}
+    elif provider == "clickhouse":
+        missing = [f"--{n}" for n, v in (("url", url), ("database", database)) if not v]
+        if missing:
+            fail(f"connect clickhouse needs {', '.join(missing)}", EXIT_USAGE)
+        credentials: dict[str, Any] = {"url": url, "username": username or "default"}
+        if not (url or "").startswith("chdb://"):
+            credentials["password"] = _password(password_stdin)
+        body = {"provider": "clickhouse", "dataset_id": database, "credentials": credentials}
     else:
         missing = [
             f"--{name}"
