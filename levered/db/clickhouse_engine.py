@@ -21,9 +21,9 @@ opening a session differs.
     lines on purpose.
 
 Every session runs with :func:`session_settings`: ``max_execution_time`` (the engine stops the
-query), UTC, and last ``readonly = 1``, after which the session refuses ``SET``, ``SETTINGS``
-clauses, writes, DDL and the table functions that leave the engine. What ``readonly`` does not
-stop is in :mod:`levered.db.clickhouse_guard`.
+query), ``max_memory_usage`` (2 GiB), UTC, and last ``readonly = 1``, after which the session
+refuses ``SET``, ``SETTINGS`` clauses, writes, DDL and the table functions that leave the
+engine. What ``readonly`` does not stop is in :mod:`levered.db.clickhouse_guard`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import anyio
 import msgspec
 
 CONNECT_TIMEOUT_S: Final = 10.0
+MAX_MEMORY_BYTES: Final = 2 * 1024**3
 _CODE: Final = re.compile(r"Code: (\d+)")
 
 
@@ -90,6 +91,8 @@ def session_settings(timeout_s: float) -> dict[str, Any]:
     """The settings of every session; ``readonly`` last, since it freezes the others."""
     return {
         "max_execution_time": max(0.1, float(timeout_s)),
+        # In process, a query's memory is the Levered server's: one query may not take it all.
+        "max_memory_usage": MAX_MEMORY_BYTES,
         "session_timezone": "UTC",
         "output_format_json_quote_64bit_integers": 0,
         "output_format_json_quote_denormals": 1,

@@ -73,6 +73,8 @@ DENIED_FUNCTIONS: Final = frozenset(
         "addressToLineWithInlines",
         "addressToSymbol",
         "demangle",
+        "catboostEvaluate",
+        "modelEvaluate",
     }
 )
 """Scalar functions that read the server's files (``file`` ignores ``user_files_path`` in

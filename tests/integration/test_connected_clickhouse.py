@@ -217,6 +217,13 @@ async def test_queries_keep_the_timeout_and_the_row_limit(
     )
     assert slow.status_code == 400, slow.text
     assert "ran past the 0.5 s timeout" in slow.json()["error"]["message"]
+    greedy = await api.post(
+        f"{URL}/query",
+        json={"sql": "SELECT length(groupArray(number)) FROM numbers(2000000000)"},
+        headers=org.headers,
+    )
+    assert greedy.status_code == 400, greedy.text  # max_memory_usage, or the timeout
+    assert greedy.json()["error"]["details"]["clickhouse_code"] in (159, 241)
     capped = await api.post(
         f"{URL}/query", json={"sql": "SELECT * FROM numbers(50)", "limit": 7}, headers=org.headers
     )
