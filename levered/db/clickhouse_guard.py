@@ -81,6 +81,9 @@ DENIED_FUNCTIONS: Final = frozenset(
 chdb), its configuration or host, write to its log, or reach tables and dictionaries by a
 name in a string (which the database check below cannot see)."""
 
+_DENIED: Final = frozenset(name.lower() for name in DENIED_FUNCTIONS)
+_GENERATORS: Final = frozenset(name.lower() for name in TABLE_FUNCTIONS)
+
 DENIED_PREFIXES: Final = ("dict",)
 """``dictGet``, ``dictHas``, ``dictGetHierarchy`` …: dictionaries are server-wide objects."""
 
@@ -121,6 +124,7 @@ def check(
             "UNION outside it, INTO OUTFILE, FORMAT or SETTINGS"
         )
     foreign = (databases | ALWAYS_DENIED_DATABASES) - {database}
+    generators = {name.lower() for name in table_functions}
     for line in lines:
         if line.strip() == "Set":
             # A SETTINGS clause: readonly refuses it at the top, but inside a subquery the
@@ -131,10 +135,12 @@ def check(
             continue
         kind, name = node.group(1), node.group(2).strip('`"')
         if kind == "Function":
+            # Compared without case: some functions are case-insensitive (FQDN is also Fqdn).
+            folded = name.lower()
             if (
-                name in DENIED_FUNCTIONS
-                or name.startswith(DENIED_PREFIXES)
-                or (name in table_functions and name not in TABLE_FUNCTIONS)
+                folded in _DENIED
+                or folded.startswith(DENIED_PREFIXES)
+                or (folded in generators and folded not in _GENERATORS)
             ):
                 raise Refused(f"{name}() is not allowed on a connected warehouse")
             continue

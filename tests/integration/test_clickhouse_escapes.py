@@ -143,6 +143,7 @@ ESCAPES = [
     "SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
     "SELECT * FROM python('print(1)')",
     "SELECT getServerSetting('path')",
+    "SELECT Fqdn() AS host",
     "SELECT 1 INTO OUTFILE '{outfile}'",
     "SELECT 1) INTO OUTFILE '{outfile}' --",
     # settings

@@ -24,6 +24,8 @@ def tree(*lines: str) -> str:
     [
         (tree("Function file (children 1)"), "file() is not allowed"),
         (tree("Function dictGetString (children 1)"), "dictGetString() is not allowed"),
+        (tree("Function Fqdn"), "Fqdn() is not allowed"),
+        (tree("Function DictGet (children 1)"), "DictGet() is not allowed"),
         (tree("Function python (alias p) (children 1)"), "python() is not allowed"),
         (tree("TableIdentifier other.secrets"), "outside the connected database"),
         (tree("TableIdentifier system.tables (alias t)"), "outside the connected database"),
