@@ -20,7 +20,7 @@ from levered.schemas.common import ResponseMeta
 Status = Literal["draft", "live", "paused", "shipped", "completed", "archived"]
 ModelType = Literal["cmab", "mab"]
 Dtype = Literal["str", "bool"]
-RewardType = Literal["bool", "numeric"]
+RewardType = Literal["bool", "numeric", "weighted"]
 ModelStatus = Literal["untrained", "training", "trained", "failed"]
 
 Name = Annotated[str, Meta(min_length=1, max_length=200, description="1–200 characters.")]

@@ -13,10 +13,12 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db.pool import create_pool
+from levered.schemas.optimizations import OptimizationResponse
 from levered.services import observations
 from levered.services.warehouse import Warehouse
 from tests.conftest import Org
@@ -113,6 +115,16 @@ async def test_create_show_and_preview(client: Client, org: Org, conn: asyncpg.C
     assert metric["outcomes"][0] == CART and metric["outcomes"][3]["match"]["value"] == 100.0
     shown = (await client.get(f"{URL}/{metric['id']}", headers=org.headers)).json()
     assert shown["outcomes"] == metric["outcomes"]
+
+    linked = await client.post(
+        "/api/v2/optimizations",
+        json={"name": "Checkout", "design_factors": DESIGN, "reward_metric_id": metric["id"]},
+        headers=org.headers,
+    )
+    assert linked.status_code == 201, linked.text
+    assert linked.json()["reward_metric"]["reward_type"] == "weighted"
+    decoded = msgspec.json.decode(linked.content, type=OptimizationResponse)  # as clients do
+    assert decoded.reward_metric is not None and decoded.reward_metric.reward_type == "weighted"
 
     preview = await client.get(f"{URL}/{metric['id']}/preview", headers=org.headers)
     assert preview.status_code == 200, preview.text
