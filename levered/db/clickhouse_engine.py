@@ -96,6 +96,7 @@ def session_settings(timeout_s: float) -> dict[str, Any]:
         "session_timezone": "UTC",
         "output_format_json_quote_64bit_integers": 0,
         "output_format_json_quote_denormals": 1,
+        "output_format_json_validate_utf8": 1,  # bytes that are not UTF-8 become U+FFFD
         "readonly": 1,
     }
 

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.db import clickhouse_engine as engine
+from levered.db import clickhouse_guard as guard
 from levered.server.app import create_app
 from levered.settings import Settings
 from tests.clickhouse_store import SECRET
@@ -224,3 +226,35 @@ async def test_what_stays_allowed(api: AsyncTestClient[Any], org: Org) -> None:
     ):
         response = await api.post(f"{URL}/query", json={"sql": sql}, headers=org.headers)
         assert response.status_code == 200, (sql, response.text)
+
+
+@pytest.mark.slow
+async def test_no_function_of_the_engine_reads_files_or_connects_past_the_guard(
+    session: engine.Session, listener: tuple[int, list[bytes]]
+) -> None:
+    """A sweep of every scalar function this chdb has, called on the readonly session with a
+    path or a loopback address: whichever returns the file's text or makes a connection must be
+    one the guard refuses. (On chdb 4.4 / ClickHouse 26.9 that is ``file`` alone.) A function a
+    later release adds that reads files fails this test instead of passing silently."""
+    port, seen = listener
+    names = await session.query("SELECT name FROM system.functions WHERE is_aggregate = 0")
+    shapes = ["'/etc/passwd'", "'/etc/passwd', 'x'", f"'http://127.0.0.1:{port}/'"]
+    shapes.append(f"'127.0.0.1:{port}'")
+    readers, connectors = set(), set()
+    for (name,) in names.data:
+        if name in ("sleep", "sleepEachRow"):
+            continue
+        for args in shapes:
+            before = len(seen)
+            try:
+                found = await session.query(f"SELECT toString({name}({args}))")
+            except (engine.ServerError, msgspec.DecodeError):  # refused, or not JSON-able
+                continue
+            finally:
+                if len(seen) > before:
+                    connectors.add(name)
+            if PASSWD in str(found.data):
+                readers.add(name)
+    denied = {n.lower() for n in guard.DENIED_FUNCTIONS}
+    assert readers, "the sweep itself is broken: file() reads files in chdb"
+    assert {n for n in readers | connectors if n.lower() not in denied} == set()

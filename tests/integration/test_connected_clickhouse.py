@@ -196,6 +196,11 @@ async def test_queries_previews_and_columns_run_on_clickhouse(
         ["u2", "2026-01-02T03:04:06+00:00", 5],
     ]
     assert [c["type"] for c in q.json()["columns"]] == ["String", "DateTime64(6, 'UTC')", "Float64"]
+    binary = await api.post(
+        f"{URL}/query", json={"sql": "SELECT unhex('FF41') AS raw, nan AS n"}, headers=org.headers
+    )
+    assert binary.status_code == 200, binary.text
+    assert binary.json()["rows"] == [["\ufffdA", "nan"]]
     columns = await api.get(f"{URL}/tables/purchases/columns", headers=org.headers)
     assert [c["name"] for c in columns.json()["columns"]] == ["user_id", "ts", "amount", "refunded"]
     preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
