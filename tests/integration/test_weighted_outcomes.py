@@ -238,6 +238,33 @@ async def test_the_variant_that_wins_on_weighted_value_wins(
         }
         assert sum(o["share"] for o in v["outcomes"]) == pytest.approx(1.0)
 
+    # The same metric as a guardrail: its own cells give the same per-user arms as the reward
+    # cells' measured lift (a user's outcome: the sum of their exposures' weights).
+    metric_id = response.json()["id"]
+    guarded = await client.patch(
+        f"/api/v2/optimizations/{optimization_id}",
+        json={
+            "guardrails": [
+                {"metric_id": metric_id, "direction": "must_not_decrease", "tolerance_percent": 5}
+            ]
+        },
+        headers=org.headers,
+    )
+    assert guarded.status_code == 200, guarded.text
+    report = await client.get(
+        f"/api/v2/optimizations/{optimization_id}/guardrails", headers=org.headers
+    )
+    assert report.status_code == 200, report.text
+    (g,) = report.json()["guardrails"]
+    lift = body["measured_lift"]
+    assert g["reward_type"] == "weighted" and g["status"] in ("ok", "pending"), g
+    assert (g["optimized_users"], g["holdout_users"]) == (
+        lift["optimized_users"],
+        lift["holdout_users"],
+    )
+    assert g["optimized_rate"] == pytest.approx(lift["optimized_rate"])
+    assert g["holdout_rate"] == pytest.approx(lift["holdout_rate"])
+
     # A from-scratch attribution counts the same mix as the stored cells.
     pool = await create_pool(db_url, min_size=1, max_size=4)
     try:
