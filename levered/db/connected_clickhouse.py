@@ -156,7 +156,7 @@ def _same(value: Any) -> Any:
 
 DATABASE_EXISTS: Final = "SELECT count() FROM system.databases WHERE name = {db:String}"
 TABLES: Final = """
-SELECT name, comment FROM system.tables
+SELECT name, comment, total_rows FROM system.tables
 WHERE database = {db:String} AND NOT is_temporary ORDER BY name
 """
 COLUMNS: Final = """
@@ -170,10 +170,14 @@ async def database_exists(session: Session, database: str) -> bool:
     return bool(result.data[0][0])
 
 
-async def tables(session: Session, database: str) -> list[tuple[str, str | None]]:
-    """The database's tables and views: ``(name, comment or None)``."""
+async def tables(session: Session, database: str) -> list[tuple[str, str | None, int | None]]:
+    """The database's tables and views: ``(name, comment or None, rows)``; ``rows`` is what
+    the engine keeps for a MergeTree table without counting (None for a view)."""
     result = await session.query(TABLES, {"db": database})
-    return [(str(name), str(comment) or None) for name, comment in result.data]
+    return [
+        (str(name), str(comment) or None, None if rows is None else int(rows))
+        for name, comment, rows in result.data
+    ]
 
 
 async def columns(

@@ -167,7 +167,7 @@ async def _access(found: ClickHouseReader, database: str) -> list[str]:
     try:
         if not await ch.database_exists(found.session, database):
             raise invalid("$.dataset_id", f"no database {database!r} on this ClickHouse")
-        names = [name for name, _ in await ch.tables(found.session, database)]
+        names = [name for name, _, _ in await ch.tables(found.session, database)]
         refused = await ch.unreadable(found.session, database, names)
     except engine.ServerError as exc:
         if exc.code == UNKNOWN_DATABASE:  # the session's default database is the dataset
@@ -205,7 +205,7 @@ def sql_error(exc: engine.ServerError | Refused, limits: Limits) -> ValidationEr
 
 
 async def tables(found: ClickHouseReader) -> list[TableInfo]:
-    return [TableInfo(n, None, c) for n, c in await ch.tables(found.session, found.database)]
+    return [TableInfo(n, r, c) for n, c, r in await ch.tables(found.session, found.database)]
 
 
 async def columns(found: ClickHouseReader, table: str) -> list[ColumnInfo]:

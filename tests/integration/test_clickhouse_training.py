@@ -178,3 +178,55 @@ async def test_the_same_data_gives_the_same_cells_on_all_three_warehouses(
     versions = [await training.train(wh, who.id, opts[who.id], seed=5) for who in everyone]
     counts = [{k: v for k, v in v.counts.items() if k in SAME_COUNTS} for v in versions]
     assert counts[0] == counts[1] == counts[2] and len(counts[0]) == len(SAME_COUNTS)
+
+    # The observations listing attributes from scratch through the same reward sources.
+    pages = []
+    for who in everyone:
+        listed = await api.get(
+            f"/api/v2/optimizations/{opts[who.id]}/observations?size=100&page=2",
+            headers=who.headers,
+        )
+        assert listed.status_code == 200, listed.text
+        pages.append(
+            [
+                (o["anonymous_id"], o["converted"], o["reward"])
+                for o in listed.json()["observations"]
+            ]
+        )
+    assert pages[0] == pages[1] == pages[2] and any(c for _, c, _ in pages[0])
+
+
+async def test_a_warehouse_gone_fails_training_clearly_and_serving_goes_on(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    db_url: str,
+    conn: asyncpg.Connection,
+    org: Org,
+    store: tuple[Path, Any],
+    tmp_path: Path,
+) -> None:
+    """The directory is no longer allowed (the operator moved LEVERED_CHDB_ROOT): training is a
+    503 ``warehouse_unavailable``, and the version trained before is still served."""
+    path, writer = store
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=200, seed=2)
+    await move_to_clickhouse(conn, org, writer)
+    await connect_clickhouse(api, conn, org, path)
+    first = await training.train(wh, org.id, opt, seed=1)
+    settings = Settings(
+        database_url=db_url,
+        log_level="warning",
+        secret_key=SECRET,
+        scheduler=False,
+        chdb_root=str(tmp_path),
+    )
+    async with AsyncTestClient(create_app(settings)) as moved:
+        model_id = await conn.fetchval("SELECT id FROM models WHERE optimization_id = $1", opt)
+        response = await moved.post(f"/api/v2/models/{model_id}/train", headers=org.headers)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "warehouse_unavailable"
+        served = await moved.post(
+            f"/api/v2/optimizations/{opt}/serve", json={"anonymous_id": "new-user"}
+        )
+        assert served.status_code == 200, served.text
+        assert served.json()["model_version"] == first.version

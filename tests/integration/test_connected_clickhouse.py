@@ -206,6 +206,11 @@ async def test_queries_previews_and_columns_run_on_clickhouse(
     preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
     assert preview.status_code == 200, preview.text
     assert preview.json()["rows"][0][0] == "u1"
+    listed = await api.get(f"{URL}/tables", headers=org.headers)
+    assert {t["name"]: t["rows"] for t in listed.json()["tables"]} == {
+        "big_orders": None,
+        "purchases": 2,
+    }
     missing = await api.get(f"{URL}/tables/secrets/columns", headers=org.headers)
     assert missing.status_code == 404
 
