@@ -150,7 +150,10 @@ class Session:
 
     async def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
         raw = await anyio.to_thread.run_sync(self._run, sql, dict(params or {}))
-        return _RESULT.decode(raw)
+        try:
+            return _RESULT.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ServerError(f"the engine's answer is not JSONCompact: {exc}") from exc
 
     async def aclose(self) -> None:
         await anyio.to_thread.run_sync(self._close)
@@ -161,7 +164,10 @@ def _chdb_session(path: Path, database: str, timeout_s: float) -> Session:
     import chdb
 
     settings = {"database": database, **session_settings(timeout_s)}
-    conn = chdb.connect(f"file:{path}?{urlencode(settings)}")
+    try:
+        conn = chdb.connect(f"file:{path}?{urlencode(settings)}")
+    except RuntimeError as exc:
+        raise Unreachable(f"cannot open a session on {path}: {exc}") from exc
 
     def run(sql: str, params: Mapping[str, Any]) -> bytes:
         # chdb reads parameter values in ClickHouse's escaped (TSV) form, as the HTTP

@@ -204,12 +204,28 @@ def sql_error(exc: engine.ServerError | Refused, limits: Limits) -> ValidationEr
     )
 
 
+def catalog_error(exc: engine.ServerError) -> Unavailable:
+    """Levered's own catalog query failed: the warehouse is not usable as connected."""
+    return Unavailable(
+        f"the connected ClickHouse did not answer Levered's catalog query: {exc.message}",
+        code="warehouse_unavailable",
+        retry_after=30,
+    )
+
+
 async def tables(found: ClickHouseReader) -> list[TableInfo]:
-    return [TableInfo(n, r, c) for n, c, r in await ch.tables(found.session, found.database)]
+    try:
+        listed = await ch.tables(found.session, found.database)
+    except engine.ServerError as exc:
+        raise catalog_error(exc) from exc
+    return [TableInfo(n, r, c) for n, c, r in listed]
 
 
 async def columns(found: ClickHouseReader, table: str) -> list[ColumnInfo]:
-    described = await ch.columns(found.session, found.database, table)
+    try:
+        described = await ch.columns(found.session, found.database, table)
+    except engine.ServerError as exc:
+        raise catalog_error(exc) from exc
     if not described:
         raise NotFound(f"no table or view {table!r} in database {found.database!r}")
     return [ColumnInfo(*column) for column in described]

@@ -309,3 +309,19 @@ async def test_a_weighted_metric_is_refused_on_clickhouse_not_guessed(
     response = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
     assert response.status_code == 400, response.text
     assert "do not run on a connected ClickHouse yet" in response.json()["error"]["message"]
+
+
+async def test_a_database_dropped_after_connecting_is_unhealthy_not_a_crash(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    path, writer = store
+    writer.query("CREATE DATABASE IF NOT EXISTS scratch")
+    writer.query("CREATE TABLE scratch.t (x Int8) ENGINE = MergeTree ORDER BY x")
+    response = await api.put(URL, json=body(path, dataset_id="scratch"), headers=org.headers)
+    assert response.status_code == 200, response.text
+    writer.query("DROP DATABASE scratch")
+    status = (await api.get(URL, headers=org.headers)).json()
+    assert status["healthy"] is False and "catalog query" in status["error"]
+    columns = await api.get(f"{URL}/tables/t/columns", headers=org.headers)
+    assert columns.status_code == 503
+    assert columns.json()["error"]["code"] == "warehouse_unavailable"
