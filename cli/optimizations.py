@@ -19,6 +19,15 @@ GUARDRAILS_HELP = (
     'JSON array of guardrails, e.g. \'[{"metric_id": "…", "direction": "must_not_increase", '
     '"tolerance_percent": 5, "auto_pause": true}]\' (replaces the list; docs/analysis.md).'
 )
+DIMENSIONS_HELP = (
+    "Comma-separated context keys to break results down by without modeling them, e.g. "
+    "platform,plan ('' clears; replaces the list; the next training pass rebuilds the cells)."
+)
+
+
+def _names(raw: str) -> list[str]:
+    """``a,b`` as ``["a", "b"]`` (blanks dropped: ``''`` is the empty list)."""
+    return [name.strip() for name in raw.split(",") if name.strip()]
 
 
 def _json_flag(flag: str, raw: str | None) -> Any:
@@ -106,6 +115,8 @@ def _print_details(o: dict[str, Any]) -> None:
                 ", ".join(map(str, factor.get("levels") or [])) or "(any value)",
             ]
         )
+    if o.get("dimensions"):
+        rows.append(["dimensions", ", ".join(o["dimensions"])])
     for rule in o.get("excluded_combinations", []):
         rows.append(["excluded", msgspec.json.encode(rule).decode()])
     for g in o.get("guardrails", []):
@@ -139,6 +150,7 @@ def create(
     sticky: bool = True,
     draft: Annotated[bool, Parameter(negative="", help="Create as draft.")] = False,
     guardrails: Annotated[str | None, Parameter(help=GUARDRAILS_HELP)] = None,
+    dimensions: Annotated[str | None, Parameter(help=DIMENSIONS_HELP)] = None,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
 ) -> None:
@@ -157,6 +169,8 @@ def create(
         body["excluded_combinations"] = _json_flag("--excluded-combinations", excluded_combinations)
     if guardrails is not None:
         body["guardrails"] = _json_flag("--guardrails", guardrails)
+    if dimensions is not None:
+        body["dimensions"] = _names(dimensions)
     if holdout_percentage is not None:
         body["holdout_percentage"] = holdout_percentage
     if conversion_window_hours is not None:
@@ -207,6 +221,7 @@ def update(
         Literal["cmab", "mab"] | None, Parameter(help="Model type (drafts only).")
     ] = None,
     guardrails: Annotated[str | None, Parameter(help=GUARDRAILS_HELP)] = None,
+    dimensions: Annotated[str | None, Parameter(help=DIMENSIONS_HELP)] = None,
     yes: YesFlag = False,
     api_url_flag: ApiUrlFlag = None,
     json: JsonFlag = False,
@@ -244,6 +259,8 @@ def update(
     ):
         if raw is not None:
             body[key] = _json_flag(flag, raw)
+    if dimensions is not None:
+        body["dimensions"] = _names(dimensions)
     if conversion_window_hours is not None:
         body["attribution"] = {
             "type": "last_touch",

@@ -92,10 +92,12 @@ class OptimizationSpec:
     conversion_window_hours: float
     context_factors: tuple[str, ...] = ()
     training_window: dict[str, Any] = field(default_factory=lambda: {"type": "all"})
+    dimensions: tuple[str, ...] = ()
+    """Context keys the cells are also broken down by (migration 0021), not modeled."""
 
 
 SELECT_TARGET: Final = """
-SELECT o.id, o.attribution, o.context_factors, o.training_window,
+SELECT o.id, o.attribution, o.context_factors, o.training_window, o.dimensions,
        mt.sql, mt.anonymous_id_col, mt.timestamp_col, mt.value_col, mt.reward_type,
        mt.outcomes, mt.name_col
 FROM optimizations AS o
@@ -116,6 +118,7 @@ async def find_target(
         conversion_window_hours=float(row["attribution"].get("conversion_window_hours", 24.0)),
         context_factors=tuple(str(f["name"]) for f in row["context_factors"]),
         training_window=row["training_window"],
+        dimensions=tuple(str(name) for name in row["dimensions"]),
     )
     if row["sql"] is None:
         return optimization, None

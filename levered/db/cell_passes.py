@@ -15,7 +15,7 @@ the same whichever pass computes them, which is what makes replacing buckets exa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
@@ -43,25 +43,25 @@ CHUNK: Final = """WITH {credited},
 observations AS (
     SELECT x.anonymous_id, x.variant_number, x.context, x.holdout,
            date_bin('1 hour', x."timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           1 AS n, 0::float8 AS reward, false AS credited
+           1 AS n, 0::float8 AS reward, false AS credited{x_dims}
     FROM warehouse.exposures AS x
     WHERE x.optimization_id = $2
       AND x."timestamp" >= $1 AND x."timestamp" < $7 AND x."timestamp" <= $8
     UNION ALL
     SELECT c.anonymous_id, c.variant_number, c.context, c.holdout,
            date_bin('1 hour', c.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
-           0, CASE WHEN $5 THEN 1::float8 ELSE c.{value} END, true
+           0, CASE WHEN $5 THEN 1::float8 ELSE c.{value} END, true{c_dims}
     FROM credited AS c
     WHERE c.ts >= $1 AND c.ts < $7 AND c.ts <= $8
 ),
 partial AS (
-    SELECT GROUPING(anonymous_id) = 0 AS per_user,
-           bucket, variant_number, holdout, context, anonymous_id,
+    SELECT GROUPING(anonymous_id) = 0 AS per_user, GROUPING(context) = 0 AS per_cell,
+           bucket, variant_number, holdout, context, anonymous_id{dim_flags},
            sum(n) AS n, sum(reward) AS reward_sum, sum(reward * reward) AS reward_sumsq,
            CASE WHEN $5 THEN max(reward) ELSE sum(reward) END AS outcome{partial_counts}
     FROM observations
     GROUP BY GROUPING SETS ((bucket, variant_number, holdout, context),
-                            (bucket, holdout, anonymous_id))
+                            (bucket, holdout, anonymous_id){dim_sets})
 )
 SELECT 'user' AS kind, bucket, NULL::integer AS variant_number, holdout, NULL::jsonb AS context,
        anonymous_id, n, outcome AS reward_sum, NULL::float8 AS reward_sumsq,
@@ -75,9 +75,9 @@ FROM (
            (SELECT coalesce(jsonb_object_agg(k.name, p.context -> k.name), '{{}}'::jsonb)
             FROM unnest($6::text[]) AS k(name)
             WHERE p.context ? k.name) AS cell_context
-    FROM partial AS p WHERE NOT p.per_user
+    FROM partial AS p WHERE p.per_cell
 ) AS q
-GROUP BY bucket, variant_number, holdout, cell_context
+GROUP BY bucket, variant_number, holdout, cell_context{dim_rows}
 ORDER BY bucket, holdout, anonymous_id"""
 """The cells and per-user outcomes of the buckets ``[$1, $7)``, matured exposures only
 (``timestamp ≤ $8``, the new frontier). $1 is also ``@start_date`` (no reward before the range
@@ -86,7 +86,10 @@ that counts (the range's end plus the window, at most the as-of time), $5 "the m
 $6 the context factor names (a cell keeps only those keys, restricted once per raw-context
 group). ``kind = 'user'`` rows: per (bucket, holdout, user), ``n`` matured exposures and their
 outcome in ``reward_sum`` (1 if any was credited, or the credited sum), in the order of
-``observation_users``' key (a rebuild appends them to it as they come).
+``observation_users``' key (a rebuild appends them to it as they come). ``kind = 'dim'`` rows
+(an optimization's dimensions, :func:`chunk_sql`): per (bucket, variant, holdout, dimension
+value), the dimension's name in ``anonymous_id`` and its value in ``context`` (JSON null when
+the exposure did not send the key).
 
 Every exposure comes once with reward 0 and each credited one once more with its reward and
 ``n = 0``, instead of joining the exposures back to their credits by ``ctid``: with statistics
@@ -96,19 +99,37 @@ the whole credit aggregation for each of 10⁶ exposures (minutes at 10⁶ histo
 join the plan's shape no longer depends on those estimates."""
 
 
-def chunk_sql(rows_sql: str, weights: Sequence[float]) -> str:
+def chunk_sql(rows_sql: str, weights: Sequence[float], dimensions: Sequence[str] = ()) -> str:
     """:data:`CHUNK` for a metric. ``weights``: a weighted metric's outcome weights in declared
     order (empty for bool and numeric metrics). A weighted metric's exposure reward is
     ``value_max``, the weight of its highest-weight credited outcome (``value_sum`` otherwise),
     and its cells count their exposures per declared outcome (``outcome_counts``) by that
     weight: the service keeps weights distinct, and ``credited`` tells an outcome of weight 0
-    from failure."""
+    from failure. ``dimensions``: context keys to break the cells down by besides (one more
+    grouping set each, ``kind = 'dim'`` rows)."""
+    names = [_literal(name) for name in dimensions]
+    dims = {
+        "x_dims": "".join(f", x.context -> {n} AS d{i}" for i, n in enumerate(names)),
+        "c_dims": "".join(f", c.context -> {n}" for n in names),
+        "dim_flags": "".join(f", GROUPING(d{i}) = 0 AS per_d{i}, d{i}" for i in range(len(names))),
+        "dim_sets": "".join(
+            f",\n                            (bucket, variant_number, holdout, d{i})"
+            for i in range(len(names))
+        ),
+        "dim_rows": "".join(
+            f"\nUNION ALL\nSELECT 'dim', bucket, variant_number, holdout, "
+            f"coalesce(d{i}, 'null'::jsonb), {n}, n, reward_sum, reward_sumsq, NULL\n"
+            f"FROM partial WHERE per_d{i}"
+            for i, n in enumerate(names)
+        ),
+    }
     if not weights:
         return CHUNK.format(
             credited=credited_ctes(rows_sql),
             value="value_sum",
             partial_counts="",
             counts="NULL::bigint[]",
+            **dims,
         )
     partial = "".join(
         f",\n           count(*) FILTER (WHERE credited AND reward = "
@@ -117,8 +138,17 @@ def chunk_sql(rows_sql: str, weights: Sequence[float]) -> str:
     )
     counts = "ARRAY[" + ", ".join(f"sum(o{i})::bigint" for i in range(len(weights))) + "]"
     return CHUNK.format(
-        credited=credited_ctes(rows_sql), value="value_max", partial_counts=partial, counts=counts
+        credited=credited_ctes(rows_sql),
+        value="value_max",
+        partial_counts=partial,
+        counts=counts,
+        **dims,
     )
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal of ``text`` (standard strings: only quotes are doubled)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 HISTOGRAM: Final = """
@@ -212,10 +242,24 @@ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 class ChunkRows:
     """What one chunk statement returned: rows for ``observation_cells`` and
     ``observation_users`` (tuples in those tables' column order, minus the optimization id;
-    a cell's last element is its ``outcome_counts``, None unless the metric is weighted)."""
+    a cell's last element is its ``outcome_counts``, None unless the metric is weighted) and
+    ``observation_dimension_cells`` (:data:`DIMENSION_COLUMNS` order)."""
 
     cells: list[tuple[Any, ...]]
     users: list[tuple[Any, ...]]
+    dimensions: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+DIMENSION_COLUMNS: Final = (
+    "bucket",
+    "dimension",
+    "value",
+    "variant_number",
+    "holdout",
+    "exposures",
+    "reward_sum",
+    "reward_sumsq",
+)
 
 
 async def any_matured(
@@ -291,7 +335,7 @@ async def chunk(
     that reads them (a connected warehouse's rows, bound as arrays)."""
     window = timedelta(hours=optimization.conversion_window_hours)
     newest_reward = min(hi + window, as_of)
-    sql = chunk_sql(rows_sql, weights if reward_type == "weighted" else ())
+    sql = chunk_sql(rows_sql, weights if reward_type == "weighted" else (), optimization.dimensions)
     rows: list[asyncpg.Record] = await fetch_metric_query(
         tenant,
         sql,
@@ -308,8 +352,22 @@ async def chunk(
     )
     cells: list[tuple[Any, ...]] = []
     users: list[tuple[Any, ...]] = []
+    dimensions: list[tuple[Any, ...]] = []
     for row in rows:
-        if row["kind"] == "cell":
+        if row["kind"] == "dim":
+            dimensions.append(
+                (
+                    row["bucket"],
+                    row["anonymous_id"],
+                    row["context"],
+                    row["variant_number"],
+                    row["holdout"],
+                    row["n"],
+                    row["reward_sum"],
+                    row["reward_sumsq"],
+                )
+            )
+        elif row["kind"] == "cell":
             cells.append(
                 (
                     row["bucket"],
@@ -324,4 +382,4 @@ async def chunk(
             )
         else:
             users.append((row["bucket"], row["holdout"], row["anonymous_id"], row["reward_sum"]))
-    return ChunkRows(cells, users)
+    return ChunkRows(cells, users, dimensions)

@@ -24,6 +24,7 @@ from uuid import UUID
 
 from levered.db import Connection
 from levered.db.attribution import Arm
+from levered.db.cell_passes import DIMENSION_COLUMNS, ChunkRows
 
 SELECT_STATE: Final = """
 SELECT fingerprint, as_of, frontier, marker, seen_below, passes, rebuilt_at, updated_at, pending,
@@ -52,6 +53,10 @@ CREATE TEMP TABLE pass_users (bucket timestamptz, holdout boolean, anonymous_id 
 CREATE TEMP TABLE pass_cells (bucket timestamptz, variant_number integer, holdout boolean,
                               context jsonb, exposures bigint, reward_sum double precision,
                               reward_sumsq double precision, outcome_counts bigint[])
+    ON COMMIT DROP;
+CREATE TEMP TABLE pass_dimensions (bucket timestamptz, dimension text, value jsonb,
+                                   variant_number integer, holdout boolean, exposures bigint,
+                                   reward_sum double precision, reward_sumsq double precision)
     ON COMMIT DROP
 """
 """A pass's new rows, staged chunk by chunk (memory stays one chunk) until its final write."""
@@ -159,6 +164,19 @@ ORDER BY bucket, holdout, anonymous_id
 """
 """In key order: the rows go into the primary key as appends, page by page, not as random
 inserts across the buckets of a chunk."""
+INSERT_DIMENSIONS: Final = f"""
+INSERT INTO observation_dimension_cells (optimization_id, {", ".join(DIMENSION_COLUMNS)})
+SELECT $1, {", ".join(DIMENSION_COLUMNS).replace("value", "coalesce(value, 'null'::jsonb)")}
+FROM pass_dimensions
+"""
+"""A value staged as NULL is JSON null (the key was not sent: jsonb ``null`` decodes to None)."""
+STORED_TABLES: Final = (
+    "observation_cells",
+    "observation_dimension_cells",
+    "observation_users",
+    "observation_user_totals",
+)
+"""What a rebuild deletes before it writes (``observation_state`` is upserted at the end)."""
 INSERT_CELLS: Final = """
 INSERT INTO observation_cells (optimization_id, bucket, variant_number, holdout, context,
                                exposures, reward_sum, reward_sumsq, outcome_counts)
@@ -277,12 +295,20 @@ class Staging:
     rebuild: bool
     timeout_s: float
 
-    async def add(self, cells: Sequence[tuple[Any, ...]], users: Sequence[tuple[Any, ...]]) -> None:
-        """One chunk's rows (in :data:`CELL_COLUMNS` / :data:`USER_COLUMNS` order; users sorted
-        by ``observation_users``' key, as :func:`levered.db.cell_passes.chunk` returns them)."""
+    async def add(self, rows: ChunkRows) -> None:
+        """One chunk's rows (:class:`levered.db.cell_passes.ChunkRows`; users sorted by
+        ``observation_users``' key, as :func:`levered.db.cell_passes.chunk` returns them)."""
+        cells, users = rows.cells, rows.users
         if cells:
             await self.conn.copy_records_to_table(
                 "pass_cells", columns=list(CELL_COLUMNS), records=cells, timeout=self.timeout_s
+            )
+        if rows.dimensions:
+            await self.conn.copy_records_to_table(
+                "pass_dimensions",
+                columns=list(DIMENSION_COLUMNS),
+                records=rows.dimensions,
+                timeout=self.timeout_s,
             )
         if not users:
             return
@@ -309,7 +335,7 @@ async def stage(
     await conn.execute(f"SET LOCAL work_mem = '{work_mem}'", timeout=timeout_s)
     await conn.execute(STAGE, timeout=timeout_s)
     if rebuild:
-        for table in ("observation_cells", "observation_users", "observation_user_totals"):
+        for table in STORED_TABLES:
             await conn.execute(DELETE_ALL.format(table=table), optimization_id, timeout=timeout_s)
     return Staging(conn, optimization_id, rebuild, timeout_s)
 
@@ -346,7 +372,7 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
         await conn.execute("ANALYZE pass_delta", timeout=timeout_s)
         moved = await _user_totals(conn, APPLY_DELTA, opt, w.bool_metric, timeout_s)
         await conn.execute(DROP_EMPTY, opt, timeout=timeout_s)
-        for table in ("observation_cells", "observation_users"):
+        for table in ("observation_cells", "observation_dimension_cells", "observation_users"):
             await conn.execute(DELETE_CELLS_IN.format(table=table), opt, lo, hi, timeout=timeout_s)
         await conn.execute(INSERT_USERS, opt, timeout=timeout_s)
         arms = {
@@ -354,6 +380,7 @@ async def finish_pass(conn: Connection, w: PassWrite, timeout_s: float) -> None:
             for held, arm in ((False, w.previous.optimized), (True, w.previous.holdout))
         }
     await conn.execute(INSERT_CELLS, opt, timeout=timeout_s)
+    await conn.execute(INSERT_DIMENSIONS, opt, timeout=timeout_s)
     o, h = arms[False], arms[True]
     await conn.execute(
         UPSERT_STATE,

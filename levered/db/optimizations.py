@@ -28,6 +28,7 @@ class OptimizationValues(NamedTuple):
     sticky: bool
     training_window: dict[str, Any]
     guardrails: list[dict[str, Any]]
+    dimensions: list[str]
 
 
 SELECT_METRIC: Final = """
@@ -37,8 +38,9 @@ SELECT id, name, reward_type FROM metrics WHERE organization_id = $1 AND id = $2
 INSERT_OPTIMIZATION: Final = """
 INSERT INTO optimizations (organization_id, name, status, model_type, design_factors,
                            context_factors, reward_metric_id, attribution, holdout_percentage,
-                           excluded_combinations, sticky, training_window, guardrails)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                           excluded_combinations, sticky, training_window, guardrails,
+                           dimensions)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 RETURNING id
 """
 
@@ -47,7 +49,7 @@ _VIEW: Final = """
 SELECT o.id, o.name, o.status, o.model_type, o.design_factors, o.context_factors,
        o.reward_metric_id, o.attribution, o.holdout_percentage, o.excluded_combinations,
        o.sticky, o.summary, o.created_at, o.updated_at, o.training_window, o.guardrails,
-       o.status_reason, mt.name AS metric_name, mt.reward_type AS metric_reward_type,
+       o.dimensions, o.status_reason, mt.name AS metric_name, mt.reward_type AS metric_reward_type,
        m.id AS model_id, m.status AS model_status, m.current_version AS model_current_version,
        mv.trained_at AS model_trained_at
 FROM optimizations o
@@ -70,7 +72,7 @@ LIMIT $2
 LOCK_OPTIMIZATION: Final = """
 SELECT id, name, status, model_type, design_factors, context_factors, reward_metric_id,
        attribution, holdout_percentage, excluded_combinations, sticky, training_window,
-       guardrails
+       guardrails, dimensions
 FROM optimizations WHERE organization_id = $1 AND id = $2
 FOR UPDATE
 """
@@ -80,7 +82,8 @@ UPDATE optimizations
 SET name = $3, status = $4, model_type = $5, design_factors = $6, context_factors = $7,
     reward_metric_id = $8, attribution = $9, holdout_percentage = $10,
     excluded_combinations = $11, sticky = $12, training_window = $13, guardrails = $14,
-    status_reason = CASE WHEN status = $4 THEN status_reason END, updated_at = now()
+    dimensions = $15, status_reason = CASE WHEN status = $4 THEN status_reason END,
+    updated_at = now()
 WHERE organization_id = $1 AND id = $2
 """
 """A status change through the API clears ``status_reason`` (what the server set itself)."""

@@ -32,6 +32,14 @@ FactorName = Annotated[
         description="1–100 characters; unique across design and context factors.",
     ),
 ]
+Dimensions = Annotated[
+    list[FactorName],
+    Meta(
+        max_length=10,
+        description="Context keys kept for breakdowns only (`?dimension=`), not modeled: at "
+        "most 10, unique, none of them a context factor.",
+    ),
+]
 Level = str | bool
 Levels = Annotated[
     list[Level],
@@ -164,6 +172,7 @@ class OptimizationCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     training_window: TrainingWindow = AllHistory()
     guardrails: list[Guardrail] = []
     """Metrics that must not get worse; each metric at most once, of this organization."""
+    dimensions: Dimensions = []
 
 
 class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -187,6 +196,9 @@ class OptimizationUpdate(msgspec.Struct, forbid_unknown_fields=True, frozen=True
     """Editable in every status but archived; the next training uses it."""
     guardrails: list[Guardrail] | UnsetType = UNSET
     """Replaces the whole list; editable in every status but archived."""
+    dimensions: Dimensions | UnsetType = UNSET
+    """Replaces the whole list; editable in every status but archived (the next training
+    pass rebuilds the stored cells)."""
 
 
 class LinkedMetric(msgspec.Struct, frozen=True):
@@ -236,6 +248,7 @@ class Optimization(msgspec.Struct, frozen=True):
     updated_at: datetime
     training_window: TrainingWindow = AllHistory()
     guardrails: list[Guardrail] = []
+    dimensions: list[str] = []
     status_reason: StatusReason | None = None
     """Set when the server changed the status itself (a guardrail's auto-pause); null after
     any status change through the API."""

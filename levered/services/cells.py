@@ -80,6 +80,7 @@ def fingerprint(optimization: OptimizationSpec, metric: MetricSpec, source: str 
         "window_hours": optimization.conversion_window_hours,
         "context_factors": list(optimization.context_factors),
         "bucket_s": passes.BUCKET.total_seconds(),
+        **({"dimensions": list(optimization.dimensions)} if optimization.dimensions else {}),
         **({} if source == "managed" else {"source": source}),
         **(
             {}
@@ -196,7 +197,7 @@ async def _pass(
             tenant, source, optimization, metric, ranges,
             frontier=frontier, as_of=as_of, timeout_s=timeout_s, at_least_one=full,
         ):  # fmt: skip
-            await staging.add(rows.cells, rows.users)
+            await staging.add(rows)
             chunks += 1
             exposures += n
         marker = await passes.marker(tenant, optimization.id, seen_after)

@@ -270,3 +270,32 @@ def validate_design(
 
 def space_of(design: Sequence[DesignFactor]) -> VariantSpace:
     return VariantSpace(tuple(Factor(f.name, tuple(f.levels)) for f in design))
+
+
+def check_dimensions(dimensions: Sequence[str], context: Sequence[ContextFactor]) -> None:
+    """400 naming ``$.dimensions[i]`` for a repeated name or one that is a context factor (a
+    context factor's breakdown already comes from the cells; a dimension is what the model
+    does not use)."""
+    factors = {f.name for f in context}
+    seen: dict[str, int] = {}
+    issues: list[Issue] = []
+    for i, name in enumerate(dimensions):
+        path = f"$.dimensions[{i}]"
+        if name in seen:
+            issues.append(
+                {
+                    "path": path,
+                    "message": f"duplicate dimension {json.dumps(name)} (also at "
+                    f"$.dimensions[{seen[name]}])",
+                }
+            )
+        elif name in factors:
+            issues.append(
+                {
+                    "path": path,
+                    "message": f"{json.dumps(name)} is a context factor; its breakdown comes "
+                    "with the model's cells, so list only keys the model does not use",
+                }
+            )
+        seen.setdefault(name, i)
+    raise_issues(issues)

@@ -1,4 +1,8 @@
-"""Dimensions: results broken down by one context factor, from the stored cells.
+"""Dimensions: results broken down by one context factor or dimension, from stored cells.
+
+A *dimension* is a context key the optimization lists in ``dimensions`` and the model does not
+use (``platform``): each pass writes the same sums per (dimension value, variant, holdout) as
+the cells (:mod:`levered.db.cell_passes`), so its breakdown reads like a context factor's.
 
 The cells keep, per hour × variant × holdout × context cell, the matured exposures and the sum
 and sum of squares of their attributed reward (docs/attribution.md), so any context factor's
@@ -29,14 +33,17 @@ Z95: Final = 1.959963984540054
 MAX_VALUES: Final = 100
 
 
-def check(dimension: str, context_factors: Sequence[str]) -> None:
-    """400 naming the ``dimension`` query parameter unless it is a context factor."""
-    if dimension in context_factors:
+def check(dimension: str, context_factors: Sequence[str], dimensions: Sequence[str]) -> None:
+    """400 naming the ``dimension`` query parameter unless it is a context factor or one of
+    the optimization's dimensions."""
+    if dimension in context_factors or dimension in dimensions:
         return
-    known = ", ".join(context_factors) or "none"
+    factors = ", ".join(context_factors) or "none"
+    listed = ", ".join(dimensions) or "none"
     message = (
-        f"{dimension!r} is not a context factor of this optimization (its context factors: "
-        f"{known}); only context factors are kept in the stored cells"
+        f"{dimension!r} is neither a context factor of this optimization (its context factors: "
+        f"{factors}) nor one of its dimensions ({listed}); add it to the optimization's "
+        '"dimensions" to keep its breakdown (from the next training pass, which rebuilds)'
     )
     raise ValidationError(
         f"invalid query parameter dimension: {message}",
@@ -90,9 +97,14 @@ def breakdown(name: str, rows: Sequence[Any]) -> DimensionBreakdown:
     return DimensionBreakdown(name=name, values=out[:MAX_VALUES], values_total=len(out))
 
 
-async def dimension(wh: Warehouse, optimization_id: UUID, name: str) -> DimensionBreakdown:
+async def dimension(
+    wh: Warehouse, optimization_id: UUID, name: str, context_factors: Sequence[str]
+) -> DimensionBreakdown:
     """The breakdown of an optimization the caller has already resolved in its organization
     and checked ``name`` for (:func:`check`); the results service does both."""
     async with wh.pool.acquire() as conn:
-        rows = await db.by_value(conn, optimization_id, name)
+        if name in context_factors:
+            rows = await db.by_value(conn, optimization_id, name)
+        else:
+            rows = await db.by_dimension_value(conn, optimization_id, name)
     return breakdown(name, rows)

@@ -37,7 +37,7 @@ from levered.schemas.optimizations import (
     Variant,
 )
 from levered.services import guardrail_rules, lifecycle
-from levered.services.design_rules import space_of, validate_design
+from levered.services.design_rules import check_dimensions, space_of, validate_design
 
 DESIGN_FIELDS: Final = ("design_factors", "context_factors", "excluded_combinations", "model_type")
 """Fields that change what is being tested; editable only while the optimization is a draft."""
@@ -59,6 +59,7 @@ class Config(msgspec.Struct, frozen=True):
     sticky: bool
     training_window: TrainingWindow = AllHistory()
     guardrails: list[Guardrail] = []
+    dimensions: list[str] = []
 
 
 CONFIG_FIELDS: Final = Config.__struct_fields__
@@ -78,6 +79,7 @@ def _values(config: Config, status: Status) -> db.OptimizationValues:
         sticky=config.sticky,
         training_window=msgspec.to_builtins(config.training_window),
         guardrails=msgspec.to_builtins(config.guardrails),
+        dimensions=list(config.dimensions),
     )
 
 
@@ -134,6 +136,7 @@ def _view(row: asyncpg.Record) -> Optimization:
         updated_at=row["updated_at"],
         training_window=msgspec.convert(row["training_window"], TrainingWindow),
         guardrails=msgspec.convert(row["guardrails"], list[Guardrail]),
+        dimensions=list(row["dimensions"]),
         status_reason=None
         if row["status_reason"] is None
         else msgspec.convert(row["status_reason"], StatusReason, strict=False),
@@ -187,7 +190,9 @@ async def create_optimization(
         sticky=body.sticky,
         training_window=body.training_window,
         guardrails=body.guardrails,
+        dimensions=body.dimensions,
     )
+    check_dimensions(config.dimensions, config.context_factors)
     values = _values(config, "draft" if body.draft else "live")
     async with pool.acquire() as conn, conn.transaction():
         await _check_metric(conn, organization_id, body.reward_metric_id)
@@ -264,6 +269,8 @@ async def update_optimization(
             await _check_metric(conn, organization_id, config.reward_metric_id)
         if "guardrails" in changed:
             await guardrail_rules.check(conn, organization_id, config.guardrails)
+        if {"dimensions", "context_factors"} & set(changed):
+            check_dimensions(config.dimensions, config.context_factors)
         if changed or target != status:
             await db.update_optimization(
                 conn, organization_id, optimization_id, _values(config, target)

@@ -126,12 +126,15 @@ async def results(
     dimension: str | None = None,
 ) -> Results:
     """Every field of the results (docs/training.md); 404 for another organization's one.
-    ``dimension``: a context factor to break the counts down by (docs/analysis.md)."""
+    ``dimension``: a context factor or dimension to break the counts down by
+    (docs/analysis.md)."""
     async with wh.pool.acquire() as conn:
         s = await models.subject(conn, organization_id, optimization_id)
+        factors: tuple[str, ...] = ()
         if dimension is not None:
             found = await find_target(conn, organization_id, optimization_id)
-            dimensions.check(dimension, () if found is None else found[0].context_factors)
+            factors = () if found is None else found[0].context_factors
+            dimensions.check(dimension, factors, () if found is None else found[0].dimensions)
     note = None
     try:
         att: Attribution | None = (
@@ -158,7 +161,7 @@ async def results(
     breakdown = (
         None
         if dimension is None or as_of is not None
-        else await dimensions.dimension(wh, optimization_id, dimension)
+        else await dimensions.dimension(wh, optimization_id, dimension, factors)
     )
     return await anyio.to_thread.run_sync(
         lambda: msgspec.structs.replace(

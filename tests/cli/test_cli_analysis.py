@@ -138,4 +138,21 @@ async def test_results_by_dimension(
     bad = await levered(
         "optimizations", "results", str(optimization_id), "--dimension", "platform", env=env
     )
-    assert bad.code != 0 and "not a context factor" in bad.stderr
+    assert bad.code != 0 and "neither a context factor" in bad.stderr
+    # A key the model does not use becomes a dimension: the next pass rebuilds the cells.
+    updated = await levered(
+        "optimizations", "update", str(optimization_id), "--dimensions", "platform", "--json",
+        env=env,
+    )  # fmt: skip
+    assert updated.code == 0, updated.stderr
+    assert updated.json()["dimensions"] == ["platform"]
+    shown = await levered("optimizations", "show", str(optimization_id), env=env)
+    assert "dimensions" in shown.stdout and "platform" in shown.stdout
+    done = await levered(
+        "optimizations", "results", str(optimization_id), "--dimension", "platform", "--json",
+        env=env,
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    values = done.json()["dimension"]["values"]
+    assert [d["value"] for d in values] == [None]  # the seeded traffic never sent it
+    assert values[0]["exposures"] == sum(d["exposures"] for d in body["dimension"]["values"])

@@ -165,7 +165,17 @@ async def _stored_rows(conn: asyncpg.Connection, optimization_id: UUID) -> tuple
         "WHERE optimization_id = $1 ORDER BY 1, 2, 3",
         optimization_id,
     )
-    return [tuple(r) for r in bucket_cells], [tuple(r) for r in users]
+    dimension_cells = await conn.fetch(
+        "SELECT bucket, dimension, value::text, variant_number, holdout, exposures, reward_sum, "
+        "reward_sumsq FROM observation_dimension_cells WHERE optimization_id = $1 "
+        "ORDER BY 1, 2, 3, 4, 5",
+        optimization_id,
+    )
+    return (
+        [tuple(r) for r in bucket_cells],
+        [tuple(r) for r in users],
+        [tuple(r) for r in dimension_cells],
+    )
 
 
 async def _assert_stored_match(
@@ -194,6 +204,21 @@ async def _assert_stored_match(
         assert arm.outcome_sumsq == pytest.approx(squares)
     assert sum(p["exposures"] for p in state.pending) == expected["pending"]
     await _assert_user_totals_follow_rows(conn, optimization_id)
+    # The "device" dimension (no context factor) splits the same sums per bucket, variant and
+    # holdout as the cells.
+    by_cell = await conn.fetch(
+        "SELECT bucket, variant_number, holdout, sum(exposures), sum(reward_sum) "
+        "FROM observation_cells WHERE optimization_id = $1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        optimization_id,
+    )
+    by_dimension = await conn.fetch(
+        "SELECT bucket, variant_number, holdout, sum(exposures), sum(reward_sum) "
+        "FROM observation_dimension_cells WHERE optimization_id = $1 AND dimension = 'device' "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        optimization_id,
+    )
+    assert [tuple(r)[:4] for r in by_dimension] == [tuple(r)[:4] for r in by_cell]
+    assert [r[4] for r in by_dimension] == pytest.approx([r[4] for r in by_cell])
 
 
 async def _assert_user_totals_follow_rows(conn: asyncpg.Connection, optimization_id: UUID) -> None:
@@ -250,6 +275,7 @@ async def test_incremental_cells_equal_a_rebuild_and_the_twin(
             await insert_optimization(conn, o, metric, window_hours),
         )
     mine = ids[0][0]
+    await conn.execute("UPDATE optimizations SET dimensions = '[\"device\"]' WHERE id = $1", mine)
     found = await find_target(conn, org.id, mine)
     assert found is not None and found[1] is not None
     optimization, metric = found
@@ -286,6 +312,8 @@ async def test_incremental_cells_equal_a_rebuild_and_the_twin(
     assert [r[5:] for r in rebuilt[0]] == pytest.approx([r[5:] for r in incremental[0]])
     assert [r[:3] for r in rebuilt[1]] == [r[:3] for r in incremental[1]]
     assert [r[3] for r in rebuilt[1]] == pytest.approx([r[3] for r in incremental[1]])
+    assert [r[:6] for r in rebuilt[2]] == [r[:6] for r in incremental[2]]
+    assert [r[6:] for r in rebuilt[2]] == pytest.approx([r[6:] for r in incremental[2]])
     # A rebuild deletes the stored rows before it writes the new ones: dying before its commit
     # leaves every row as it was.
     await _crashing_pass(wh, org.id, optimization, metric, now, rebuild=True)
@@ -294,7 +322,7 @@ async def test_incremental_cells_equal_a_rebuild_and_the_twin(
     # No foreign keys on the per-user rows (migration 0019): deleting the optimization still
     # removes them, through its observation_state row.
     await conn.execute("DELETE FROM optimizations WHERE id = $1", mine)
-    for table in ("observation_cells", "observation_users", "observation_user_totals"):
+    for table in cell_store.STORED_TABLES:
         left = await conn.fetchval(f"SELECT count(*) FROM {table} WHERE optimization_id = $1", mine)
         assert left == 0, table
 

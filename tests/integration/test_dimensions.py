@@ -96,3 +96,67 @@ async def test_bad_dimensions_are_400s_naming_it(
     assert empty.status_code == 400
     foreign = await client.get(url, params={"dimension": "country"}, headers=other_org.headers)
     assert foreign.status_code == 404
+
+
+async def test_results_by_a_dimension_the_model_does_not_use(
+    client: Client, conn: asyncpg.Connection, org: Org, other_org: Org
+) -> None:
+    optimization_id = await make_optimization(conn, org)
+    traffic = await simulate(conn, org, optimization_id, users=3000, holdout_every=5)
+    # "platform" is sent with every exposure but is no context factor: the model ignores it.
+    # u0, u3, u6, … sent none (its value is null).
+    platform = {f"u{i}": (None, "ios", "web")[i % 3] for i in range(3000)}
+    await conn.execute(
+        "UPDATE warehouse.exposures SET context = context || "
+        "jsonb_build_object('platform', (ARRAY['ios', 'web'])[substr(anonymous_id, 2)::int % 3]) "
+        "WHERE optimization_id = $1 AND substr(anonymous_id, 2)::int % 3 <> 0",
+        optimization_id,
+    )
+    url = f"/api/v2/optimizations/{optimization_id}"
+    before = await client.get(
+        f"{url}/results", params={"dimension": "platform"}, headers=org.headers
+    )
+    assert before.status_code == 400 and "dimensions" in before.json()["error"]["message"]
+    plain = (await client.get(f"{url}/results", headers=org.headers)).json()
+
+    for bad, path in (
+        (["country"], "$.dimensions[0]"),
+        (["platform", "platform"], "$.dimensions[1]"),
+    ):
+        response = await client.patch(url, json={"dimensions": bad}, headers=org.headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["details"][0]["path"] == path
+    too_many = [f"k{i}" for i in range(11)]
+    response = await client.patch(url, json={"dimensions": too_many}, headers=org.headers)
+    assert response.status_code == 400 and "dimensions" in response.text
+    foreign = await client.patch(url, json={"dimensions": ["platform"]}, headers=other_org.headers)
+    assert foreign.status_code == 404
+
+    response = await client.patch(url, json={"dimensions": ["platform"]}, headers=org.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["dimensions"] == ["platform"]
+    response = await client.get(
+        f"{url}/results", params={"dimension": "platform"}, headers=org.headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    breakdown = body["dimension"]
+    assert breakdown["name"] == "platform" and breakdown["values_total"] == 3
+    values = {d["value"]: d for d in breakdown["values"]}
+    for value in (None, "ios", "web"):
+        o = [v for u, v in traffic.optimized.items() if platform[u] == value]
+        h = [v for u, v in traffic.holdout.items() if platform[u] == value]
+        d = values[value]
+        assert d["optimized"]["exposures"] == len(o) and d["holdout"]["exposures"] == len(h)
+        assert math.isclose(d["optimized"]["rate"], sum(o) / len(o))
+        assert math.isclose(d["holdout"]["rate"], sum(h) / len(h))
+    # The model's own view is unchanged: same counts per variant as before the dimension.
+    assert [(v["number"], v["exposures"]) for v in body["variants"]] == [
+        (v["number"], v["exposures"]) for v in plain["variants"]
+    ]
+    # Stored per bucket, as the cells (the list's change rebuilt them), and only for this one.
+    stored = await conn.fetchval(
+        "SELECT sum(exposures) FROM observation_dimension_cells WHERE optimization_id = $1",
+        optimization_id,
+    )
+    assert stored == 3000

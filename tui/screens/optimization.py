@@ -253,7 +253,10 @@ class OptimizationScreen(Screen[None]):
         try:
             optimization = await api.get(path)
             self.contexts = context_choices(optimization)
-            self.dimensions = [f["name"] for f in optimization.get("context_factors", [])]
+            self.dimensions = [
+                *(f["name"] for f in optimization.get("context_factors", [])),
+                *optimization.get("dimensions", []),
+            ]
             context = self.contexts[self.context_index % len(self.contexts)]
             try:
                 report: dict[str, Any] | None = await api.get(
@@ -314,7 +317,7 @@ class OptimizationScreen(Screen[None]):
     def action_next_dimension(self) -> None:
         """Cycle the breakdown: each context factor in turn, then off (one request fewer)."""
         if not self.dimensions:
-            self.notify("no context factors to break the results down by")
+            self.notify("no context factors or dimensions to break the results down by")
             return
         self.dimension_index = (self.dimension_index + 1) % (len(self.dimensions) + 1)
         self.notify(f"dimension: {self.dimension or 'off'}")
