@@ -84,6 +84,11 @@ name in a string (which the database check below cannot see)."""
 _DENIED: Final = frozenset(name.lower() for name in DENIED_FUNCTIONS)
 _GENERATORS: Final = frozenset(name.lower() for name in TABLE_FUNCTIONS)
 
+_SCALARS_TOO: Final = frozenset({"format"})
+"""Table-function names that are also plain scalar functions (``format('{}-{}', a, b)``): as
+a scalar they are allowed; in a ``FROM`` (a ``TableExpression``'s child) the allow list
+decides, as for every table function."""
+
 DENIED_PREFIXES: Final = ("dict",)
 """``dictGet``, ``dictHas``, ``dictGetHierarchy`` …: dictionaries are server-wide objects."""
 
@@ -124,8 +129,13 @@ def check(
             "UNION outside it, INTO OUTFILE, FORMAT or SETTINGS"
         )
     foreign = (databases | ALWAYS_DENIED_DATABASES) - {database}
-    generators = {name.lower() for name in table_functions}
+    generators = {name.lower() for name in table_functions} - _SCALARS_TOO
+    parents: list[str] = []  # the node text at each depth down to the current line
     for line in lines:
+        depth = len(line) - len(line.lstrip(" "))
+        del parents[depth:]
+        parent = parents[-1] if parents else ""
+        parents.append(line.strip())
         if line.strip() == "Set":
             # A SETTINGS clause: readonly refuses it at the top, but inside a subquery the
             # engine lets it pass unapplied; no tenant query needs one, so none is taken.
@@ -137,10 +147,12 @@ def check(
         if kind == "Function":
             # Compared without case: some functions are case-insensitive (FQDN is also Fqdn).
             folded = name.lower()
+            in_from = parent.startswith("TableExpression")
             if (
                 folded in _DENIED
                 or folded.startswith(DENIED_PREFIXES)
                 or (folded in generators and folded not in _GENERATORS)
+                or (in_from and folded not in _GENERATORS)
             ):
                 raise Refused(f"{name}() is not allowed on a connected warehouse")
             continue

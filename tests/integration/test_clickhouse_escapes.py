@@ -144,6 +144,7 @@ ESCAPES = [
     "SELECT * FROM executable('id', 'TSV', 'x String')",
     "SELECT * FROM postgresql('127.0.0.1:{port}', 'd', 't', 'u', 'p')",
     "SELECT * FROM python('print(1)')",
+    "SELECT * FROM format(CSV, '1,2')",
     "SELECT getServerSetting('path')",
     "SELECT Fqdn() AS host",
     "SELECT 1 INTO OUTFILE '{outfile}'",
@@ -223,6 +224,7 @@ async def test_what_stays_allowed(api: AsyncTestClient[Any], org: Org) -> None:
         "SELECT * FROM view(SELECT user_id FROM purchases)",
         "SELECT user_id FROM purchases UNION ALL SELECT 'x'",
         "SELECT 'SELECT * FROM file(x)' AS text -- file() in a string or comment is no call",
+        "SELECT format('{}-{}', user_id, 'x') FROM purchases",
     ):
         response = await api.post(f"{URL}/query", json={"sql": sql}, headers=org.headers)
         assert response.status_code == 200, (sql, response.text)

@@ -34,6 +34,8 @@ def tree(*lines: str) -> str:
         ("SelectWithUnionQuery (children 3)\n ExpressionList (children 1)", "one query"),
         ("SelectWithUnionQuery (children 1)\n ExpressionList (children 2)", "one query"),
         ("KillQueryQuery", "one query"),
+        (tree("TableExpression (children 1)", " Function format (children 1)"), "format()"),
+        (tree("TableExpression (children 1)", " Function myView (children 1)"), "myView()"),
     ],
 )
 def test_refused(ast: str, words: str) -> None:
@@ -48,6 +50,9 @@ def test_allowed() -> None:
             "Function numbers (children 1)",
             "Function view (children 1)",
             "Function count (children 1)",
+            "Function format (children 1)",
+            "TableExpression (children 1)",
+            " Function numbers (alias n) (children 1)",
             "TableIdentifier purchases",
             "TableIdentifier analytics.purchases (alias p)",
             "Identifier p.user_id",
