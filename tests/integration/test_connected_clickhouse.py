@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
@@ -325,3 +326,24 @@ async def test_a_database_dropped_after_connecting_is_unhealthy_not_a_crash(
     columns = await api.get(f"{URL}/tables/t/columns", headers=org.headers)
     assert columns.status_code == 503
     assert columns.json()["error"]["code"] == "warehouse_unavailable"
+
+
+async def test_concurrent_queries_share_the_one_engine(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    """Each request opens its own session on the process's one engine, in worker threads: the
+    event loop serves the others meanwhile and every answer is its own."""
+    await connect(api, org, store[0])
+    answers: dict[int, Any] = {}
+
+    async def ask(i: int) -> None:
+        sql = f"SELECT {i} AS i, count() FROM numbers(2000000) WHERE number % 7 = {i % 7}"
+        response = await api.post(f"{URL}/query", json={"sql": sql}, headers=org.headers)
+        assert response.status_code == 200, response.text
+        answers[i] = response.json()["rows"][0]
+
+    async with anyio.create_task_group() as group:
+        for i in range(12):
+            group.start_soon(ask, i)
+    assert {i: row[0] for i, row in answers.items()} == {i: i for i in range(12)}
+    assert len({row[1] for row in answers.values()}) == 2  # 285715 or 285714 per residue
