@@ -138,7 +138,10 @@ def _open_engine(path: Path) -> None:
         try:
             _keeper = (path, chdb.connect(f"file:{path}"))
         except RuntimeError as exc:  # another path is open in this process (not through us)
-            raise Unreachable(f"cannot open the chdb engine on {path}: {exc}") from exc
+            raise Unreachable(
+                f"cannot open the chdb engine on {path} ({exc}): chdb runs one data directory "
+                "per process"
+            ) from exc
 
 
 class Session:

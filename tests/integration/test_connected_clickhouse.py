@@ -20,7 +20,7 @@ from levered.db.sandbox import Limits
 from levered.server.app import create_app
 from levered.services.secret_box import SecretBox
 from levered.settings import Settings
-from tests.clickhouse_store import PURCHASES_SQL
+from tests.clickhouse_store import PURCHASES_SQL, build_in_subprocess
 from tests.conftest import Org
 
 pytestmark = pytest.mark.anyio
@@ -347,3 +347,15 @@ async def test_concurrent_queries_share_the_one_engine(
             group.start_soon(ask, i)
     assert {i: row[0] for i, row in answers.items()} == {i: i for i in range(12)}
     assert len({row[1] for row in answers.values()}) == 2  # 285715 or 285714 per residue
+
+
+async def test_a_second_data_directory_in_the_same_process_is_refused_clearly(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any], conn: asyncpg.Connection
+) -> None:
+    second = store[0].parent / "second"
+    build_in_subprocess(second, [])
+    response = await api.put(URL, json=body(second), headers=org.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "warehouse_connection_failed"
+    assert "one data directory per process" in response.json()["error"]["message"]
+    assert await conn.fetchval("SELECT count(*) FROM warehouse_connections") == 0
