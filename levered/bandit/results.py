@@ -21,6 +21,13 @@ logistic — reward units for numeric) gives them all consistently:
 - modeled improvement: the prob_best-weighted reward (current allocation) and the reward of the
   variant with the highest posterior mean, each relative to the baseline (variant 1), per draw.
 
+For cmab the draws behind every figure but prob_best come from the posterior with the learned
+prior scales' uncertainty added (:func:`reported_chol`; docs/statistics.md, "Intervals that
+account for the learned scales"), because the plug-in posterior's intervals were too narrow
+where the data barely determine a scale (measured: benchmarks/README.md, "Calibration").
+prob_best (and so weight and estimated_progress) stays a functional of the posterior the
+sampler draws from, with the same z, so it remains the traffic share served.
+
 Draw counts shrink for huge spaces so that draws × variants stays under ``MAX_CELLS``.
 """
 
@@ -33,8 +40,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from levered.bandit.bias import row_scale
 from levered.bandit.design import levels_matrix
+from levered.bandit.glm import design_of
 from levered.bandit.posterior import Posterior
+from levered.bandit.scales import scale_averaged_covariance
 
 F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
@@ -107,18 +117,37 @@ def reward_draws(
     return linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
 
 
-def theta_draws(posterior: Posterior, n_draws: int, rng: np.random.Generator) -> F64:
-    mean, chol = posterior.array("mean"), posterior.array("chol")
+def theta_draws(
+    posterior: Posterior, n_draws: int, rng: np.random.Generator, chol: F64 | None = None
+) -> F64:
+    """θ = θ̂ + L z, with the posterior's own L (what the sampler draws) unless given."""
+    mean = posterior.array("mean")
+    factor = posterior.array("chol") if chol is None else chol
     z = rng.standard_normal((n_draws, mean.shape[0]))
-    return np.asarray(mean + z @ chol.T, dtype=np.float64)
+    return np.asarray(mean + z @ factor.T, dtype=np.float64)
+
+
+def reported_chol(posterior: Posterior) -> F64:
+    """The Cholesky factor results draw from: the posterior's covariance with the learned
+    prior scales' uncertainty integrated out (:func:`levered.bandit.scales.
+    scale_averaged_covariance`), widened by the exploration bias like the posterior itself
+    (Σ' = DΣD, :mod:`levered.bandit.bias`). The posterior's own factor when no scale was
+    learned (defaults, legacy versions)."""
+    chol = posterior.array("chol")
+    if posterior.meta.get("prior_scales_source") != "empirical_bayes":
+        return chol
+    d = design_of(posterior)
+    bias = posterior.meta.get("bias")
+    rows = row_scale(d, bias) if bias else np.ones(d.n_features)
+    base = chol / rows[:, None]
+    cov, _ = scale_averaged_covariance(d, posterior.array("mean"), base @ base.T)
+    return np.ascontiguousarray(rows[:, None] * np.linalg.cholesky(cov))
 
 
 def linear_predictor_draws(
     posterior: Posterior, theta: F64, context: Mapping[str, Any] | None
 ) -> F64:
     """η[s, v] for every variant, from level indices (no variant × feature matrix)."""
-    from levered.bandit.glm import design_of
-
     d = design_of(posterior)
     grid = levels_matrix(d.level_counts)
     cols = d.context_columns(context)
@@ -148,6 +177,12 @@ def population_draws(posterior: Posterior, theta: F64) -> F64:
         eta = linear_predictor_draws(posterior, theta, context or None)
         out += (float(count) / total) * linear_to_reward(posterior, eta)
     return out
+
+
+def _rewards(posterior: Posterior, theta: F64, context: Mapping[str, Any] | None) -> F64:
+    if context is None:
+        return population_draws(posterior, theta)
+    return linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
 
 
 def linear_to_reward(posterior: Posterior, eta: F64) -> F64:
@@ -249,15 +284,16 @@ def summarize(
     rng = np.random.default_rng(seed)
     theta = None
     if posterior.model_type == "cmab":
-        theta = theta_draws(posterior, s, rng)
-        draws = (
-            population_draws(posterior, theta)
-            if context is None
-            else linear_to_reward(posterior, linear_predictor_draws(posterior, theta, context))
-        )
+        # Common random numbers: the sampler's θ̂ + L z and the reported θ̂ + L̄ z share z.
+        state = rng.bit_generator.state
+        served = theta_draws(posterior, s, rng)
+        rng.bit_generator.state = state
+        theta = theta_draws(posterior, s, rng, reported_chol(posterior))
+        draws = _rewards(posterior, theta, context)
+        serving = _rewards(posterior, served, context)
     else:
-        draws = reward_draws(posterior, s, rng)
-    pb = prob_best(draws, mask)
+        draws = serving = reward_draws(posterior, s, rng)
+    pb = prob_best(serving, mask)
     factors, interaction, pairs = factor_importance(draws, posterior.level_counts)
     means = draws.mean(axis=0)
     best = int(np.flatnonzero(mask)[np.argmax(means[mask])])
