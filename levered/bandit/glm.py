@@ -108,8 +108,9 @@ def fit_logistic(
         )
 
     current = log_post(theta)
-    iterations = 0
-    for iterations in range(1, MAX_ITER + 1):  # noqa: B007 — reported to the caller
+    iterations = 0  # reported to the caller
+    while iterations < MAX_ITER:
+        iterations += 1
         eta = linear_predictor(active, theta)
         prob = 1.0 / (1.0 + np.exp(-eta))
         h, g = normal_equations(active, trials * prob * (1.0 - prob), successes - trials * prob, p)
@@ -143,8 +144,9 @@ def fit_gaussian(
     xtx, xty = normal_equations(active, count, ysum, p)
     total = float(count.sum())
     sigma2 = 1.0
-    iterations = 0
-    for iterations in range(1, MAX_ITER + 1):  # noqa: B007 — reported to the caller
+    iterations = 0  # reported to the caller
+    while iterations < MAX_ITER:
+        iterations += 1
         precision = xtx / sigma2
         precision[np.diag_indices(p)] += prior_prec
         theta = _solve(precision, xty / sigma2)
