@@ -135,7 +135,16 @@ def print_lift_history(body: dict[str, Any]) -> None:
     if body.get("note"):
         notice(body["note"])
     emit_table(
-        ["date", "daily lift", "daily 95% ci", "users o/h", "cumulative", "cum. 95% ci"],
+        [
+            "date",
+            "daily lift",
+            "daily 95% ci",
+            "users o/h",
+            "cumulative",
+            "cum. 95% ci",
+            "modeled",
+            "modeled 95% ci",
+        ],
         [
             [
                 p["date"],
@@ -144,6 +153,8 @@ def print_lift_history(body: dict[str, Any]) -> None:
                 f"{p['daily']['optimized_users']}/{p['daily']['holdout_users']}",
                 _pct(p["cumulative"]["lift_percent"]),
                 _ci(p["cumulative"]["ci"]),
+                _pct((p.get("modeled") or {}).get("percent")),
+                _ci((p.get("modeled") or {}).get("ci")),
             ]
             for p in body["points"]
         ],

@@ -47,5 +47,21 @@ ORDER BY day, holdout
 """$1 optimization, $2 "the metric is bool"."""
 
 
+MODELED_DAYS: Final = """
+SELECT DISTINCT ON ((v.trained_at AT TIME ZONE 'UTC')::date)
+       (v.trained_at AT TIME ZONE 'UTC')::date AS day, v.version, v.trained_at,
+       v.counts -> 'modeled_lift' AS modeled_lift
+FROM models AS m JOIN model_versions AS v ON v.model_id = m.id
+WHERE m.optimization_id = $1 AND m.deleted_at IS NULL
+ORDER BY (v.trained_at AT TIME ZONE 'UTC')::date, v.trained_at DESC
+"""
+"""The last model version trained each UTC day ($1 optimization) and the modeled lift it
+recorded (``counts.modeled_lift``; absent in versions trained before it was recorded)."""
+
+
+async def modeled_days(conn: Connection, optimization_id: UUID) -> list[Any]:
+    return await conn.fetch(MODELED_DAYS, optimization_id)
+
+
 async def lift_days(conn: Connection, optimization_id: UUID, *, bool_metric: bool) -> list[Any]:
     return await conn.fetch(LIFT_DAYS, optimization_id, bool_metric)

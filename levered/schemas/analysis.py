@@ -109,6 +109,16 @@ class LiftArm(msgspec.Struct, frozen=True, kw_only=True):
     p_value: float | None
 
 
+class ModeledLift(msgspec.Struct, frozen=True, kw_only=True):
+    """The model's improvement over the baseline as one model version estimated it."""
+
+    percent: float
+    ci: list[float]
+    """95 % posterior interval."""
+    version: int
+    trained_at: datetime
+
+
 class LiftPoint(msgspec.Struct, frozen=True, kw_only=True):
     date: date
     daily: LiftArm
@@ -116,6 +126,10 @@ class LiftPoint(msgspec.Struct, frozen=True, kw_only=True):
     cumulative: LiftArm
     """Users exposed up to and including that day, their outcomes through it: the measured
     lift as it stood then (the last point equals the results' ``measured_lift``)."""
+    modeled: ModeledLift | None = None
+    """The modeled improvement of the current allocation over the baseline, from the last
+    model version trained by the end of that day (UTC); null before the first one, or when
+    that version had no data to claim a lift from."""
 
 
 class LiftHistory(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,7 @@ from levered.db import cell_store
 from levered.db import lift_history as db
 from levered.db.attribution import Arm
 from levered.errors import Conflict
-from levered.schemas.analysis import LiftArm, LiftHistory, LiftPoint
+from levered.schemas.analysis import LiftArm, LiftHistory, LiftPoint, ModeledLift
 from levered.schemas.common import ResponseMeta
 from levered.services import cells
 from levered.services.observations import target
@@ -43,8 +43,13 @@ def _arm(lift_arms: dict[bool, Arm]) -> LiftArm:
     )
 
 
-def points(rows: Sequence[Mapping[str, Any]]) -> list[LiftPoint]:
-    """Rows of :data:`levered.db.lift_history.LIFT_DAYS` as daily and cumulative points."""
+def points(
+    rows: Sequence[Mapping[str, Any]], modeled_rows: Sequence[Mapping[str, Any]] = ()
+) -> list[LiftPoint]:
+    """Rows of :data:`levered.db.lift_history.LIFT_DAYS` as daily and cumulative points, each
+    with the modeled lift of the last version trained by its end
+    (:data:`levered.db.lift_history.MODELED_DAYS`)."""
+    versions = sorted(modeled_rows, key=lambda r: r["day"])
     by_day: dict[date, dict[bool, dict[str, float]]] = defaultdict(dict)
     for row in rows:
         by_day[row["day"]][bool(row["holdout"])] = {k: float(row[k]) for k in _FIELDS}
@@ -63,8 +68,28 @@ def points(rows: Sequence[Mapping[str, Any]]) -> list[LiftPoint]:
             t[1] += a["delta_sum"]
             t[2] += a["delta_sumsq"]
         cumulative = {held: Arm(int(t[0]), t[1], t[2]) for held, t in totals.items()}
-        out.append(LiftPoint(date=day, daily=_arm(daily), cumulative=_arm(cumulative)))
+        stood = [v for v in versions if v["day"] <= day]
+        out.append(
+            LiftPoint(
+                date=day,
+                daily=_arm(daily),
+                cumulative=_arm(cumulative),
+                modeled=_modeled(stood[-1]) if stood else None,
+            )
+        )
     return out
+
+
+def _modeled(row: Mapping[str, Any]) -> ModeledLift | None:
+    lift = row["modeled_lift"]
+    if not lift:
+        return None
+    return ModeledLift(
+        percent=float(lift["percent"]),
+        ci=[float(x) for x in lift["ci"]],
+        version=int(row["version"]),
+        trained_at=row["trained_at"],
+    )
 
 
 _FIELDS: Final = (
@@ -107,10 +132,11 @@ async def lift_history(
     async with wh.pool.acquire() as conn:
         state = await cell_store.load_state(conn, optimization.id)
         rows = await db.lift_days(conn, optimization.id, bool_metric=metric.reward_type == "bool")
+        modeled_rows = await db.modeled_days(conn, optimization.id)
     return LiftHistory(
         optimization_id=optimization_id,
         reward_type=metric.reward_type,
-        points=points(rows),
+        points=points(rows, modeled_rows),
         data_through=None if state is None else state.frontier,
         as_of=datetime.now(UTC) if state is None else state.as_of,
         note=note,

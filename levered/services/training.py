@@ -263,7 +263,17 @@ def _fit(target: Target, attribution: Attribution, seed: int, bias: Bias | None 
         "marker": _iso(attribution.marker),
         "seen_below": attribution.seen_below,
     }
-    summary = _summary(target, attribution, posterior, seed)
+    modeled = bandit_results.summarize(
+        posterior, target.allowed, target.holdout_fraction, n_draws=CONFIDENCE_DRAWS, seed=seed
+    )
+    improvement = modeled.estimated_improvement_percent
+    # Kept with the version, so the lift history can show the modeled lift as it stood.
+    counts["modeled_lift"] = (
+        None
+        if improvement is None
+        else {"percent": improvement.mean, "ci": [improvement.lo, improvement.hi]}
+    )
+    summary = _summary(target, attribution, posterior, modeled, seed)
     return Fitted(posterior, counts, summary)
 
 
@@ -277,12 +287,13 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def _summary(
-    target: Target, attribution: Attribution, posterior: Posterior, seed: int
+    target: Target,
+    attribution: Attribution,
+    posterior: Posterior,
+    modeled: bandit_results.Results,
+    seed: int,
 ) -> dict[str, Any]:
     """``optimizations.summary``: variants_count, exposures, lift, confidence (docs)."""
-    modeled = bandit_results.summarize(
-        posterior, target.allowed, target.holdout_fraction, n_draws=CONFIDENCE_DRAWS, seed=seed
-    )
     measured = measured_lift(attribution.optimized_users, attribution.holdout_users)
     lift_ci: list[float] | None = None
     if measured.ci is not None and measured.lift_percent is not None:

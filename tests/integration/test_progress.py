@@ -140,6 +140,33 @@ async def test_lift_history_daily_and_cumulative(
     assert all(
         math.isclose(a, b, rel_tol=1e-9) for a, b in zip(last["ci"], lift["ci"], strict=True)
     )
+    # No model version yet: no modeled lift on any day.
+    assert [p["modeled"] for p in body["points"]] == [None, None]
+    # Two versions, dated (as if trained then) on day 0 and day 1: each day shows the last one
+    # trained by its end; day 2 still has version 2's estimate.
+    for version, at in ((1, day0 + timedelta(hours=12)), (2, day0 + timedelta(days=1, hours=3))):
+        await train(client, conn, org, optimization_id)
+        await conn.execute(
+            "UPDATE model_versions SET trained_at = $2 WHERE version = $1 AND model_id = "
+            "(SELECT id FROM models WHERE optimization_id = $3)",
+            version,
+            at,
+            optimization_id,
+        )
+    body = await get(client, org, optimization_id, "lift-history")
+    modeled = [p["modeled"] for p in body["points"]]
+    assert [m["version"] for m in modeled] == [1, 2]
+    stored = await conn.fetchval(
+        "SELECT counts -> 'modeled_lift' FROM model_versions WHERE version = 2 AND model_id = "
+        "(SELECT id FROM models WHERE optimization_id = $1)",
+        optimization_id,
+    )
+    assert modeled[1]["percent"] == stored["percent"] and modeled[1]["ci"] == stored["ci"]
+    assert modeled[1]["ci"][0] < modeled[1]["percent"] < modeled[1]["ci"][1]
+    # The results estimate the same quantity from their own posterior draws.
+    results = await get(client, org, optimization_id, "results")
+    improvement = results["modeled"]["estimated_improvement_percent"]
+    assert math.isclose(modeled[1]["percent"], improvement["mean"], rel_tol=0.02)
 
 
 async def test_lift_history_without_a_metric_has_a_note(

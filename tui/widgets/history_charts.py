@@ -1,7 +1,7 @@
 """Two daily charts side by side (stacked when narrow): the reward rate of the leading arms
 and the holdout, from the results' ``time_series``; and the measured lift as it stood each day,
-inside its 95 % interval, with that day's own lift, from ``lift-history`` (and today's modeled
-lift in words).
+inside its 95 % interval, with that day's own lift and the modeled lift of each day's last
+model version, from ``lift-history`` (and today's modeled lift in words).
 
 Below each chart one sentence says what it shows, or why there is no chart yet.
 """
@@ -73,8 +73,8 @@ def rate_chart(results: dict[str, Any] | None, labels: dict[int, str]) -> tuple[
 
 
 def modeled_lift(results: dict[str, Any] | None) -> str:
-    """Today's modeled lift, the one point of its history the server keeps (a model version
-    does not keep its summary, so there is no modeled-lift history to chart)."""
+    """Today's modeled lift, in words (the chart's modeled line is each day's last model
+    version, which may be older than the current posterior's estimate)."""
     modeled = ((results or {}).get("modeled") or {}).get("estimated_improvement_percent")
     if not modeled:
         return ""
@@ -108,6 +108,7 @@ def lift_chart(
             None,
             "No lift yet: it needs matured users in both arms and a positive rate." + modeled,
         )
+    modeled_series = [(p.get("modeled") or {}).get("percent") for p in points]
     band = Band(
         [(p["cumulative"].get("ci") or [None, None])[0] for p in points],
         [(p["cumulative"].get("ci") or [None, None])[1] for p in points],
@@ -116,6 +117,11 @@ def lift_chart(
         [
             Series("lift so far", lifts, "bright_cyan"),
             Series("that day's users", [p["daily"].get("lift_percent") for p in points], "grey62"),
+            *(
+                [Series("modeled", modeled_series, "yellow")]
+                if any(v is not None for v in modeled_series)
+                else []
+            ),
         ],
         band=band,
         x_labels=(str(points[0]["date"]), str(points[-1]["date"])),
