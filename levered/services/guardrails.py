@@ -3,8 +3,10 @@
 Each guardrail metric is attributed to the optimization's exposures into its own stored cells
 (:mod:`levered.services.guardrail_cells`); its per-user outcomes per arm give the same
 estimator as the measured lift (:func:`levered.services.results.measured_lift`): change
-c = 100 · (m_o / m_h − 1) with the 95 % interval of the log-ratio delta method. With tolerance
-t (percent), :func:`judge` says
+c = 100 · (m_o / m_h − 1), log-ratio delta method. The interval a guardrail is judged on is an
+*always-valid* 95 % one (:func:`confidence_sequence`): guardrails are evaluated again and again
+as data arrives, and a fixed 95 % interval looked at after every pass crosses a true tolerance
+far more often than 2.5 % of the time. With tolerance t (percent), :func:`judge` says
 
 - ``must_not_increase``: ``violated`` when the interval's lower end exceeds +t (the metric rose
   by more than t %, with 95 % confidence), ``ok`` when its upper end is at most +t;
@@ -13,15 +15,16 @@ t (percent), :func:`judge` says
 - ``pending`` otherwise: the interval still straddles the tolerance, or there is none yet
   (fewer than 100 users in an arm, a zero rate).
 
-So for a true change at most the tolerance, one evaluation flags a violation with probability
-at most 2.5 % (one side of a 95 % interval), less the further inside the tolerance it is. That
-rate is per evaluation: evaluating again as data arrives is a repeated test (no alpha spending),
-which is why an automatic pause is opt-in and always explained (``status_reason``).
+So for a true change at most the tolerance, a violation is flagged with probability at most
+2.5 % (one side of a 95 % confidence sequence) *however often it is evaluated* — asymptotically,
+as for the delta method itself — less the further inside the tolerance it is. An automatic
+pause is still opt-in and always explained (``status_reason``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -39,10 +42,18 @@ from levered.schemas.common import ResponseMeta
 from levered.schemas.optimizations import Guardrail, StatusReason
 from levered.services import guardrail_cells
 from levered.services import optimizations as optimizations_service
-from levered.services.results import MIN_ARM_USERS, measured_lift
+from levered.services.results import MIN_ARM_USERS, Z95, measured_lift
 from levered.services.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+
+ALPHA: Final = 0.05
+"""Two-sided error of the confidence sequence: 2.5 % per side over all evaluations."""
+PLANNED_USERS: Final = 10_000
+"""Users (both arms) at which the confidence sequence is tightest (its ρ); valid at every size,
+≈ 1.55× the fixed interval's width there, wider far before or after it."""
+_LOG_ALPHA: Final = -2.0 * math.log(ALPHA)
+RHO2: Final = (_LOG_ALPHA + math.log(_LOG_ALPHA + 1.0)) / PLANNED_USERS
 
 DEGRADED: Final = frozenset({"metric_failed", "metric_timeout"})
 """A guardrail whose metric fails now is ``pending`` with the reason, not an error."""
@@ -61,10 +72,36 @@ class Judgement:
     holdout_users: int
 
 
+def confidence_sequence(ci: list[float], users: int) -> list[float]:
+    """The always-valid 95 % interval of the change with ``ci`` as its fixed 95 % interval
+    (delta method on the log ratio, :func:`levered.services.results.measured_lift`) at
+    ``users`` users: the asymptotic confidence sequence of Waudby-Smith et al. (2024,
+    "Time-uniform central limit theory"), θ̂ ± σ̂ · √(2(tρ² + 1)/(t²ρ²) · log(√(tρ² + 1)/α)) on
+    the log ratio, with σ̂ = se · √t and ρ chosen for :data:`PLANNED_USERS`."""
+    lo, hi = math.log1p(ci[0] / 100.0), math.log1p(ci[1] / 100.0)
+    centre, se = (lo + hi) / 2.0, (hi - lo) / (2.0 * Z95)
+    r = users * RHO2
+    half = se * math.sqrt(2.0 * (r + 1.0) / r * math.log(math.sqrt(r + 1.0) / ALPHA))
+    return [100.0 * math.expm1(centre - half), 100.0 * math.expm1(centre + half)]
+
+
+def always_valid_p(ci: list[float], users: int) -> float:
+    """The smallest α at which the confidence sequence (same ρ) excludes no change: below 0.05
+    exactly when :func:`confidence_sequence` excludes 0, so the two never disagree."""
+    lo, hi = math.log1p(ci[0] / 100.0), math.log1p(ci[1] / 100.0)
+    se = (hi - lo) / (2.0 * Z95)
+    if se == 0.0:
+        return float(lo == 0.0)
+    z = (lo + hi) / 2.0 / se
+    r = users * RHO2
+    return min(1.0, math.sqrt(r + 1.0) * math.exp(-z * z * r / (2.0 * (r + 1.0))))
+
+
 def judge(direction: str, tolerance_percent: float, optimized: Arm, holdout: Arm) -> Judgement:
     """The status of one guardrail from its per-user arm totals (module doc for the rule)."""
     lift = measured_lift(optimized, holdout)
-    ci = lift.ci
+    users = lift.optimized_users + lift.holdout_users
+    ci = None if lift.ci is None else confidence_sequence(lift.ci, users)
     t = tolerance_percent
     if ci is None:
         status: GuardrailStatus = "pending"
@@ -77,23 +114,29 @@ def judge(direction: str, tolerance_percent: float, optimized: Arm, holdout: Arm
             reason = "no interval: the metric is zero in an arm"
     elif direction == "must_not_increase":
         if ci[0] > t:
-            status, reason = "violated", f"rose by more than {t:g} % (95 % interval above +{t:g})"
+            status, reason = (
+                "violated",
+                f"rose by more than {t:g} % (always-valid 95 % interval above +{t:g})",
+            )
         elif ci[1] <= t:
             status, reason = "ok", f"did not rise by more than {t:g} % (interval at most +{t:g})"
         else:
-            status, reason = "pending", f"the 95 % interval still contains +{t:g} %"
+            status, reason = "pending", f"the always-valid 95 % interval still contains +{t:g} %"
     elif ci[1] < -t:
-        status, reason = "violated", f"fell by more than {t:g} % (95 % interval below -{t:g})"
+        status, reason = (
+            "violated",
+            f"fell by more than {t:g} % (always-valid 95 % interval below -{t:g})",
+        )
     elif ci[0] >= -t:
         status, reason = "ok", f"did not fall by more than {t:g} % (interval at least -{t:g})"
     else:
-        status, reason = "pending", f"the 95 % interval still contains -{t:g} %"
+        status, reason = "pending", f"the always-valid 95 % interval still contains -{t:g} %"
     return Judgement(
         status=status,
         reason=reason,
         change_percent=lift.lift_percent,
         ci=ci,
-        p_value=lift.p_value,
+        p_value=None if lift.ci is None else always_valid_p(lift.ci, users),
         optimized_rate=lift.optimized_rate,
         holdout_rate=lift.holdout_rate,
         optimized_users=lift.optimized_users,
