@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -47,6 +48,16 @@ def quote_ident(name: str) -> str:
 def bind_start_date(sql: str) -> str:
     """The metric SQL with ``@start_date`` as a bound parameter and a trailing ``;`` removed."""
     return START_DATE.sub(START_PARAM, sql).rstrip().rstrip(";").rstrip()
+
+
+def string_literal(text: str) -> str:
+    """A ClickHouse string constant (backslash escapes, as ClickHouse reads them)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def float_literal(x: float) -> str:
+    """A Float64 constant, exact (``repr`` round-trips a double, and so does the parse)."""
+    return f"toFloat64({string_literal(repr(float(x)))})"
 
 
 def param_time(at: datetime) -> str:
@@ -216,23 +227,28 @@ def rows_sql(
     value_col: str | None,
     *,
     bool_metric: bool,
+    weights: Callable[[str | None], str] | None = None,
 ) -> str:
     """The metric (``@start_date`` bound) as ``(anonymous_id, ts_us, value)`` rows in
-    ``[start_date, end_date]``; a Bool or a number in the value column becomes a Float64."""
+    ``[start_date, end_date]``; a Bool or a number in the value column becomes a Float64.
+    ``weights``: a weighted metric's outcome weight given that number (None without a value
+    column); rows it gives NULL (no outcome) are dropped, as on the other providers."""
     q = quote_ident
     anon, ts = f"m.{q(anonymous_id_col)}", f"m.{q(timestamp_col)}"
     at = f"toDateTime64({ts}, 6, 'UTC')"
     where = [f"{anon} IS NOT NULL", f"{ts} IS NOT NULL", f"{at} >= {START_PARAM}"]
     where.append(f"{at} <= {END_PARAM}")
-    if value_col is None:
+    number = None if value_col is None else f"ifNull(toFloat64(m.{q(value_col)}), 0)"
+    if weights is not None:
+        value = weights(number)
+        where.append(f"{value} IS NOT NULL")
+    elif number is None:
         value = "toFloat64(1)"
+    elif bool_metric:
+        value = "toFloat64(1)"
+        where.append(f"{number} > 0")
     else:
-        number = f"ifNull(toFloat64(m.{q(value_col)}), 0)"
-        if bool_metric:
-            value = "toFloat64(1)"
-            where.append(f"{number} > 0")
-        else:
-            value = number
+        value = number
     return (
         f"SELECT toString({anon}) AS anonymous_id, toUnixTimestamp64Micro({at}) AS ts_us, "
         f"{value} AS value\nFROM (\n{bound_sql}\n) AS m\nWHERE {' AND '.join(where)}"

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from levered.db import clickhouse_engine as engine
 from levered.db import connected_clickhouse as ch
 from levered.db.clickhouse_guard import Refused
 from levered.errors import ValidationError
-from levered.schemas.metrics import MetricRow
+from levered.schemas.metrics import MetricRow, NameMatch, Outcome
 from levered.services.connected_clickhouse import ClickHouseReader, sql_error
 
 DRY_RUN_WINDOW: Final = timedelta(days=1)
@@ -36,7 +36,9 @@ class MetricSql(Protocol):
     @property
     def sql(self) -> str: ...
     @property
-    def outcomes(self) -> Sequence[Any] | None: ...
+    def outcomes(self) -> Sequence[Outcome] | None: ...
+    @property
+    def name_col(self) -> str | None: ...
     @property
     def anonymous_id_col(self) -> str: ...
     @property
@@ -46,21 +48,39 @@ class MetricSql(Protocol):
 
 
 def rows_sql(metric: MetricSql, reward_type: str) -> str:
-    """The metric as normalized rows in ``[start_date, end_date]`` (ClickHouse dialect).
-    Weighted metrics (outcomes) are not translated to ClickHouse yet: refused, not guessed."""
-    if metric.outcomes:
-        raise ValidationError(
-            "weighted metrics (outcomes) do not run on a connected ClickHouse yet; use a bool "
-            "or numeric metric there",
-            details={"path": "$.outcomes"},
-        )
+    """The metric as normalized rows in ``[start_date, end_date]`` (ClickHouse dialect)."""
+    declared = metric.outcomes
+    name_col = metric.name_col
+    weights = None
+    if declared:
+
+        def weights(number: str | None) -> str:
+            name = None if name_col is None else f"toString(m.{ch.quote_ident(name_col)})"
+            return weight_sql(declared, name, number)
+
     return ch.rows_sql(
         ch.bind_start_date(metric.sql),
         metric.anonymous_id_col,
         metric.timestamp_col,
         metric.value_col,
         bool_metric=reward_type == "bool",
+        weights=weights,
     )
+
+
+def weight_sql(outcomes: Sequence[Outcome], name: str | None, value: str | None) -> str:
+    """The weight of the outcome a row matches, NULL when it matches none: the rule of
+    :func:`levered.services.outcomes.weight_sql`, in ClickHouse's dialect."""
+    whens = []
+    for outcome in outcomes:
+        if isinstance(outcome.match, NameMatch):
+            assert name is not None
+            test = f"{name} = {ch.string_literal(outcome.match.value)}"
+        else:
+            assert value is not None
+            test = f"{value} = {ch.float_literal(outcome.match.value)}"
+        whens.append(f"WHEN {test} THEN {ch.float_literal(outcome.weight)}")
+    return f"(CASE {' '.join(whens)} END)"
 
 
 def _base(type_name: str) -> str:
@@ -71,7 +91,7 @@ def _base(type_name: str) -> str:
 
 async def dry_run(found: ClickHouseReader, metric: MetricSql, reward_type: str) -> None:
     """Run the SQL as written (one row), check its columns, then run it as training will."""
-    wrapped = rows_sql(metric, reward_type)  # refuses what ClickHouse cannot run yet
+    wrapped = rows_sql(metric, reward_type)
     since = datetime.now(UTC) - DRY_RUN_WINDOW
     alone = ch.bind_start_date(metric.sql)
     try:
@@ -106,6 +126,8 @@ def _check_columns(types: dict[str, str], metric: MetricSql) -> None:
     ]
     if metric.value_col is not None:
         wanted.append(("value_col", metric.value_col, VALUE_TYPES, "a number or a Bool"))
+    if metric.name_col is not None:
+        wanted.append(("name_col", metric.name_col, ID_TYPES, "String"))
     for field, name, allowed, expected in wanted:
         if name not in types:
             message = (

@@ -165,10 +165,7 @@ async def _clickhouse(
     """The reward source of a connected ClickHouse: one read-only session for the pass."""
     assert isinstance(remote.target, ClickHouseTarget)
     limits = replace(wh.limits, timeout_s=timeout_s)
-    try:
-        sql = clickhouse_metrics.rows_sql(metric, metric.reward_type)
-    except ValidationError as exc:
-        raise Conflict(exc.message, code="metric_failed", details=exc.details) from exc
+    sql = clickhouse_metrics.rows_sql(metric, metric.reward_type)
     async with connected_clickhouse.reader(remote.target, limits, wh.chdb_root) as found:
 
         async def fetch(start: datetime, end: datetime) -> tuple[Any, ...]:

@@ -292,26 +292,6 @@ async def test_a_directory_no_longer_allowed_is_unhealthy_not_a_crash(
         assert query.json()["error"]["code"] == "warehouse_unavailable"
 
 
-async def test_a_weighted_metric_is_refused_on_clickhouse_not_guessed(
-    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
-) -> None:
-    await connect(api, org, store[0])
-    metric = {
-        "name": "Tiers",
-        "sql": PURCHASES_SQL,
-        "anonymous_id_col": "user_id",
-        "timestamp_col": "ts",
-        "value_col": "amount",
-        "outcomes": [
-            {"key": "small", "weight": 1, "match": {"by": "value", "value": 5}},
-            {"key": "big", "weight": 3, "match": {"by": "value", "value": 120}},
-        ],
-    }
-    response = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
-    assert response.status_code == 400, response.text
-    assert "do not run on a connected ClickHouse yet" in response.json()["error"]["message"]
-
-
 async def test_a_database_dropped_after_connecting_is_unhealthy_not_a_crash(
     api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
 ) -> None:
