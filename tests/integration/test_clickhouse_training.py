@@ -230,3 +230,48 @@ async def test_a_warehouse_gone_fails_training_clearly_and_serving_goes_on(
         )
         assert served.status_code == 200, served.text
         assert served.json()["model_version"] == first.version
+
+
+async def test_guardrails_read_clickhouse_like_the_managed_warehouse(
+    api: AsyncTestClient[Any],
+    conn: asyncpg.Connection,
+    org: Org,
+    other_org: Org,
+    store: tuple[Path, Any],
+) -> None:
+    """The purchases metric as a guardrail: the same traffic with its rewards in the customer's
+    ClickHouse or in Levered's store gives the same evaluation."""
+    path, writer = store
+    managed = await make_optimization(conn, other_org)
+    await simulate(conn, other_org, managed, users=400, seed=9)
+    opt = await make_optimization(conn, org)
+    await simulate(conn, org, opt, users=400, seed=9)
+    await move_to_clickhouse(conn, org, writer)
+    await connect_clickhouse(api, conn, org, path)
+    evaluations = []
+    for who, optimization_id in ((org, opt), (other_org, managed)):
+        metric_id = await conn.fetchval(
+            "SELECT reward_metric_id FROM optimizations WHERE id = $1", optimization_id
+        )
+        guardrail = {
+            "metric_id": str(metric_id),
+            "direction": "must_not_decrease",
+            "tolerance_percent": 50,
+        }
+        patched = await api.patch(
+            f"/api/v2/optimizations/{optimization_id}",
+            json={"guardrails": [guardrail]},
+            headers=who.headers,
+        )
+        assert patched.status_code == 200, patched.text
+        shown = await api.get(
+            f"/api/v2/optimizations/{optimization_id}/guardrails", headers=who.headers
+        )
+        assert shown.status_code == 200, shown.text
+        (g,) = shown.json()["guardrails"]
+        evaluations.append(
+            {k: g[k] for k in ("status", "optimized_users", "holdout_users", "optimized_rate")}
+        )
+    assert evaluations[0] == evaluations[1]
+    assert evaluations[0]["optimized_users"] + evaluations[0]["holdout_users"] == 400
+    assert evaluations[0]["optimized_rate"] > 0
