@@ -42,6 +42,8 @@ import msgspec
 CONNECT_TIMEOUT_S: Final = 10.0
 MAX_MEMORY_BYTES: Final = 2 * 1024**3
 _CODE: Final = re.compile(r"Code: (\d+)")
+_CLICKHOUSE_ERROR: Final = re.compile(r"Code: \d+\. DB::Exception: [^\n]*")
+_HTTP_STATUS: Final = re.compile(r"HTTP status (\d{3})")
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,20 @@ def _escaped(value: str) -> str:
     )
 
 
+def http_reason(exc: Exception) -> str:
+    """What the user is told when an HTTP request failed: ClickHouse's own exception text, or
+    only the HTTP status. Never the body of whatever answered: the URL is the user's choice,
+    and echoing an internal service's answer (a cloud metadata endpoint, an admin page) would
+    make the connection test a way to read it."""
+    message = str(exc)
+    if found := _CLICKHOUSE_ERROR.search(message):
+        return found.group(0)[:500]
+    status = _HTTP_STATUS.search(message)
+    if status is not None:
+        return f"no ClickHouse answered (HTTP status {status.group(1)})"
+    return f"no ClickHouse answered ({exc.__class__.__name__})"
+
+
 def _http_session(target: ClickHouseTarget, timeout_s: float) -> Session:
     import clickhouse_connect
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -207,17 +223,17 @@ def _http_session(target: ClickHouseTarget, timeout_s: float) -> Session:
             connect_timeout=CONNECT_TIMEOUT_S,
             send_receive_timeout=timeout_s + 5,
         )
-    except (OperationalError, DatabaseError) as exc:
-        raise Unreachable(str(exc)) from exc
+    except (OperationalError, DatabaseError, OSError, ValueError) as exc:
+        raise Unreachable(http_reason(exc)) from exc
     settings = session_settings(timeout_s)
 
     def run(sql: str, params: Mapping[str, Any]) -> bytes:
         try:
             return bytes(client.raw_query(sql, dict(params), settings=settings, fmt="JSONCompact"))
         except OperationalError as exc:
-            raise Unreachable(str(exc)) from exc
+            raise Unreachable(http_reason(exc)) from exc
         except DatabaseError as exc:
-            raise ServerError(str(exc)) from exc
+            raise ServerError(http_reason(exc)) from exc
 
     return Session(run, client.close)
 

@@ -9,6 +9,7 @@ escape attempt is a 400 that leaks nothing.
 
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -260,3 +261,56 @@ async def test_no_function_of_the_engine_reads_files_or_connects_past_the_guard(
     denied = {n.lower() for n in guard.DENIED_FUNCTIONS}
     assert readers, "the sweep itself is broken: file() reads files in chdb"
     assert {n for n in readers | connectors if n.lower() not in denied} == set()
+
+
+@pytest.fixture(params=[200, 404, 500])
+def internal_service(request: pytest.FixtureRequest) -> Iterator[int]:
+    """An HTTP service on loopback that is not ClickHouse (a metadata endpoint, an admin page)
+    and answers every request with a secret, under the status of the parameter."""
+    status: int = request.param
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            body = INTERNAL_SECRET.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+INTERNAL_SECRET = "ami-secret-access-key-0123"
+
+
+async def test_an_http_url_cannot_read_an_internal_service_through_the_connection_test(
+    api: AsyncTestClient[Any], other_org: Org, internal_service: int
+) -> None:
+    """SSRF from the attacker's side: the connection test reaches the URL (that is its job),
+    but what answered is never repeated unless it is ClickHouse's own error text."""
+    body = {
+        "provider": "clickhouse",
+        "dataset_id": "analytics",
+        "credentials": {"url": f"http://127.0.0.1:{internal_service}"},
+    }
+    response = await api.put(URL, json=body, headers=other_org.headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "warehouse_connection_failed"
+    assert INTERNAL_SECRET not in response.text
+    assert "no ClickHouse answered" in response.json()["error"]["message"]
