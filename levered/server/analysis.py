@@ -84,7 +84,8 @@ class AnalysisController(Controller):
         "/lift-history",
         summary="Lift history: per UTC day of exposure, the measured lift optimized vs "
         "holdout of that day's users (daily) and as it stood at the end of the day "
-        "(cumulative), each with its 95 % log-ratio interval.",
+        "(cumulative), each with its 95 % log-ratio interval, and the modeled lift of the "
+        "last model version trained by the day's end.",
     )
     async def lift_history(
         self,
