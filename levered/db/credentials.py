@@ -31,7 +31,7 @@ async def find_api_key(conn: Connection, prefix: str) -> asyncpg.Record | None:
 
 
 async def touch_api_key(conn: Connection, key_id: object) -> None:
-    """Record use, at most every 30 s per key, so hot ingestion does not write per request."""
+    """Record use; the UPDATE also skips a key recorded within 30 s (by any process)."""
     await conn.execute(TOUCH_API_KEY, key_id)
 
 

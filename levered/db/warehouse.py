@@ -10,6 +10,11 @@ Writes (ingestion)
     and the rows it did not insert are the duplicates. Concurrent identical batches are
     serialized by the unique index itself: the second waits for the first to commit, then
     conflicts. Keys repeated *inside* one batch are removed by the caller before it gets here.
+    A client resending a backlog sends batch after batch of duplicates, each paying the failed
+    ``COPY`` and then the redo: so once an organization's batch had duplicates, its next batch
+    of the same table goes straight to the ``INSERT``, and the first one that inserts every
+    row sends the following ones back to ``COPY`` (per process; a guess, never a correctness
+    matter — both statements store exactly the new rows).
     Callers must not wrap these writes in a transaction of their own (the failed ``COPY`` would
     abort it before the redo). Every other failure of the write becomes
     :class:`~levered.errors.Unavailable` (503 + ``Retry-After``): the statement rolled back, so
@@ -81,6 +86,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from levered.db import Connection
 from levered.db.pool import init_connection
@@ -127,7 +133,9 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[], $5::times
 ON CONFLICT DO NOTHING
 """
 
-ExposureRow = tuple[UUID, UUID, str, dict[str, Any], int, dict[str, Any], datetime, str | None]
+JsonObject = dict[str, Any] | msgspec.Raw
+"""A jsonb value: a dict, or an object's JSON text as received (the pool's codec writes both)."""
+ExposureRow = tuple[UUID, UUID, str, JsonObject, int, JsonObject, datetime, str | None]
 """One exposure in :data:`EXPOSURE_COLUMNS` order."""
 RewardRow = tuple[UUID, str, str, float, datetime, UUID | None, dict[str, Any], str | None]
 """One reward in :data:`REWARD_COLUMNS` order."""
@@ -231,21 +239,35 @@ async def _store(
 ) -> int:
     if not rows:
         return 0
-    # One statement, outside any transaction block: its own all-or-nothing transaction.
-    try:
-        await conn.copy_records_to_table(
-            table, schema_name="warehouse", columns=list(columns), records=rows
-        )
-        return len(rows)
-    except asyncpg.UniqueViolationError:
-        pass  # some key is already stored: redo the batch, skipping those rows
-    except _WRITE_FAILURES as exc:
-        raise _unavailable(exc) from exc
+    resending = (table, rows[0][0])  # (the table, the batch's organization)
+    if resending not in _RESENDING:
+        # One statement, outside any transaction block: its own all-or-nothing transaction.
+        try:
+            await conn.copy_records_to_table(
+                table, schema_name="warehouse", columns=list(columns), records=rows
+            )
+            return len(rows)
+        except asyncpg.UniqueViolationError:
+            pass  # some key is already stored: redo the batch, skipping those rows
+        except _WRITE_FAILURES as exc:
+            raise _unavailable(exc) from exc
     try:
         status = await conn.execute(insert_ignoring_duplicates, *zip(*rows, strict=True))
     except _WRITE_FAILURES as exc:
         raise _unavailable(exc) from exc
-    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
+    stored = int(status.rsplit(" ", 1)[1])  # "INSERT 0 <n>"
+    if stored < len(rows):
+        if len(_RESENDING) >= _RESENDING_CAPACITY:
+            _RESENDING.clear()
+        _RESENDING.add(resending)
+    else:
+        _RESENDING.discard(resending)
+    return stored
+
+
+_RESENDING: Final[set[tuple[str, UUID]]] = set()
+"""(table, organization) whose last batch here had duplicates: the next one skips ``COPY``."""
+_RESENDING_CAPACITY: Final = 10_000
 
 
 _WRITE_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)

@@ -86,6 +86,25 @@ class ExposureBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[ExposureEvent], Meta(min_length=1, max_length=MAX_EVENTS)]
 
 
+class RawExposureEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """:class:`ExposureEvent` with ``variant`` and ``context`` left as their JSON text: the hot
+    path stores that text as jsonb as it came (no dicts built, none encoded again) and decodes
+    a variant only once per distinct text. Not a wire type of its own: the service checks that
+    both are JSON objects and otherwise decodes the body as :class:`ExposureBatch`, whose
+    errors name the field."""
+
+    anonymous_id: AnonymousId
+    optimization_id: UUID
+    variant: msgspec.Raw
+    context: msgspec.Raw = msgspec.Raw(b"{}")
+    timestamp: EventTime | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class RawExposureBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[RawExposureEvent], Meta(min_length=1, max_length=MAX_EVENTS)]
+
+
 class RewardBatch(msgspec.Struct, forbid_unknown_fields=True):
     """A whole reward batch, decoded in one pass: the fast path when every event is valid."""
 
@@ -94,6 +113,7 @@ class RewardBatch(msgspec.Struct, forbid_unknown_fields=True):
 
 BATCH_DECODER: Final = msgspec.json.Decoder(Batch)
 EXPOSURE_BATCH_DECODER: Final = msgspec.json.Decoder(ExposureBatch)
+RAW_EXPOSURE_BATCH_DECODER: Final = msgspec.json.Decoder(RawExposureBatch)
 REWARD_BATCH_DECODER: Final = msgspec.json.Decoder(RewardBatch)
 EXPOSURE_DECODER: Final = msgspec.json.Decoder(ExposureEvent)
 REWARD_DECODER: Final = msgspec.json.Decoder(RewardEvent)

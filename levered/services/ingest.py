@@ -40,15 +40,18 @@ import msgspec
 
 from levered.bandit.variants import VariantSpace
 from levered.db import Connection, warehouse
+from levered.db.pool import stateless
 from levered.errors import Conflict, PermissionDenied, ValidationError
 from levered.schemas.ingest import (
     BATCH_DECODER,
     EXPOSURE_BATCH_DECODER,
     EXPOSURE_DECODER,
+    RAW_EXPOSURE_BATCH_DECODER,
     REWARD_BATCH_DECODER,
     REWARD_DECODER,
     ExposureBatch,
     ExposureEvent,
+    RawExposureEvent,
     Rejection,
     RewardBatch,
     RewardEvent,
@@ -116,42 +119,49 @@ async def ingest_exposures(
     pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
 ) -> IngestOutcome:
     now = now or datetime.now(UTC)
-    events, rejected = _parse(body, EXPOSURE_BATCH_DECODER, EXPOSURE_DECODER)
+    events, rejected = _parse_exposures(body)
     # Hot loop (500 events): optimizations are keyed by ``UUID.int`` (a C-level hash; hashing a
     # UUID object is a Python call), and variant numbers are memoized per batch by the
-    # variant's JSON, which, unlike the dict, tells ``true`` from ``1``.
+    # variant's JSON text, which, unlike the dict, tells ``true`` from ``1``.
     by_int = {event.optimization_id.int: event.optimization_id for _, event in events}
-    async with pool.acquire() as conn:
+    async with stateless(pool) as conn:
         spaces, served, unmarked = await _design_spaces(conn, organization_id, set(by_int.values()))
-        space_of = {opt.int: spaces[opt] for opt in by_int.values()}
+        # The rows carry the ids as the database returned them (asyncpg's own UUID type), which
+        # its COPY encoder writes without a Python call per value, unlike the stdlib's.
+        target = {space_id.int: (space_id, space) for space_id, space in spaces.items()}
         numbers: dict[tuple[int, bytes], int | None] = {}
         rows: list[warehouse.ExposureRow] = []
         keys: list[str | None] = []
+        latest = now + MAX_FUTURE
         for index, event in events:
-            timestamp = _event_time(event.timestamp, now, index, rejected)
+            timestamp = event.timestamp
             if timestamp is None:
+                timestamp = now
+            elif not EARLIEST <= timestamp <= latest:
+                _reject_time(timestamp, now, index, rejected)
                 continue
-            space = space_of[event.optimization_id.int]
-            memo_key = (event.optimization_id.int, _json(event.variant))
+            optimization_id, space = target[event.optimization_id.int]
+            variant = event.variant
+            memo_key = (optimization_id.int, _json(variant))
             number = numbers.get(memo_key, _UNSEEN)
             if number is _UNSEEN:
-                number = numbers[memo_key] = space.number(event.variant)
+                number = numbers[memo_key] = space.number(_as_dict(variant))
             if number is None:
                 rejected.append(
                     _rejection(
                         index,
                         "invalid_variant",
                         "variant",
-                        "; ".join(space.problems(event.variant)),
+                        "; ".join(space.problems(_as_dict(variant))),
                     )
                 )
                 continue
             rows.append(
                 (
                     organization_id,
-                    event.optimization_id,
+                    optimization_id,
                     event.anonymous_id,
-                    event.variant,
+                    variant,
                     number,
                     event.context,
                     timestamp,
@@ -171,7 +181,7 @@ async def ingest_rewards(
 ) -> IngestOutcome:
     now = now or datetime.now(UTC)
     events, rejected = _parse(body, REWARD_BATCH_DECODER, REWARD_DECODER)
-    async with pool.acquire() as conn:
+    async with stateless(pool) as conn:
         await _check_organization(
             conn,
             organization_id,
@@ -206,6 +216,30 @@ async def ingest_rewards(
 
 
 # -- steps ------------------------------------------------------------------------------------
+
+
+def _parse_exposures(
+    body: bytes,
+) -> tuple[list[tuple[int, ExposureEvent | RawExposureEvent]], list[Rejection]]:
+    """Exposures with ``variant`` and ``context`` as JSON text when every event is valid and
+    both are objects (the common case); else :func:`_parse`'s typed events and rejections."""
+    if b"\\u0000" not in body:
+        try:
+            events = RAW_EXPOSURE_BATCH_DECODER.decode(body).events
+        except ValueError:
+            pass
+        else:
+            # msgspec has checked the JSON; a value that opens with a brace is an object.
+            if all(bytes(e.variant)[:1] == b"{" and bytes(e.context)[:1] == b"{" for e in events):
+                return list(enumerate(events)), []
+    typed: tuple[list[tuple[int, ExposureEvent]], list[Rejection]]
+    typed = _parse(body, EXPOSURE_BATCH_DECODER, EXPOSURE_DECODER)
+    return typed  # type: ignore[return-value]  # (list is invariant; the loop reads both)
+
+
+def _as_dict(variant: dict[str, Any] | msgspec.Raw) -> dict[str, Any]:
+    """A variant as a dict: decoded from its JSON text (an object: :func:`_parse_exposures`)."""
+    return variant if isinstance(variant, dict) else msgspec.json.decode(variant)
 
 
 def _parse(
@@ -355,6 +389,14 @@ def _event_time(
 ) -> datetime | None:
     if given is None:
         return now
+    if EARLIEST <= given <= now + MAX_FUTURE:
+        return given
+    _reject_time(given, now, index, rejected)
+    return None
+
+
+def _reject_time(given: datetime, now: datetime, index: int, rejected: list[Rejection]) -> None:
+    """Reject an event time outside [:data:`EARLIEST`, now + :data:`MAX_FUTURE`]."""
     if given - now > MAX_FUTURE:
         rejected.append(
             _rejection(
@@ -365,8 +407,7 @@ def _event_time(
                 f"time {now.isoformat(timespec='seconds')}",
             )
         )
-        return None
-    if given < EARLIEST:
+    else:
         rejected.append(
             _rejection(
                 index,
@@ -375,8 +416,6 @@ def _event_time(
                 f"{given.isoformat()} is before the earliest accepted time {EARLIEST.isoformat()}",
             )
         )
-        return None
-    return given
 
 
 async def _store(

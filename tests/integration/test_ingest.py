@@ -15,6 +15,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from levered.db import warehouse
 from levered.server.app import create_app
 from levered.services.tokens import digest, new_token
 from levered.settings import Settings
@@ -489,6 +490,29 @@ async def test_a_retried_batch_stores_nothing_twice(
     mixed = await post(client, EXPOSURES, org, more)
     assert (mixed.json()["accepted"], mixed.json()["duplicates"]) == (3, 5)
     assert await count(conn, "exposures") == 23
+
+
+async def test_after_a_resend_new_batches_are_still_stored_whole_and_copy_returns(
+    client: Client, conn: asyncpg.Connection, org: Org, optimization: UUID
+) -> None:
+    """A batch with duplicates sends the organization's next batch straight to the INSERT
+    (warehouse module doc); that batch, all new, is stored whole and sends the next to COPY."""
+    resending = ("exposures", org.id)
+    events = [exposure(optimization) for _ in range(10)]
+    await post(client, EXPOSURES, org, events)
+    assert resending not in warehouse._RESENDING
+    again = await post(client, EXPOSURES, org, events)
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 10)
+    assert resending in warehouse._RESENDING
+    mixed = await post(client, EXPOSURES, org, [*events[:2], exposure(optimization)])
+    assert (mixed.json()["accepted"], mixed.json()["duplicates"]) == (1, 2)
+    assert resending in warehouse._RESENDING
+    fresh = await post(client, EXPOSURES, org, [exposure(optimization) for _ in range(4)])
+    assert (fresh.json()["accepted"], fresh.json()["duplicates"]) == (4, 0)
+    assert resending not in warehouse._RESENDING
+    assert await count(conn, "exposures") == 15
+    # Rewards keep their own state.
+    assert ("rewards", org.id) not in warehouse._RESENDING
 
 
 async def test_duplicate_keys_inside_one_batch_keep_the_first(
