@@ -4,7 +4,10 @@ Order of checks for one request (each step only runs when the previous passed):
 
 1. the envelope ``{"events": [...]}`` with 1–500 events, else 400 (``details`` by JSON path);
 2. each event against its wire type (:mod:`levered.schemas.ingest`); a bad one is *rejected*
-   (207) with its path; when none is valid, 400 listing every problem (no database access);
+   (207) with its path; when none is valid, 400 listing every problem (no database access).
+   In the common case (every event valid) an exposure's ``variant`` and ``context`` stay JSON
+   text, checked once per distinct text with the typed decoder's rules, and are stored as
+   jsonb as they came;
 3. one query: the organization is on the managed warehouse, else 409; every
    ``optimization_id`` named by a valid event belongs to it, else 403 listing the
    unknown-or-foreign ids (the two are not told apart) and nothing is stored;
@@ -229,17 +232,36 @@ def _parse_exposures(
         except ValueError:
             pass
         else:
-            # msgspec has checked the JSON; a value that opens with a brace is an object.
-            if all(bytes(e.variant)[:1] == b"{" and bytes(e.context)[:1] == b"{" for e in events):
+            if _objects(events):
                 return list(enumerate(events)), []
     typed: tuple[list[tuple[int, ExposureEvent]], list[Rejection]]
     typed = _parse(body, EXPOSURE_BATCH_DECODER, EXPOSURE_DECODER)
     return typed  # type: ignore[return-value]  # (list is invariant; the loop reads both)
 
 
+def _objects(events: list[RawExposureEvent]) -> bool:
+    """Every variant and context decodes as the typed path would decode it (a JSON object, no
+    number out of a double's range, …): each distinct text checked once per batch, as texts
+    repeat (a design has few variants; contexts are mostly a few combinations)."""
+    checked: set[bytes] = set()
+    try:
+        for event in events:
+            for raw in (event.variant, event.context):
+                text = bytes(raw)
+                if text not in checked:
+                    _OBJECT.decode(text)
+                    checked.add(text)
+    except ValueError:
+        return False
+    return True
+
+
+_OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
+
+
 def _as_dict(variant: dict[str, Any] | msgspec.Raw) -> dict[str, Any]:
-    """A variant as a dict: decoded from its JSON text (an object: :func:`_parse_exposures`)."""
-    return variant if isinstance(variant, dict) else msgspec.json.decode(variant)
+    """A variant as a dict: decoded from its JSON text (checked by :func:`_objects`)."""
+    return variant if isinstance(variant, dict) else _OBJECT.decode(variant)
 
 
 def _parse(

@@ -366,6 +366,60 @@ async def test_a_bad_exposure_is_rejected_and_the_rest_stored(
     assert await count(conn, "exposures") == 2
 
 
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("context", "1e400"),
+        ("context", '{"plan": 1e400}'),
+        ("context", "[1, 2]"),
+        ("variant", '{"headline": "b", "cta": 1e400}'),
+        ("variant", '"b"'),
+    ],
+)
+async def test_json_the_typed_decoders_refuse_is_refused_on_the_fast_path_too(
+    client: Client, conn: asyncpg.Connection, org: Org, optimization: UUID, field: str, text: str
+) -> None:
+    """Variant and context are stored as the JSON text that came (service doc); text the
+    typed decoders refuse — not an object, a number out of a double's range — is still a
+    rejection naming the field, never stored and never a 500."""
+    bad = exposure(optimization, **{field: "@BAD@"})
+    body = msgspec.json.encode({"events": [exposure(optimization), bad]})
+    body = body.replace(b'"@BAD@"', text.encode())
+    response = await client.post(EXPOSURES, content=body, headers=org.headers)
+    assert response.status_code == 207, response.text
+    [rejection] = response.json()["rejected"]
+    assert rejection["index"] == 1 and rejection["path"].startswith(f"$.events[1].{field}")
+    assert await count(conn, "exposures") == 1
+
+
+async def test_variant_and_context_are_stored_as_sent(
+    client: Client, conn: asyncpg.Connection, org: Org, optimization: UUID
+) -> None:
+    """The JSON text goes to jsonb as it came: spacing and key order do not matter, numbers
+    keep their value, and equal variants in other spellings get the same number."""
+    body = msgspec.json.encode(
+        {
+            "events": [
+                exposure(optimization, context="@C@", variant="@V1@"),
+                exposure(optimization, variant="@V2@"),
+            ]
+        }
+    )
+    body = body.replace(b'"@C@"', b'{ "plan" : "pro", "seats": 12.50, "beta": true }')
+    body = body.replace(b'"@V1@"', b'{"cta": true, "headline": "b"}')
+    body = body.replace(b'"@V2@"', b'{ "headline" : "b" , "cta" : true }')
+    response = await client.post(EXPOSURES, content=body, headers=org.headers)
+    assert response.status_code == 200, response.text
+    rows = await conn.fetch(
+        "SELECT variant, variant_number, context FROM warehouse.exposures ORDER BY timestamp, "
+        "context::text DESC"
+    )
+    assert [r["variant"] for r in rows] == [{"headline": "b", "cta": True}] * 2
+    assert rows[0]["variant_number"] == rows[1]["variant_number"]
+    contexts = sorted((r["context"] for r in rows), key=len)
+    assert contexts[1] == {"plan": "pro", "seats": 12.5, "beta": True}
+
+
 BAD_REWARDS: list[tuple[dict[str, Any], str]] = [
     ({"name": ""}, "$.events[1].name"),
     ({"name": "n" * 256}, "$.events[1].name"),
