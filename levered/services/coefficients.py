@@ -4,8 +4,11 @@ Each column of the GLM gets a name built from the optimization's factors and lev
 effects ``headline=Build better``, design pairs ``headline=Build better × cta=Try it``,
 context interactions ``device=mobile × headline=Build better``, context mains
 ``device=mobile`` and the ``intercept`` — with its posterior mean and a 95 % interval
-(mean ± 1.96 sd, the sd from the Cholesky factor's row norms). Coefficients are on the link
-scale: log-odds for bool rewards, standardized units for numeric ones.
+(mean ± 1.96 sd, the sd from the row norms of the Cholesky factor results draw from: with the
+learned prior scales' uncertainty integrated out, :func:`levered.bandit.results.reported_chol`,
+so these intervals agree with the results' and do not read the learned scales as known).
+Coefficients are on the link scale: log-odds for bool rewards, standardized units for numeric
+ones.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 
 from levered.bandit.glm import design_of
 from levered.bandit.posterior import Posterior
+from levered.bandit.results import reported_chol
 from levered.bandit.variants import VariantSpace
 from levered.schemas.models import Coefficient
 
@@ -54,7 +58,7 @@ def summarize_coefficients(
 ) -> list[Coefficient]:
     """The ``top`` coefficients by |mean|, intercept excluded (it only sets the base rate)."""
     mean = posterior.array("mean")
-    chol = posterior.array("chol")
+    chol = reported_chol(posterior) if posterior.model_type == "cmab" else posterior.array("chol")
     sd = np.sqrt(np.einsum("ij,ij->i", chol, chol))
     named = coefficient_names(posterior, space)
     order = [int(j) for j in np.argsort(-np.abs(mean)) if named[int(j)][1] != "intercept"]

@@ -21,6 +21,8 @@ from levered.bandit.scales import (
     scale_sensitivity,
     table_shapes,
 )
+from levered.bandit.variants import VariantSpace
+from levered.services.coefficients import coefficient_names, summarize_coefficients
 from tests import naive
 
 COUNTS = (4, 3, 2)
@@ -115,3 +117,25 @@ def test_reported_covariance_is_widened_by_the_bias_like_the_posterior() -> None
     rows = row_scale(design_of(post), bias)
     expected = rows[:, None] * _cov(reported_chol(post)) * rows[None, :]
     assert np.allclose(_cov(reported_chol(apply_bias(post, bias))), expected, atol=1e-10)
+
+
+def test_models_state_coefficient_intervals_use_the_reported_covariance() -> None:
+    """``models state`` shows coefficients with the same widened intervals as the results,
+    not the plug-in ones: each at least as wide, some pair strictly wider."""
+    post = fit_cmab(_cells(4_000, 2), COUNTS, "bool")
+    space = VariantSpace.of(
+        [{"name": f"f{f}", "levels": [f"l{i}" for i in range(k)]} for f, k in enumerate(COUNTS)]
+    )
+    shown = {c.name: c for c in summarize_coefficients(post, space, top=10_000)}
+    names = dict(coefficient_names(post, space))
+    plug_sd = np.sqrt(np.diag(_cov(post.array("chol"))))
+    mean = post.array("mean")
+    wider = 0
+    for j, (name, kind) in enumerate(coefficient_names(post, space)):
+        if kind == "intercept":
+            continue
+        c = shown[name]
+        assert np.isclose(c.mean, mean[j])
+        assert c.hi - c.lo >= 2 * 1.96 * plug_sd[j] * (1 - 1e-9)
+        wider += kind == "pair" and c.hi - c.lo > 2 * 1.96 * plug_sd[j] * 1.01
+    assert wider > 0 and len(names) == len(mean)
