@@ -6,7 +6,6 @@ pass — full, then incremental after more traffic arrives, then a rebuild — g
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,107 +15,43 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from levered.db.attribution import find_target
-from levered.db.connected_clickhouse import param_time
-from levered.db.pool import create_pool
 from levered.server.app import create_app
 from levered.services import cells, training
-from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
 from tests.clickhouse_store import PURCHASES_SQL
 from tests.conftest import Org, make_org
-from tests.integration.test_connected_postgres import (
+from tests.integration.test_training import simulate
+from tests.warehouse_traffic import (
     SAME_COUNTS,
+    api_fixture,
+    assert_guardrails_agree,
+    attribution_target,
     cells_of,
-    connect_with_metric,
+    connect_clickhouse_with_metric,
+    connect_postgres_with_metric,
     move_rewards,
+    move_to_clickhouse,
+    same_traffic,
+    shop_fixture,  # noqa: F401  (the shop fixture)
+    store_fixture,  # noqa: F401  (the store fixture)
+    traffic,
+    warehouse_fixture,
 )
-from tests.integration.test_training import make_optimization, simulate
 
 pytestmark = pytest.mark.anyio
 
 SECRET = "three-warehouses"
 
 
-@pytest.fixture
-async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(customer)
-    await conn.execute("TRUNCATE analytics.purchases")
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def store(chdb_store: tuple[Path, Any]) -> tuple[Path, Any]:
-    chdb_store[1].query("TRUNCATE TABLE analytics.purchases")
-    return chdb_store
-
-
-@pytest.fixture
-async def api(db_url: str, store: tuple[Path, Any]) -> AsyncIterator[AsyncTestClient[Any]]:
-    settings = Settings(
-        database_url=db_url,
-        log_level="warning",
-        secret_key=SECRET,
-        scheduler=False,
-        chdb_root=str(store[0].parent),
-    )
-    async with AsyncTestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture
-async def wh(db_url: str, store: tuple[Path, Any]) -> AsyncIterator[Warehouse]:
-    pool = await create_pool(db_url, min_size=1, max_size=6)
-    try:
-        yield Warehouse(pool, secrets=lambda: SecretBox(SECRET), chdb_root=str(store[0].parent))
-    finally:
-        await pool.close()
-
-
-async def move_to_clickhouse(conn: asyncpg.Connection, org: Org, writer: Any) -> int:
-    """The organization's simulated rewards, moved from the managed store to the chdb one."""
-    rows = await conn.fetch(
-        "DELETE FROM warehouse.rewards WHERE organization_id = $1 "
-        "RETURNING anonymous_id, timestamp, value",
-        org.id,
-    )
-    if rows:
-        values = ", ".join(
-            f"('{r['anonymous_id']}', '{param_time(r['timestamp'])}', {r['value']}, false)"
-            for r in rows
-        )
-        writer.query(f"INSERT INTO analytics.purchases VALUES {values}")
-    return len(rows)
-
-
-async def connect_clickhouse(
-    api: AsyncTestClient[Any], conn: asyncpg.Connection, org: Org, path: Path
-) -> None:
-    await conn.execute(
-        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
-        "value_col = 'amount' WHERE organization_id = $1",
-        org.id,
-        PURCHASES_SQL,
-    )
-    body = {
-        "provider": "clickhouse",
-        "dataset_id": "analytics",
-        "credentials": {"url": f"chdb://{path}"},
-    }
-    response = await api.put("/api/v2/warehouse", json=body, headers=org.headers)
-    assert response.status_code == 200, response.text
+api = api_fixture(SECRET, on_chdb=True)
+wh = warehouse_fixture(SECRET, on_chdb=True)
 
 
 async def extend(
     wh: Warehouse, conn: asyncpg.Connection, org: Org, opt: UUID, **kwargs: Any
 ) -> cells.Pass:
-    found = await find_target(conn, org.id, opt)
-    assert found is not None and found[1] is not None
-    done = await cells.extend(wh, org.id, found[0], found[1], **kwargs)
+    done = await cells.extend(wh, org.id, *await attribution_target(conn, org, opt), **kwargs)
     assert done is not None
     return done
 
@@ -136,12 +71,11 @@ async def test_the_same_data_gives_the_same_cells_on_all_three_warehouses(
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=10)
     opts = {}
     for who in (managed_org, pg_org, ch_org):
-        opts[who.id] = await make_optimization(conn, who)
-        await simulate(conn, who, opts[who.id], users=600, seed=11, start=start)
+        opts[who.id] = await traffic(conn, who, users=600, seed=11, start=start)
     moved = await move_rewards(conn, pg_org, shop)
     assert moved > 30 and await move_to_clickhouse(conn, ch_org, writer) == moved
-    await connect_with_metric(api, conn, pg_org, customer)
-    await connect_clickhouse(api, conn, ch_org, path)
+    await connect_postgres_with_metric(api, conn, pg_org, customer)
+    await connect_clickhouse_with_metric(api, conn, ch_org, path, PURCHASES_SQL)
     everyone = (managed_org, pg_org, ch_org)
 
     async def same_cells() -> list[tuple[Any, ...]]:
@@ -208,10 +142,9 @@ async def test_a_warehouse_gone_fails_training_clearly_and_serving_goes_on(
     """The directory is no longer allowed (the operator moved LEVERED_CHDB_ROOT): training is a
     503 ``warehouse_unavailable``, and the version trained before is still served."""
     path, writer = store
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=200, seed=2)
+    opt = await traffic(conn, org, users=200, seed=2)
     await move_to_clickhouse(conn, org, writer)
-    await connect_clickhouse(api, conn, org, path)
+    await connect_clickhouse_with_metric(api, conn, org, path, PURCHASES_SQL)
     first = await training.train(wh, org.id, opt, seed=1)
     settings = Settings(
         database_url=db_url,
@@ -242,36 +175,7 @@ async def test_guardrails_read_clickhouse_like_the_managed_warehouse(
     """The purchases metric as a guardrail: the same traffic with its rewards in the customer's
     ClickHouse or in Levered's store gives the same evaluation."""
     path, writer = store
-    managed = await make_optimization(conn, other_org)
-    await simulate(conn, other_org, managed, users=400, seed=9)
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=400, seed=9)
+    managed, opt = await same_traffic(conn, other_org, org, users=400, seed=9)
     await move_to_clickhouse(conn, org, writer)
-    await connect_clickhouse(api, conn, org, path)
-    evaluations = []
-    for who, optimization_id in ((org, opt), (other_org, managed)):
-        metric_id = await conn.fetchval(
-            "SELECT reward_metric_id FROM optimizations WHERE id = $1", optimization_id
-        )
-        guardrail = {
-            "metric_id": str(metric_id),
-            "direction": "must_not_decrease",
-            "tolerance_percent": 50,
-        }
-        patched = await api.patch(
-            f"/api/v2/optimizations/{optimization_id}",
-            json={"guardrails": [guardrail]},
-            headers=who.headers,
-        )
-        assert patched.status_code == 200, patched.text
-        shown = await api.get(
-            f"/api/v2/optimizations/{optimization_id}/guardrails", headers=who.headers
-        )
-        assert shown.status_code == 200, shown.text
-        (g,) = shown.json()["guardrails"]
-        evaluations.append(
-            {k: g[k] for k in ("status", "optimized_users", "holdout_users", "optimized_rate")}
-        )
-    assert evaluations[0] == evaluations[1]
-    assert evaluations[0]["optimized_users"] + evaluations[0]["holdout_users"] == 400
-    assert evaluations[0]["optimized_rate"] > 0
+    await connect_clickhouse_with_metric(api, conn, org, path, PURCHASES_SQL)
+    await assert_guardrails_agree(api, conn, (org, opt), (other_org, managed), users=400)

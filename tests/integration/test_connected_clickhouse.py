@@ -7,7 +7,6 @@ tests are in test_clickhouse_escapes.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,59 +19,31 @@ from levered.db.sandbox import Limits
 from levered.server.app import create_app
 from levered.services.secret_box import SecretBox
 from levered.settings import Settings
-from tests.clickhouse_store import PURCHASES_SQL, build_in_subprocess
+from tests.clickhouse_store import build_in_subprocess
 from tests.conftest import Org
+from tests.warehouse_traffic import (
+    URL,
+    api_fixture,
+    check_purchases_catalog,
+    clickhouse_body,
+    connect_clickhouse,
+    post_revenue,
+    revenue_preview,
+    store_fixture,  # noqa: F401  (the store fixture)
+)
 
 pytestmark = pytest.mark.anyio
 
-URL = "/api/v2/warehouse"
 SECRET = "connected-clickhouse-secret"
 
-
-@pytest.fixture
-def store(chdb_store: tuple[Path, Any]) -> tuple[Path, Any]:
-    """The session's store, its purchases emptied."""
-    path, writer = chdb_store
-    writer.query("TRUNCATE TABLE analytics.purchases")
-    return path, writer
-
-
-@pytest.fixture
-async def api(db_url: str, store: tuple[Path, Any]) -> AsyncIterator[AsyncTestClient[Any]]:
-    settings = Settings(
-        database_url=db_url,
-        pool_min_size=1,
-        pool_max_size=5,
-        log_level="warning",
-        secret_key=SECRET,
-        scheduler=False,
-        chdb_root=str(store[0].parent),
-    )
-    async with AsyncTestClient(create_app(settings)) as client:
-        yield client
-
-
-def body(path: Path, **overrides: Any) -> dict[str, Any]:
-    return {
-        "provider": "clickhouse",
-        "dataset_id": "analytics",
-        "credentials": {"url": f"chdb://{path}"},
-        **overrides,
-    }
-
-
-async def connect(api: AsyncTestClient[Any], org: Org, path: Path) -> dict[str, Any]:
-    response = await api.put(URL, json=body(path), headers=org.headers)
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
+api = api_fixture(SECRET, on_chdb=True, pool_min_size=1, pool_max_size=5)
 
 
 async def test_connect_tests_and_stores_and_status_shows_it(
     api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any], conn: asyncpg.Connection
 ) -> None:
     path, _ = store
-    status = await connect(api, org, path)
+    status = await connect_clickhouse(api, org, path)
     assert (status["provider"], status["healthy"], status["dataset_id"]) == (
         "clickhouse",
         True,
@@ -137,7 +108,7 @@ async def test_a_bad_connection_is_a_400_naming_the_field_and_stores_nothing(
 ) -> None:
     root = store[0].parent
     (root / "empty").mkdir(exist_ok=True)
-    sent = body(store[0])
+    sent = clickhouse_body(store[0])
     if "dataset_id" in change:
         sent["dataset_id"] = change["dataset_id"]
     elif "url" in change:
@@ -158,7 +129,7 @@ async def test_a_server_without_a_chdb_root_refuses_chdb(
 ) -> None:
     settings = Settings(database_url=db_url, log_level="warning", secret_key=SECRET)
     async with AsyncTestClient(create_app(settings)) as client:
-        response = await client.put(URL, json=body(store[0]), headers=org.headers)
+        response = await client.put(URL, json=clickhouse_body(store[0]), headers=org.headers)
     assert response.status_code == 400, response.text
     assert "LEVERED_CHDB_ROOT" in response.json()["error"]["message"]
 
@@ -166,8 +137,8 @@ async def test_a_server_without_a_chdb_root_refuses_chdb(
 async def test_one_data_directory_belongs_to_one_organization(
     api: AsyncTestClient[Any], org: Org, other_org: Org, store: tuple[Path, Any]
 ) -> None:
-    await connect(api, org, store[0])
-    response = await api.put(URL, json=body(store[0]), headers=other_org.headers)
+    await connect_clickhouse(api, org, store[0])
+    response = await api.put(URL, json=clickhouse_body(store[0]), headers=other_org.headers)
     assert response.status_code == 400, response.text
     assert "another organization uses this data directory" in response.text
     # and the other organization's warehouse endpoints stay on its own managed warehouse
@@ -185,7 +156,7 @@ async def test_queries_previews_and_columns_run_on_clickhouse(
         "INSERT INTO analytics.purchases VALUES ('u1', '2026-01-02 03:04:05.5', 120, false), "
         "('u2', '2026-01-02 03:04:06', 5, true)"
     )
-    await connect(api, org, path)
+    await connect_clickhouse(api, org, path)
     q = await api.post(
         f"{URL}/query",
         json={"sql": "SELECT user_id, ts, amount FROM purchases ORDER BY user_id -- mine"},
@@ -202,11 +173,7 @@ async def test_queries_previews_and_columns_run_on_clickhouse(
     )
     assert binary.status_code == 200, binary.text
     assert binary.json()["rows"] == [["\ufffdA", "nan"]]
-    columns = await api.get(f"{URL}/tables/purchases/columns", headers=org.headers)
-    assert [c["name"] for c in columns.json()["columns"]] == ["user_id", "ts", "amount", "refunded"]
-    preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
-    assert preview.status_code == 200, preview.text
-    assert preview.json()["rows"][0][0] == "u1"
+    await check_purchases_catalog(api, org)
     listed = await api.get(f"{URL}/tables", headers=org.headers)
     assert {t["name"]: t["rows"] for t in listed.json()["tables"]} == {
         "big_orders": None,
@@ -219,7 +186,7 @@ async def test_queries_previews_and_columns_run_on_clickhouse(
 async def test_queries_keep_the_timeout_and_the_row_limit(
     api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
 ) -> None:
-    await connect(api, org, store[0])
+    await connect_clickhouse(api, org, store[0])
     api.app.state.sandbox_limits = Limits(timeout_s=0.5)
     slow = await api.post(
         f"{URL}/query",
@@ -248,39 +215,21 @@ async def test_metric_dry_run_and_preview_on_clickhouse(
     path, writer = store
     writer.query("INSERT INTO analytics.purchases VALUES ('u1', now64(6), 12.5, false)")
     writer.query("INSERT INTO analytics.purchases VALUES ('u2', now64(6), 99, true)")
-    await connect(api, org, path)
-    metric = {
-        "name": "Revenue",
-        "sql": PURCHASES_SQL,
-        "anonymous_id_col": "user_id",
-        "timestamp_col": "ts",
-        "value_col": "amount",
-        "reward_type": "numeric",
-    }
-    bad = await api.post(
-        "/api/v2/metrics", json={**metric, "timestamp_col": "when"}, headers=org.headers
-    )
+    await connect_clickhouse(api, org, path)
+    bad = await post_revenue(api, org, timestamp_col="when")
     assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "$.timestamp_col"
-    typed = await api.post(
-        "/api/v2/metrics", json={**metric, "value_col": "user_id"}, headers=org.headers
-    )
+    typed = await post_revenue(api, org, value_col="user_id")
     assert typed.status_code == 400 and "expected a number or a Bool" in typed.text
-    broken = await api.post(
-        "/api/v2/metrics", json={**metric, "sql": "SELECT nope FROM purchases"}, headers=org.headers
-    )
+    broken = await post_revenue(api, org, sql="SELECT nope FROM purchases")
     assert broken.status_code == 400
     assert broken.json()["error"]["details"]["path"] == "$.sql"
-    created = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
-    assert created.status_code in (200, 201), created.text
-    preview = await api.get(f"/api/v2/metrics/{created.json()['id']}/preview", headers=org.headers)
-    assert preview.status_code == 200, preview.text
-    assert [(r["anonymous_id"], r["value"]) for r in preview.json()["rows"]] == [("u1", 12.5)]
+    assert await revenue_preview(api, org) == [("u1", 12.5)]
 
 
 async def test_a_directory_no_longer_allowed_is_unhealthy_not_a_crash(
     db_url: str, api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any], tmp_path: Path
 ) -> None:
-    await connect(api, org, store[0])
+    await connect_clickhouse(api, org, store[0])
     settings = Settings(
         database_url=db_url, log_level="warning", secret_key=SECRET, chdb_root=str(tmp_path)
     )
@@ -298,7 +247,9 @@ async def test_a_database_dropped_after_connecting_is_unhealthy_not_a_crash(
     path, writer = store
     writer.query("CREATE DATABASE IF NOT EXISTS scratch")
     writer.query("CREATE TABLE scratch.t (x Int8) ENGINE = MergeTree ORDER BY x")
-    response = await api.put(URL, json=body(path, dataset_id="scratch"), headers=org.headers)
+    response = await api.put(
+        URL, json=clickhouse_body(path, dataset_id="scratch"), headers=org.headers
+    )
     assert response.status_code == 200, response.text
     writer.query("DROP DATABASE scratch")
     status = (await api.get(URL, headers=org.headers)).json()
@@ -313,7 +264,7 @@ async def test_concurrent_queries_share_the_one_engine(
 ) -> None:
     """Each request opens its own session on the process's one engine, in worker threads: the
     event loop serves the others meanwhile and every answer is its own."""
-    await connect(api, org, store[0])
+    await connect_clickhouse(api, org, store[0])
     answers: dict[int, Any] = {}
 
     async def ask(i: int) -> None:
@@ -334,7 +285,7 @@ async def test_a_second_data_directory_in_the_same_process_is_refused_clearly(
 ) -> None:
     second = store[0].parent / "second"
     build_in_subprocess(second, [])
-    response = await api.put(URL, json=body(second), headers=org.headers)
+    response = await api.put(URL, json=clickhouse_body(second), headers=org.headers)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "warehouse_connection_failed"
     assert "one data directory per process" in response.json()["error"]["message"]

@@ -7,17 +7,14 @@ with a warning) and ``stranger`` (no grants: refused).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
-from uuid import UUID
 
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from levered.db.pool import create_pool
 from levered.db.sandbox import Limits
 from levered.server.app import create_app
 from levered.services import cells, reward_source, scheduler, training
@@ -25,54 +22,33 @@ from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
 from tests.conftest import Org
-from tests.customer import PURCHASES_SQL, READER_PASSWORD, credentials
-from tests.integration.test_training import make_optimization, simulate
+from tests.customer import READER_PASSWORD, credentials
+from tests.warehouse_traffic import (
+    SAME_COUNTS,
+    URL,
+    api_fixture,
+    assert_guardrails_agree,
+    attribution_target,
+    cells_of,
+    check_purchases_catalog,
+    connect_postgres,
+    connect_postgres_with_metric,
+    move_rewards,
+    post_revenue,
+    postgres_body,
+    revenue_preview,
+    same_traffic,
+    shop_fixture,  # noqa: F401  (the shop fixture)
+    traffic,
+    warehouse_fixture,
+)
 
 pytestmark = pytest.mark.anyio
 
-URL = "/api/v2/warehouse"
 SECRET = "connected-test-secret"
 
-
-@pytest.fixture
-async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
-    """A superuser connection to the customer's database, its purchases emptied."""
-    conn = await asyncpg.connect(customer)
-    await conn.execute("TRUNCATE analytics.purchases")
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-def connect_body(customer: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "provider": "postgres",
-        "dataset_id": "analytics",
-        "credentials": credentials(customer),
-        **overrides,
-    }
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
-    settings = Settings(
-        database_url=db_url,
-        pool_min_size=1,
-        pool_max_size=5,
-        log_level="warning",
-        secret_key=SECRET,
-        scheduler=False,
-    )
-    async with AsyncTestClient(create_app(settings)) as client:
-        yield client
-
-
-async def connect(api: AsyncTestClient[Any], org: Org, customer: str) -> dict[str, Any]:
-    response = await api.put(URL, json=connect_body(customer), headers=org.headers)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+api = api_fixture(SECRET, pool_min_size=1, pool_max_size=5)
+wh = warehouse_fixture(SECRET)
 
 
 # -- connecting -------------------------------------------------------------------------------
@@ -81,7 +57,7 @@ async def connect(api: AsyncTestClient[Any], org: Org, customer: str) -> dict[st
 async def test_connect_tests_stores_encrypted_and_never_returns_the_password(
     api: AsyncTestClient[Any], org: Org, customer: str, conn: asyncpg.Connection
 ) -> None:
-    response = await api.put(URL, json=connect_body(customer), headers=org.headers)
+    response = await api.put(URL, json=postgres_body(customer), headers=org.headers)
     assert response.status_code == 200, response.text
     assert READER_PASSWORD not in response.text
     body = response.json()
@@ -132,7 +108,7 @@ async def test_a_failed_connection_test_is_a_400_and_stores_nothing(
     path: str,
     words: str,
 ) -> None:
-    body = connect_body(customer)
+    body = postgres_body(customer)
     if "dataset_id" in change:
         body["dataset_id"] = change["dataset_id"]
     what = change.get("credentials")
@@ -159,7 +135,7 @@ async def test_a_failed_connection_test_is_a_400_and_stores_nothing(
 async def test_an_account_that_can_write_is_taken_with_warnings(
     api: AsyncTestClient[Any], org: Org, customer: str
 ) -> None:
-    body = connect_body(customer, credentials=credentials(customer, "writer", "writer-pw"))
+    body = postgres_body(customer, credentials=credentials(customer, "writer", "writer-pw"))
     response = await api.put(URL, json=body, headers=org.headers)
     assert response.status_code == 200, response.text
     warnings = response.json()["warnings"]
@@ -203,7 +179,7 @@ async def test_queries_run_on_the_connected_warehouse_read_only(
     await shop.execute(
         "INSERT INTO analytics.purchases VALUES ('u1', now(), 120, false), ('u2', now(), 5, true)"
     )
-    await connect(api, org, customer)
+    await connect_postgres(api, org, customer)
     q = await api.post(
         f"{URL}/query",
         json={"sql": "SELECT user_id, amount FROM purchases ORDER BY user_id"},
@@ -212,11 +188,7 @@ async def test_queries_run_on_the_connected_warehouse_read_only(
     assert q.status_code == 200, q.text
     assert q.json()["rows"] == [["u1", 120], ["u2", 5]]
 
-    columns = await api.get(f"{URL}/tables/purchases/columns", headers=org.headers)
-    assert [c["name"] for c in columns.json()["columns"]] == ["user_id", "ts", "amount", "refunded"]
-    preview = await api.get(f"{URL}/tables/big_orders/preview?n=5", headers=org.headers)
-    assert preview.status_code == 200, preview.text
-    assert preview.json()["rows"][0][0] == "u1"
+    await check_purchases_catalog(api, org)
     missing = await api.get(f"{URL}/tables/secret_things/columns", headers=org.headers)
     assert missing.status_code == 404
 
@@ -246,32 +218,16 @@ async def test_metrics_dry_run_and_preview_on_the_connected_warehouse(
     api: AsyncTestClient[Any], org: Org, customer: str, shop: asyncpg.Connection
 ) -> None:
     await shop.execute("INSERT INTO analytics.purchases VALUES ('u1', now(), 12.5, false)")
-    await connect(api, org, customer)
-    metric = {
-        "name": "Revenue",
-        "sql": PURCHASES_SQL,
-        "anonymous_id_col": "user_id",
-        "timestamp_col": "ts",
-        "value_col": "amount",
-        "reward_type": "numeric",
-    }
-    bad = await api.post(
-        "/api/v2/metrics", json={**metric, "timestamp_col": "when"}, headers=org.headers
-    )
+    await connect_postgres(api, org, customer)
+    bad = await post_revenue(api, org, timestamp_col="when")
     assert bad.status_code == 400 and bad.json()["error"]["details"][0]["path"] == "$.timestamp_col"
-    created = await api.post("/api/v2/metrics", json=metric, headers=org.headers)
-    assert created.status_code in (200, 201), created.text
-    metric_id = created.json()["id"]
-    preview = await api.get(f"/api/v2/metrics/{metric_id}/preview", headers=org.headers)
-    assert preview.status_code == 200, preview.text
-    rows = preview.json()["rows"]
-    assert [(r["anonymous_id"], r["value"]) for r in rows] == [("u1", 12.5)]
+    assert await revenue_preview(api, org) == [("u1", 12.5)]
 
 
 async def test_rewards_cannot_be_ingested_with_a_connected_warehouse(
     api: AsyncTestClient[Any], org: Org, customer: str
 ) -> None:
-    await connect(api, org, customer)
+    await connect_postgres(api, org, customer)
     event = {
         "anonymous_id": "u1",
         "name": "purchase",
@@ -289,63 +245,6 @@ async def test_rewards_cannot_be_ingested_with_a_connected_warehouse(
 # -- training ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def wh(db_url: str) -> AsyncIterator[Warehouse]:
-    pool = await create_pool(db_url, min_size=1, max_size=6)
-    try:
-        yield Warehouse(pool, secrets=lambda: SecretBox(SECRET))
-    finally:
-        await pool.close()
-
-
-async def connect_with_metric(
-    api: AsyncTestClient[Any], conn: asyncpg.Connection, org: Org, customer: str
-) -> None:
-    """The organization's metric rewritten over the customer's ``purchases``, and connected."""
-    await conn.execute(
-        "UPDATE metrics SET sql = $2, anonymous_id_col = 'user_id', timestamp_col = 'ts', "
-        "value_col = 'amount' WHERE organization_id = $1",
-        org.id,
-        PURCHASES_SQL,
-    )
-    await connect(api, org, customer)
-
-
-async def move_rewards(conn: asyncpg.Connection, org: Org, shop: asyncpg.Connection) -> int:
-    """The organization's simulated rewards, moved from the managed store to the customer's."""
-    rows = await conn.fetch(
-        "DELETE FROM warehouse.rewards WHERE organization_id = $1 "
-        "RETURNING anonymous_id, timestamp, value",
-        org.id,
-    )
-    await shop.executemany(
-        "INSERT INTO analytics.purchases VALUES ($1, $2, $3, false)",
-        [(r["anonymous_id"], r["timestamp"], r["value"]) for r in rows],
-    )
-    return len(rows)
-
-
-SAME_COUNTS = {
-    "matured",
-    "cells",
-    "reward_sum",
-    "holdout_exposures",
-    "optimized_users",
-    "holdout_users",
-    "exposures",
-}
-CELL_COLUMNS = "bucket, variant_number, holdout, context, exposures, reward_sum, reward_sumsq"
-
-
-async def cells_of(conn: asyncpg.Connection, optimization_id: UUID) -> list[tuple[Any, ...]]:
-    rows = await conn.fetch(
-        f"SELECT {CELL_COLUMNS} FROM observation_cells WHERE optimization_id = $1 "
-        "ORDER BY bucket, variant_number, holdout, context::text",
-        optimization_id,
-    )
-    return [tuple(r) for r in rows]
-
-
 async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
     api: AsyncTestClient[Any],
     wh: Warehouse,
@@ -358,13 +257,10 @@ async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
     """The same traffic, rewards in Levered (other_org) or in the customer's database (org):
     the cells and the model are the same."""
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
-    managed = await make_optimization(conn, other_org)
-    await simulate(conn, other_org, managed, users=600, seed=7, start=start)
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=600, seed=7, start=start)
+    managed, opt = await same_traffic(conn, other_org, org, users=600, seed=7, start=start)
     moved = await move_rewards(conn, org, shop)
     assert moved > 30
-    await connect_with_metric(api, conn, org, customer)
+    await connect_postgres_with_metric(api, conn, org, customer)
 
     version_managed = await training.train(wh, other_org.id, managed, seed=3)
     version = await training.train(wh, org.id, opt, seed=3)
@@ -417,21 +313,13 @@ async def test_training_joins_levered_exposures_with_the_warehouse_rewards(
             user["anonymous_id"],
             user["timestamp"] + timedelta(minutes=1),
         )
-    target = await _target(conn, org, opt)
+    target = await attribution_target(conn, org, opt)
     done = await cells.extend(wh, org.id, *target)
     assert done is not None and not done.rebuilt
     assert sum(c[5] for c in await cells_of(conn, opt)) == moved + 1
     done = await cells.extend(wh, org.id, *target, rebuild=True)
     assert done is not None and done.rebuilt
     assert sum(c[5] for c in await cells_of(conn, opt)) == moved + 2
-
-
-async def _target(conn: asyncpg.Connection, org: Org, opt: UUID) -> tuple[Any, Any]:
-    from levered.db.attribution import find_target
-
-    found = await find_target(conn, org.id, opt)
-    assert found is not None and found[1] is not None
-    return found[0], found[1]
 
 
 async def test_an_unreachable_warehouse_fails_training_clearly_and_serving_goes_on(
@@ -442,10 +330,9 @@ async def test_an_unreachable_warehouse_fails_training_clearly_and_serving_goes_
     customer: str,
     shop: asyncpg.Connection,
 ) -> None:
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=200, seed=2)
+    opt = await traffic(conn, org, users=200, seed=2)
     await move_rewards(conn, org, shop)
-    await connect_with_metric(api, conn, org, customer)
+    await connect_postgres_with_metric(api, conn, org, customer)
     first = await training.train(wh, org.id, opt, seed=1)
     await conn.execute(
         "UPDATE warehouse_connections SET settings = settings || '{\"port\": 1}'::jsonb "
@@ -470,7 +357,7 @@ async def test_another_organization_cannot_reach_the_connection_or_its_secret(
 ) -> None:
     """From the attacker's side: the control-plane table is not readable by tenant SQL, and
     the attacker's warehouse endpoints stay on its own (managed) warehouse."""
-    await connect(api, org, customer)
+    await connect_postgres(api, org, customer)
     for sql in (
         "SELECT * FROM public.warehouse_connections",
         "SELECT secret FROM warehouse_connections",
@@ -485,7 +372,7 @@ async def test_another_organization_cannot_reach_the_connection_or_its_secret(
 async def test_a_changed_secret_key_is_reported_not_a_crash(
     api: AsyncTestClient[Any], org: Org, customer: str, db_url: str
 ) -> None:
-    await connect(api, org, customer)
+    await connect_postgres(api, org, customer)
     settings = Settings(database_url=db_url, log_level="warning", secret_key="another-key")
     async with AsyncTestClient(create_app(settings)) as other_server:
         status = await other_server.get(URL, headers=org.headers)
@@ -506,7 +393,7 @@ async def test_connected_queries_keep_the_timeout_and_row_limit(
         "INSERT INTO analytics.purchases SELECT 'u' || i, now(), i, false "
         "FROM generate_series(1, 50) AS i"
     )
-    await connect(api, org, customer)
+    await connect_postgres(api, org, customer)
     api.app.state.sandbox_limits = Limits(timeout_s=0.5)
     slow = await api.post(
         f"{URL}/query", json={"sql": "SELECT pg_sleep(3), 1"}, headers=org.headers
@@ -530,10 +417,9 @@ async def test_the_scheduler_polls_a_connected_warehouse_hourly(
 ) -> None:
     """No arrival times to read in the customer's database: with nothing new in Levered's
     store, a connected optimization is due again once its version is an hour old."""
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=100, seed=4)
+    opt = await traffic(conn, org, users=100, seed=4)
     await move_rewards(conn, org, shop)
-    await connect_with_metric(api, conn, org, customer)
+    await connect_postgres_with_metric(api, conn, org, customer)
     await training.train(wh, org.id, opt, seed=1)
     assert (org.id, opt) not in await scheduler.due(wh)
     await conn.execute(
@@ -555,36 +441,7 @@ async def test_guardrails_read_the_connected_warehouse_like_the_managed_one(
 ) -> None:
     """The purchases metric as a guardrail: the same traffic with its rewards in the
     customer's database or in Levered's gives the same evaluation."""
-    managed = await make_optimization(conn, other_org)
-    await simulate(conn, other_org, managed, users=400, seed=9)
-    opt = await make_optimization(conn, org)
-    await simulate(conn, org, opt, users=400, seed=9)
+    managed, opt = await same_traffic(conn, other_org, org, users=400, seed=9)
     await move_rewards(conn, org, shop)
-    await connect_with_metric(api, conn, org, customer)
-    evaluations = []
-    for who, optimization_id in ((org, opt), (other_org, managed)):
-        metric_id = await conn.fetchval(
-            "SELECT reward_metric_id FROM optimizations WHERE id = $1", optimization_id
-        )
-        guardrail = {
-            "metric_id": str(metric_id),
-            "direction": "must_not_decrease",
-            "tolerance_percent": 50,
-        }
-        patched = await api.patch(
-            f"/api/v2/optimizations/{optimization_id}",
-            json={"guardrails": [guardrail]},
-            headers=who.headers,
-        )
-        assert patched.status_code == 200, patched.text
-        shown = await api.get(
-            f"/api/v2/optimizations/{optimization_id}/guardrails", headers=who.headers
-        )
-        assert shown.status_code == 200, shown.text
-        (g,) = shown.json()["guardrails"]
-        evaluations.append(
-            {k: g[k] for k in ("status", "optimized_users", "holdout_users", "optimized_rate")}
-        )
-    assert evaluations[0] == evaluations[1]
-    assert evaluations[0]["optimized_users"] + evaluations[0]["holdout_users"] == 400
-    assert evaluations[0]["optimized_rate"] > 0
+    await connect_postgres_with_metric(api, conn, org, customer)
+    await assert_guardrails_agree(api, conn, (org, opt), (other_org, managed), users=400)
