@@ -3,7 +3,8 @@
 Order of checks for one request (each step only runs when the previous passed):
 
 1. the envelope ``{"events": [...]}`` with 1–500 events, else 400 (``details`` by JSON path);
-2. each event against its wire type (:mod:`levered.schemas.ingest`); a bad one is *rejected*
+2. each event against its wire type (:mod:`levered.schemas.ingest`, decoded by
+   :mod:`levered.services.ingest_decoding`); a bad one is *rejected*
    (207) with its path; when none is valid, 400 listing every problem (no database access).
    In the common case (every event valid) an exposure's ``variant`` and ``context`` stay JSON
    text, checked once per distinct text with the typed decoder's rules, and are stored as
@@ -32,10 +33,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
@@ -44,20 +45,14 @@ import msgspec
 from levered.bandit.variants import VariantSpace
 from levered.db import Connection, warehouse
 from levered.db.pool import stateless
-from levered.errors import Conflict, PermissionDenied, ValidationError
-from levered.schemas.ingest import (
-    BATCH_DECODER,
-    EXPOSURE_BATCH_DECODER,
-    EXPOSURE_DECODER,
-    RAW_EXPOSURE_BATCH_DECODER,
-    REWARD_BATCH_DECODER,
-    REWARD_DECODER,
-    ExposureBatch,
-    ExposureEvent,
-    RawExposureEvent,
-    Rejection,
-    RewardBatch,
-    RewardEvent,
+from levered.errors import Conflict, PermissionDenied
+from levered.schemas.ingest import REWARD_BATCH_DECODER, REWARD_DECODER, Rejection
+from levered.services.ingest_decoding import (
+    as_dict,
+    parse,
+    parse_exposures,
+    raise_all_rejected,
+    rejection,
 )
 
 MAX_FUTURE: Final = timedelta(hours=24)
@@ -82,8 +77,6 @@ SELECT_DESIGNS: Final = """
 SELECT id, md5(design_factors::text) AS design_hash, design_factors
 FROM optimizations WHERE id = ANY($1::uuid[])
 """
-
-E = TypeVar("E", ExposureEvent, RewardEvent)
 
 
 @dataclass(frozen=True)
@@ -122,7 +115,7 @@ async def ingest_exposures(
     pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
 ) -> IngestOutcome:
     now = now or datetime.now(UTC)
-    events, rejected = _parse_exposures(body)
+    events, rejected = parse_exposures(body)
     # Hot loop (500 events): optimizations are keyed by ``UUID.int`` (a C-level hash; hashing a
     # UUID object is a Python call), and variant numbers are memoized per batch by the
     # variant's JSON text, which, unlike the dict, tells ``true`` from ``1``.
@@ -148,14 +141,14 @@ async def ingest_exposures(
             memo_key = (optimization_id.int, _json(variant))
             number = numbers.get(memo_key, _UNSEEN)
             if number is _UNSEEN:
-                number = numbers[memo_key] = space.number(_as_dict(variant))
+                number = numbers[memo_key] = space.number(as_dict(variant))
             if number is None:
                 rejected.append(
-                    _rejection(
+                    rejection(
                         index,
                         "invalid_variant",
                         "variant",
-                        "; ".join(space.problems(_as_dict(variant))),
+                        "; ".join(space.problems(as_dict(variant))),
                     )
                 )
                 continue
@@ -183,7 +176,7 @@ async def ingest_rewards(
     pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
 ) -> IngestOutcome:
     now = now or datetime.now(UTC)
-    events, rejected = _parse(body, REWARD_BATCH_DECODER, REWARD_DECODER)
+    events, rejected = parse(body, REWARD_BATCH_DECODER, REWARD_DECODER)
     async with stateless(pool) as conn:
         await _check_organization(
             conn,
@@ -199,7 +192,7 @@ async def ingest_rewards(
                 continue
             if not math.isfinite(event.value):
                 rejected.append(
-                    _rejection(index, "invalid_event", "value", "must be a finite number")
+                    rejection(index, "invalid_event", "value", "must be a finite number")
                 )
                 continue
             rows.append(
@@ -219,140 +212,6 @@ async def ingest_rewards(
 
 
 # -- steps ------------------------------------------------------------------------------------
-
-
-def _parse_exposures(
-    body: bytes,
-) -> tuple[list[tuple[int, ExposureEvent | RawExposureEvent]], list[Rejection]]:
-    """Exposures with ``variant`` and ``context`` as JSON text when every event is valid and
-    both are objects (the common case); else :func:`_parse`'s typed events and rejections."""
-    if b"\\u0000" not in body:
-        try:
-            events = RAW_EXPOSURE_BATCH_DECODER.decode(body).events
-        except ValueError:
-            pass
-        else:
-            if _objects(events):
-                return list(enumerate(events)), []
-    typed: tuple[list[tuple[int, ExposureEvent]], list[Rejection]]
-    typed = _parse(body, EXPOSURE_BATCH_DECODER, EXPOSURE_DECODER)
-    return typed  # type: ignore[return-value]  # (list is invariant; the loop reads both)
-
-
-def _objects(events: list[RawExposureEvent]) -> bool:
-    """Every variant and context decodes as the typed path would decode it (a JSON object, no
-    number out of a double's range, …): each distinct text checked once per batch, as texts
-    repeat (a design has few variants; contexts are mostly a few combinations)."""
-    checked: set[bytes] = set()
-    try:
-        for event in events:
-            for raw in (event.variant, event.context):
-                text = bytes(raw)
-                if text not in checked:
-                    _OBJECT.decode(text)
-                    checked.add(text)
-    except ValueError:
-        return False
-    return True
-
-
-_OBJECT: Final = msgspec.json.Decoder(dict[str, Any])
-
-
-def _as_dict(variant: dict[str, Any] | msgspec.Raw) -> dict[str, Any]:
-    """A variant as a dict: decoded from its JSON text (checked by :func:`_objects`)."""
-    return variant if isinstance(variant, dict) else _OBJECT.decode(variant)
-
-
-def _parse(
-    body: bytes,
-    whole: msgspec.json.Decoder[ExposureBatch] | msgspec.json.Decoder[RewardBatch],
-    one: msgspec.json.Decoder[E],
-) -> tuple[list[tuple[int, E]], list[Rejection]]:
-    """Every event decoded in one pass when all are valid; else event by event, with paths."""
-    if b"\\u0000" not in body:  # (a NUL needs the per-field check of _decode_events)
-        try:
-            # mypy cannot tie the batch decoder's event type to E (a union of two decoders).
-            events: list[E] = whole.decode(body).events  # type: ignore[assignment]
-        except ValueError:
-            pass  # something is wrong somewhere: the slow path below says what and where
-        else:
-            return list(enumerate(events)), []
-    return _decode_events(body, _decode_batch(body), one)
-
-
-def _decode_batch(body: bytes) -> list[msgspec.Raw]:
-    try:
-        return BATCH_DECODER.decode(body).events
-    except msgspec.ValidationError as exc:
-        path, message = _split_path(str(exc), "$")
-        raise ValidationError(
-            f"invalid request body at {path}: {message}",
-            details=[{"path": path, "message": message}],
-        ) from None
-    except ValueError as exc:  # msgspec.DecodeError, or UnicodeDecodeError on invalid UTF-8
-        message = _decode_message(exc)
-        raise ValidationError(
-            f"the request body is not valid JSON: {message}",
-            details=[{"path": "$", "message": message}],
-        ) from None
-
-
-def _decode_events(
-    body: bytes, raw_events: Sequence[msgspec.Raw], decoder: msgspec.json.Decoder[E]
-) -> tuple[list[tuple[int, E]], list[Rejection]]:
-    events: list[tuple[int, E]] = []
-    rejected: list[Rejection] = []
-    # PostgreSQL text and jsonb cannot hold U+0000; JSON can only spell it as an escape, so a
-    # body without one needs no per-field check (the common case costs one substring search).
-    maybe_nul = b"\\u0000" in body
-    for index, raw in enumerate(raw_events):
-        try:
-            event = decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            path, message = _split_path(str(exc), f"$.events[{index}]")
-            rejected.append(Rejection(index, "invalid_event", f"{path}: {message}", path))
-            continue
-        except ValueError as exc:
-            path = f"$.events[{index}]"
-            rejected.append(
-                Rejection(index, "invalid_event", f"{path}: {_decode_message(exc)}", path)
-            )
-            continue
-        if maybe_nul and (name := _field_with_nul(event)) is not None:
-            rejected.append(
-                _rejection(
-                    index, "invalid_event", name, "the NUL character (U+0000) cannot be stored"
-                )
-            )
-            continue
-        events.append((index, event))
-    if not events:
-        _raise_all_rejected(rejected)
-    return events, rejected
-
-
-def _decode_message(exc: ValueError) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "invalid UTF-8"
-    return str(exc)
-
-
-def _field_with_nul(event: msgspec.Struct) -> str | None:
-    for name in event.__struct_fields__:
-        if _has_nul(getattr(event, name)):
-            return name
-    return None
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 async def _check_organization(
@@ -421,7 +280,7 @@ def _reject_time(given: datetime, now: datetime, index: int, rejected: list[Reje
     """Reject an event time outside [:data:`EARLIEST`, now + :data:`MAX_FUTURE`]."""
     if given - now > MAX_FUTURE:
         rejected.append(
-            _rejection(
+            rejection(
                 index,
                 "timestamp_in_future",
                 "timestamp",
@@ -431,7 +290,7 @@ def _reject_time(given: datetime, now: datetime, index: int, rejected: list[Reje
         )
     else:
         rejected.append(
-            _rejection(
+            rejection(
                 index,
                 "timestamp_too_old",
                 "timestamp",
@@ -448,7 +307,7 @@ async def _store(
     write: Callable[[Connection, list[Any]], Awaitable[int]],
 ) -> IngestOutcome:
     if not rows:
-        _raise_all_rejected(rejected)
+        raise_all_rejected(rejected)
     rows = _first_of_each_key(rows, keys)
     duplicates_in_batch = len(keys) - len(rows)
     stored = await write(conn, rows)
@@ -469,38 +328,3 @@ def _first_of_each_key(rows: list[Any], keys: list[str | None]) -> list[Any]:
             seen.add(key)
         kept.append(row)
     return kept
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-def _rejection(index: int, code: str, field_name: str, message: str) -> Rejection:
-    path = f"$.events[{index}].{field_name}"
-    return Rejection(index, code, f"{path}: {message}", path)
-
-
-def _raise_all_rejected(rejected: list[Rejection]) -> NoReturn:
-    rejected.sort(key=lambda r: r.index)
-    details = [
-        {
-            "path": r.path,
-            "index": r.index,
-            "code": r.code,
-            "message": r.message.removeprefix(f"{r.path}: "),
-        }
-        for r in rejected
-    ]
-    first = details[0] if details else {"path": "$", "message": "no valid event"}
-    raise ValidationError(
-        f"no event in the batch is valid ({len(rejected)} rejected); first: "
-        f"{first['path']}: {first['message']}",
-        details=details,
-    )
-
-
-def _split_path(message: str, prefix: str) -> tuple[str, str]:
-    """Turn msgspec's ``"Expected … - at `$.a[0]`"`` into (``prefix + ".a[0]"``, message)."""
-    text, marker, path = message.rpartition(" - at `")
-    if not marker:
-        return prefix, message
-    return prefix + path.rstrip("`")[1:], text

@@ -12,8 +12,8 @@ import pytest
 
 from levered.errors import ValidationError
 from levered.schemas.ingest import EXPOSURE_DECODER, REWARD_DECODER, RewardEvent
-from levered.services import ingest
-from levered.services.ingest import _decode_batch, _decode_events, _first_of_each_key
+from levered.services.ingest import _first_of_each_key
+from levered.services.ingest_decoding import decode_batch, decode_events, split_path
 
 
 def body(events: list[Any]) -> bytes:
@@ -25,18 +25,18 @@ def reward(**fields: Any) -> dict[str, Any]:
 
 
 def test_split_path_rebases_msgspec_paths() -> None:
-    assert ingest._split_path("Expected `str` - at `$.variant.a`", "$.events[2]") == (
+    assert split_path("Expected `str` - at `$.variant.a`", "$.events[2]") == (
         "$.events[2].variant.a",
         "Expected `str`",
     )
-    assert ingest._split_path("Object missing required field `name`", "$.events[0]") == (
+    assert split_path("Object missing required field `name`", "$.events[0]") == (
         "$.events[0]",
         "Object missing required field `name`",
     )
 
 
 def test_the_envelope_keeps_events_raw() -> None:
-    raw = _decode_batch(body([reward(), "junk", 3]))
+    raw = decode_batch(body([reward(), "junk", 3]))
     assert len(raw) == 3 and bytes(raw[1]) == b'"junk"'
 
 
@@ -52,13 +52,13 @@ def test_the_envelope_keeps_events_raw() -> None:
 )
 def test_a_bad_envelope_is_one_400(data: bytes, path: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        _decode_batch(data)
+        decode_batch(data)
     assert raised.value.details[0]["path"] == path
 
 
 def test_one_bad_event_rejects_only_itself() -> None:
     data = body([reward(), reward(value="x"), reward(name=""), reward(extra=1)])
-    events, rejected = _decode_events(data, _decode_batch(data), REWARD_DECODER)
+    events, rejected = decode_events(data, decode_batch(data), REWARD_DECODER)
     assert [i for i, _ in events] == [0]
     assert [(r.index, r.path) for r in rejected] == [
         (1, "$.events[1].value"),
@@ -70,14 +70,14 @@ def test_one_bad_event_rejects_only_itself() -> None:
 
 def test_invalid_utf8_inside_an_event_is_a_rejection() -> None:
     data = b'{"events": [{"anonymous_id": "u", "name": "n"}, {"anonymous_id": "\xed\xa0\x80"}]}'
-    events, rejected = _decode_events(data, _decode_batch(data), REWARD_DECODER)
+    events, rejected = decode_events(data, decode_batch(data), REWARD_DECODER)
     assert len(events) == 1 and rejected[0].path == "$.events[1]"
     assert "UTF-8" in rejected[0].message
 
 
 def test_nul_characters_are_rejected_by_field() -> None:
     data = body([reward(), reward(properties={"a": ["ok", {"b": "x\u0000"}]}), reward(name="\0")])
-    events, rejected = _decode_events(data, _decode_batch(data), REWARD_DECODER)
+    events, rejected = decode_events(data, decode_batch(data), REWARD_DECODER)
     assert [i for i, _ in events] == [0]
     assert [r.path for r in rejected] == ["$.events[1].properties", "$.events[2].name"]
 
@@ -85,7 +85,7 @@ def test_nul_characters_are_rejected_by_field() -> None:
 def test_every_event_invalid_is_a_400_listing_each() -> None:
     data = body([1, reward(anonymous_id="x" * 513)])
     with pytest.raises(ValidationError) as raised:
-        _decode_events(data, _decode_batch(data), REWARD_DECODER)
+        decode_events(data, decode_batch(data), REWARD_DECODER)
     assert [d["path"] for d in raised.value.details] == ["$.events[0]", "$.events[1].anonymous_id"]
 
 
@@ -146,7 +146,7 @@ def test_random_junk_never_escapes_as_anything_but_a_rejection() -> None:
             event[name] = junk()
         events.append(event)
     data = body(events)
-    decoded, rejected = _decode_events(data, _decode_batch(data), REWARD_DECODER)
+    decoded, rejected = decode_events(data, decode_batch(data), REWARD_DECODER)
     assert len(decoded) + len(rejected) == len(events)
     assert len({r.index for r in rejected}) == len(rejected)
     for _, event in decoded:
