@@ -1,7 +1,8 @@
 """Wire types of the ingestion API (README, "HTTP API"; the event schemas in the OpenAPI document).
 
-A request body is first decoded in one pass as :class:`ExposureBatch` / :class:`RewardBatch`
-(the common case: every event valid). When that fails, it is decoded again in two steps so that
+A request body is first decoded in one pass as :class:`RawExposureBatch` / :class:`RewardBatch`
+(the common case: every event valid; :class:`ExposureBatch` is the documented exposure
+shape). When that fails, it is decoded again in two steps so that
 one bad event rejects only itself (207), not the whole batch (400): first :class:`Batch`, whose
 events stay undecoded :class:`msgspec.Raw` slices of the body, then each event with the typed
 decoder of its kind, which names the failing event and field. Every decoder is made once here

@@ -31,6 +31,7 @@ from uuid import UUID
 import asyncpg
 
 from levered.db import serving as db
+from levered.db.pool import stateless
 
 MAX_BATCH: Final = 1_000
 FLUSHERS: Final = 2
@@ -84,7 +85,8 @@ class ClaimBatcher:
         for row, live_since, _ in batch:
             first.setdefault((row[0], row[1]), (row, live_since))
         results: dict[tuple[UUID, str], db.Assignment | Exception] = {}
-        async with self._pool().acquire() as conn:
+        # One statement per claim, transaction-scoped locks only: no session state to reset.
+        async with stateless(self._pool()) as conn:
             rows = [row for row, _ in first.values()]
             # Refused for one row's data (its optimization is gone, say): each alone, below.
             with contextlib.suppress(asyncpg.IntegrityConstraintViolationError):

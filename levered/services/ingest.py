@@ -46,11 +46,11 @@ from levered.bandit.variants import VariantSpace
 from levered.db import Connection, warehouse
 from levered.db.pool import stateless
 from levered.errors import Conflict, PermissionDenied
-from levered.schemas.ingest import REWARD_BATCH_DECODER, REWARD_DECODER, Rejection
+from levered.schemas.ingest import Rejection
 from levered.services.ingest_decoding import (
     as_dict,
-    parse,
     parse_exposures,
+    parse_rewards,
     raise_all_rejected,
     rejection,
 )
@@ -176,7 +176,7 @@ async def ingest_rewards(
     pool: asyncpg.Pool, organization_id: UUID, body: bytes, *, now: datetime | None = None
 ) -> IngestOutcome:
     now = now or datetime.now(UTC)
-    events, rejected = parse(body, REWARD_BATCH_DECODER, REWARD_DECODER)
+    events, rejected = parse_rewards(body)
     async with stateless(pool) as conn:
         await _check_organization(
             conn,

@@ -17,14 +17,13 @@ import msgspec
 from levered.errors import ValidationError
 from levered.schemas.ingest import (
     BATCH_DECODER,
-    EXPOSURE_BATCH_DECODER,
     EXPOSURE_DECODER,
     RAW_EXPOSURE_BATCH_DECODER,
-    ExposureBatch,
+    REWARD_BATCH_DECODER,
+    REWARD_DECODER,
     ExposureEvent,
     RawExposureEvent,
     Rejection,
-    RewardBatch,
     RewardEvent,
 )
 
@@ -33,10 +32,12 @@ E = TypeVar("E", ExposureEvent, RewardEvent)
 
 def parse_exposures(
     body: bytes,
-) -> tuple[list[tuple[int, ExposureEvent | RawExposureEvent]], list[Rejection]]:
+) -> tuple[Sequence[tuple[int, ExposureEvent | RawExposureEvent]], list[Rejection]]:
     """Exposures with ``variant`` and ``context`` as JSON text when every event is valid and
-    both are objects (the common case); else :func:`parse`'s typed events and rejections."""
-    if b"\\u0000" not in body:
+    both are objects (the common case); else the typed events, event by event, and the
+    rejections with their paths. (The typed decoders are stricter than the raw one, so when
+    the raw pass fails a typed pass of the whole batch would too: none is tried.)"""
+    if b"\\u0000" not in body:  # (a NUL needs the per-field check of decode_events)
         try:
             events = RAW_EXPOSURE_BATCH_DECODER.decode(body).events
         except ValueError:
@@ -44,9 +45,7 @@ def parse_exposures(
         else:
             if _objects(events):
                 return list(enumerate(events)), []
-    typed: tuple[list[tuple[int, ExposureEvent]], list[Rejection]]
-    typed = parse(body, EXPOSURE_BATCH_DECODER, EXPOSURE_DECODER)
-    return typed  # type: ignore[return-value]  # (list is invariant; the loop reads both)
+    return decode_events(body, decode_batch(body), EXPOSURE_DECODER)
 
 
 def _objects(events: list[RawExposureEvent]) -> bool:
@@ -74,21 +73,16 @@ def as_dict(variant: dict[str, Any] | msgspec.Raw) -> dict[str, Any]:
     return variant if isinstance(variant, dict) else _OBJECT.decode(variant)
 
 
-def parse(
-    body: bytes,
-    whole: msgspec.json.Decoder[ExposureBatch] | msgspec.json.Decoder[RewardBatch],
-    one: msgspec.json.Decoder[E],
-) -> tuple[list[tuple[int, E]], list[Rejection]]:
-    """Every event decoded in one pass when all are valid; else event by event, with paths."""
+def parse_rewards(body: bytes) -> tuple[list[tuple[int, RewardEvent]], list[Rejection]]:
+    """Every reward decoded in one pass when all are valid; else event by event, with paths."""
     if b"\\u0000" not in body:  # (a NUL needs the per-field check of decode_events)
         try:
-            # mypy cannot tie the batch decoder's event type to E (a union of two decoders).
-            events: list[E] = whole.decode(body).events  # type: ignore[assignment]
+            events = REWARD_BATCH_DECODER.decode(body).events
         except ValueError:
             pass  # something is wrong somewhere: the slow path below says what and where
         else:
             return list(enumerate(events)), []
-    return decode_events(body, decode_batch(body), one)
+    return decode_events(body, decode_batch(body), REWARD_DECODER)
 
 
 def decode_batch(body: bytes) -> list[msgspec.Raw]:

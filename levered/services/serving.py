@@ -42,7 +42,7 @@ import numpy as np
 
 from levered.bandit.sampler import Sampler, decision_seed
 from levered.db import serving as db
-from levered.db.pool import database_deadline
+from levered.db.pool import database_deadline, stateless
 from levered.errors import NotFound, NotLive, ValidationError
 from levered.schemas.serving import Served, ServeRequest
 from levered.services.exposure_buffer import ExposureBuffer
@@ -348,7 +348,7 @@ async def _sticky(
     if request.dry_run:
         async with (
             database_deadline("reading the sticky assignment"),
-            state.claims.acquire() as conn,
+            stateless(state.claims) as conn,
         ):
             found = await db.select_assignment(conn, config.id, anonymous_id, config.live_since)
         if found is None:

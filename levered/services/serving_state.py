@@ -60,15 +60,6 @@ _DB_FAILURES: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, T
 CLAIM_CONNECTIONS: Final = 8
 
 
-class _ClaimConnection(asyncpg.Connection):
-    """A connection used for one sticky-claim statement per acquire, which leaves no session
-    state behind: released without the pool's reset round trip (``RESET ALL; UNLISTEN *; …``,
-    as much work as the claim itself). An open transaction is still rolled back by asyncpg."""
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
 class ServingState:
     """The per-process cache of :class:`ServingConfig` with its LISTEN connection, and a small
     pool of its own for the sticky claims (:attr:`claims`)."""
@@ -103,9 +94,7 @@ class ServingState:
         if self._dsn is None or self._listener is not None:
             return
         # min_size 0: no connection is opened here, so a database that is down only fails claims.
-        self._claims = await create_pool(
-            self._dsn, min_size=0, max_size=CLAIM_CONNECTIONS, connection_class=_ClaimConnection
-        )
+        self._claims = await create_pool(self._dsn, min_size=0, max_size=CLAIM_CONNECTIONS)
         self._listener = asyncio.create_task(self._listen_forever(), name="levered-serving-listen")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listening.wait(), 10)
