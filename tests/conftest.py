@@ -108,6 +108,25 @@ def chdb_store() -> Iterator[tuple[Path, Any]]:
 
 
 @pytest.fixture
+async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
+    """A superuser connection to the customer's database, its purchases emptied."""
+    conn = await asyncpg.connect(customer)
+    await conn.execute("TRUNCATE analytics.purchases")
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def store(chdb_store: tuple[Path, Any]) -> tuple[Path, Any]:
+    """The session's ClickHouse store, its purchases emptied."""
+    path, writer = chdb_store
+    writer.query("TRUNCATE TABLE analytics.purchases")
+    return path, writer
+
+
+@pytest.fixture
 async def empty_url(postgres_url: str) -> AsyncIterator[str]:
     """A brand-new database on the session server, dropped afterwards (migration tests)."""
     name = f"mig_{uuid.uuid4().hex[:10]}"

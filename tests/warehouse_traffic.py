@@ -9,9 +9,9 @@ differ in what they check, not in how the data gets there: here a step changes i
 cannot drift between the PostgreSQL and ClickHouse copies. So do the checks that were word for
 word the same on both (catalog reads, a metric's preview, the guardrail and weighted cells).
 
-The stores are tests/customer.py and tests/clickhouse_store.py. Modules import the ``shop`` and
-``store`` fixtures as :func:`shop_fixture` / :func:`store_fixture` (so no parameter shadows an
-import) and make ``api`` and ``wh`` with :func:`api_fixture` / :func:`warehouse_fixture`.
+The stores are tests/customer.py and tests/clickhouse_store.py; their emptied per-test views,
+the ``shop`` and ``store`` fixtures, are in tests/conftest.py. Modules make ``api`` and ``wh``
+with :func:`api_fixture` / :func:`warehouse_fixture`.
 """
 
 from __future__ import annotations
@@ -43,25 +43,6 @@ URL = "/api/v2/warehouse"
 Amount = Callable[[asyncpg.Record], Any]  # what a moved reward's purchase is worth
 Optimization = tuple[Org, UUID]  # an organization and one of its optimizations
 Planted = dict[int, Counter[str]]  # test_weighted_outcomes' outcomes per variant
-
-
-@pytest.fixture(name="shop")
-async def shop_fixture(customer: str) -> AsyncIterator[asyncpg.Connection]:
-    """A superuser connection to the customer's database, its purchases emptied."""
-    conn = await asyncpg.connect(customer)
-    await conn.execute("TRUNCATE analytics.purchases")
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(name="store")
-def store_fixture(chdb_store: tuple[Path, Any]) -> tuple[Path, Any]:
-    """The session's store, its purchases emptied."""
-    path, writer = chdb_store
-    writer.query("TRUNCATE TABLE analytics.purchases")
-    return path, writer
 
 
 def _chdb_root(request: pytest.FixtureRequest, on_chdb: bool) -> dict[str, Any]:
@@ -320,22 +301,7 @@ async def assert_guardrails_agree(
         metric_id = await conn.fetchval(
             "SELECT reward_metric_id FROM optimizations WHERE id = $1", optimization_id
         )
-        guardrail = {
-            "metric_id": str(metric_id),
-            "direction": "must_not_decrease",
-            "tolerance_percent": 50,
-        }
-        patched = await api.patch(
-            f"/api/v2/optimizations/{optimization_id}",
-            json={"guardrails": [guardrail]},
-            headers=who.headers,
-        )
-        assert patched.status_code == 200, patched.text
-        shown = await api.get(
-            f"/api/v2/optimizations/{optimization_id}/guardrails", headers=who.headers
-        )
-        assert shown.status_code == 200, shown.text
-        (g,) = shown.json()["guardrails"]
+        g = await weighted.guard_with(api, who, optimization_id, metric_id, tolerance=50)
         evaluations.append(
             {k: g[k] for k in ("status", "optimized_users", "holdout_users", "optimized_rate")}
         )

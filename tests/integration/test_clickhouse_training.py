@@ -33,8 +33,6 @@ from tests.warehouse_traffic import (
     move_rewards,
     move_to_clickhouse,
     same_traffic,
-    shop_fixture,  # noqa: F401  (the shop fixture)
-    store_fixture,  # noqa: F401  (the store fixture)
     traffic,
     warehouse_fixture,
 )

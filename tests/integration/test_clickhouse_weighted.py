@@ -22,7 +22,6 @@ from tests.warehouse_traffic import (
     connect_clickhouse,
     create_metric,
     move_to_clickhouse,
-    store_fixture,  # noqa: F401  (the store fixture)
     warehouse_fixture,
     weighted_amount,
     weighted_traffic,

@@ -29,7 +29,6 @@ from tests.warehouse_traffic import (
     connect_clickhouse,
     post_revenue,
     revenue_preview,
-    store_fixture,  # noqa: F401  (the store fixture)
 )
 
 pytestmark = pytest.mark.anyio

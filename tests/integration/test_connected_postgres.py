@@ -38,7 +38,6 @@ from tests.warehouse_traffic import (
     postgres_body,
     revenue_preview,
     same_traffic,
-    shop_fixture,  # noqa: F401  (the shop fixture)
     traffic,
     warehouse_fixture,
 )

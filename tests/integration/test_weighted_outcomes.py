@@ -50,6 +50,33 @@ EXPOSURE_COLUMNS = [
 REWARD_COLUMNS = ["organization_id", "anonymous_id", "name", "value", "timestamp"]
 
 
+async def guard_with(
+    client: Client, org: Org, optimization_id: Any, metric_id: Any, *, tolerance: float
+) -> dict[str, Any]:
+    """Make ``metric_id`` the optimization's one guardrail (must not decrease by more than
+    ``tolerance`` %) and return its evaluation as the guardrails endpoint reports it."""
+    guarded = await client.patch(
+        f"/api/v2/optimizations/{optimization_id}",
+        json={
+            "guardrails": [
+                {
+                    "metric_id": str(metric_id),
+                    "direction": "must_not_decrease",
+                    "tolerance_percent": tolerance,
+                }
+            ]
+        },
+        headers=org.headers,
+    )
+    assert guarded.status_code == 200, guarded.text
+    report = await client.get(
+        f"/api/v2/optimizations/{optimization_id}/guardrails", headers=org.headers
+    )
+    assert report.status_code == 200, report.text
+    (g,) = report.json()["guardrails"]
+    return dict(g)
+
+
 async def create(client: Client, org: Org, **change: Any) -> Any:
     body = {k: v for k, v in {**BASE, **change}.items() if v is not None}
     return await client.post(URL, json=body, headers=org.headers)
@@ -240,22 +267,7 @@ async def test_the_variant_that_wins_on_weighted_value_wins(
 
     # The same metric as a guardrail: its own cells give the same per-user arms as the reward
     # cells' measured lift (a user's outcome: the sum of their exposures' weights).
-    metric_id = response.json()["id"]
-    guarded = await client.patch(
-        f"/api/v2/optimizations/{optimization_id}",
-        json={
-            "guardrails": [
-                {"metric_id": metric_id, "direction": "must_not_decrease", "tolerance_percent": 5}
-            ]
-        },
-        headers=org.headers,
-    )
-    assert guarded.status_code == 200, guarded.text
-    report = await client.get(
-        f"/api/v2/optimizations/{optimization_id}/guardrails", headers=org.headers
-    )
-    assert report.status_code == 200, report.text
-    (g,) = report.json()["guardrails"]
+    g = await guard_with(client, org, optimization_id, response.json()["id"], tolerance=5)
     lift = body["measured_lift"]
     assert g["reward_type"] == "weighted" and g["status"] in ("ok", "pending"), g
     assert (g["optimized_users"], g["holdout_users"]) == (

@@ -21,7 +21,6 @@ from tests.warehouse_traffic import (
     connect_postgres,
     create_metric,
     move_rewards,
-    shop_fixture,  # noqa: F401  (the shop fixture)
     warehouse_fixture,
     weighted_amount,
     weighted_traffic,
