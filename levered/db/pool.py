@@ -127,11 +127,16 @@ async def database_deadline(what: str, seconds: float = DB_WAIT_S) -> AsyncItera
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise Unavailable(
-            f"the database did not answer within {seconds:g} s ({what}); retry shortly",
-            retry_after=RETRY_AFTER_S,
-            details={"cause": "database_timeout"},
-        ) from None
+        raise deadline_exceeded(what, seconds) from None
+
+
+def deadline_exceeded(what: str, seconds: float = DB_WAIT_S) -> Unavailable:
+    """The 503 of a request whose database work (``what``) outlasted its ``seconds``."""
+    return Unavailable(
+        f"the database did not answer within {seconds:g} s ({what}); retry shortly",
+        retry_after=RETRY_AFTER_S,
+        details={"cause": "database_timeout"},
+    )
 
 
 async def connect(url: str) -> asyncpg.Connection:

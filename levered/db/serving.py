@@ -46,12 +46,19 @@ WHERE optimization_id = $1 AND anonymous_id = $2 AND ($3::timestamptz IS NULL OR
 # (optimization, anonymous id) — ON CONFLICT DO UPDATE cannot touch a row twice in one
 # statement, so the caller removes repeats. A key committed by another process after this
 # statement's snapshot comes back in neither branch: the caller claims it again.
+#
+# The batch travels as one jsonb array of positional rows (AssignmentRow order, then
+# live_since), encoded by msgspec in one call: nine typed arrays cost the worker ≈ 2× more
+# client CPU per claim (asyncpg encodes every element in Python). A claimed row comes back as
+# its position only — the caller has its values — and a kept one with the stored values.
 CLAIM_ASSIGNMENTS: Final = """
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::integer[], $5::boolean[],
-                         $6::uuid[], $7::float8[], $8::integer[], $9::timestamptz[])
-        AS t(optimization_id, anonymous_id, organization_id, variant_number, holdout,
-             decision_id, propensity, model_version, live_since)
+    SELECT (r->>0)::uuid AS optimization_id, r->>1 AS anonymous_id,
+           (r->>2)::uuid AS organization_id, (r->>3)::integer AS variant_number,
+           (r->>4)::boolean AS holdout, (r->>5)::uuid AS decision_id,
+           (r->>6)::float8 AS propensity, (r->>7)::integer AS model_version,
+           (r->>8)::timestamptz AS live_since, (i - 1)::integer AS i
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(r, i)
 ),
 claimed AS (
     INSERT INTO assignments AS a (optimization_id, anonymous_id, organization_id, variant_number,
@@ -70,15 +77,13 @@ claimed AS (
         WHERE a.assigned_at < (SELECT i.live_since FROM input i
                                WHERE i.optimization_id = a.optimization_id
                                  AND i.anonymous_id = a.anonymous_id)
-    RETURNING a.optimization_id, a.anonymous_id, a.variant_number, a.holdout, a.decision_id,
-              a.propensity, a.model_version
+    RETURNING a.optimization_id, a.anonymous_id
 )
-SELECT optimization_id, anonymous_id, variant_number, holdout, decision_id, propensity,
-       model_version
-FROM claimed
+SELECT i.i, NULL::integer AS variant_number, NULL::boolean AS holdout,
+       NULL::uuid AS decision_id, NULL::float8 AS propensity, NULL::integer AS model_version
+FROM input i JOIN claimed c USING (optimization_id, anonymous_id)
 UNION ALL
-SELECT a.optimization_id, a.anonymous_id, a.variant_number, a.holdout, a.decision_id,
-       a.propensity, a.model_version
+SELECT i.i, a.variant_number, a.holdout, a.decision_id, a.propensity, a.model_version
 FROM assignments a JOIN input i USING (optimization_id, anonymous_id)
 WHERE NOT EXISTS (SELECT 1 FROM claimed c
                   WHERE c.optimization_id = i.optimization_id
@@ -196,9 +201,16 @@ async def claim_assignments(
 ) -> dict[tuple[UUID, str], Assignment]:
     """Claim many distinct keys in one statement; returns the holding assignment of every key
     it could settle (see ``CLAIM_ASSIGNMENTS`` for the others)."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    found = await conn.fetch(CLAIM_ASSIGNMENTS, *columns, list(live_since))
-    return {(r["optimization_id"], r["anonymous_id"]): _assignment(r) for r in found}
+    batch = [(*row, since) for row, since in zip(rows, live_since, strict=True)]
+    out: dict[tuple[UUID, str], Assignment] = {}
+    for found in await conn.fetch(CLAIM_ASSIGNMENTS, batch):
+        row = rows[found[0]]
+        out[(row[0], row[1])] = (
+            Assignment(row[3], row[4], row[5], row[6], row[7])
+            if found[1] is None
+            else Assignment(found[1], found[2], found[3], found[4], found[5])
+        )
+    return out
 
 
 async def copy_exposures(conn: Connection, rows: Sequence[ExposureRow]) -> None:

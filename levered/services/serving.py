@@ -30,7 +30,6 @@ Replay: a decision's kernel seed is ``decision_seed(model_version, decision_id.i
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -355,9 +354,8 @@ async def _sticky(
             return fresh
     else:
         row = (config.id, anonymous_id, config.organization_id, *mine)
-        async with database_deadline("claiming the sticky assignment"):
-            # shielded: a claim given up on still completes (or fails) for the batch it is in
-            found = await asyncio.shield(state.claim_batcher.claim(row, config.live_since))
+        # bounded by the batcher (DB_WAIT_S from now, else 503): no timer per claim
+        found = await state.claim_batcher.claim(row, config.live_since)
     config.remember(anonymous_id, found)
     return _from_assignment(found)
 

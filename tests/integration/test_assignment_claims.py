@@ -13,6 +13,8 @@ import pytest
 
 from levered.db import serving as db
 from levered.db.pool import create_pool
+from levered.errors import Unavailable
+from levered.services import assignment_claims as claims
 from levered.services.assignment_claims import ClaimBatcher
 from tests.conftest import Org
 
@@ -214,4 +216,56 @@ async def test_an_unreachable_database_fails_the_batch_and_stores_nothing(
         return_exceptions=True,
     )
     assert all(isinstance(r, asyncpg.InterfaceError) for r in results)
+    assert await conn.fetchval("SELECT count(*) FROM assignments") == 0
+
+
+async def test_a_cancelled_serve_still_completes_its_claim_for_the_batch(
+    conn: asyncpg.Connection, org: Org, pool: asyncpg.Pool
+) -> None:
+    """The client went away: its serve is cancelled, but the claim it queued is stored with the
+    others of its batch (and a later serve of that user gets it)."""
+    opt = await live_optimization(conn, org)
+    batcher = ClaimBatcher(lambda: pool)
+    rows = [row(opt, org, f"u{i}", 1 + i % 3) for i in range(5)]
+    tasks = [asyncio.create_task(batcher.claim(r, None)) for r in rows]
+    await asyncio.sleep(0)  # every claim is queued, the batch's statement is on its way
+    tasks[2].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    assert [a.decision_id for i, a in enumerate(done) if i != 2] == [
+        r[5] for i, r in enumerate(rows) if i != 2
+    ]
+    stored = await conn.fetchval(
+        "SELECT decision_id FROM assignments WHERE optimization_id = $1 AND anonymous_id = 'u2'",
+        opt,
+    )
+    assert stored == rows[2][5]
+
+
+async def test_a_claim_the_database_does_not_settle_in_time_answers_503_and_stores_nothing(
+    conn: asyncpg.Connection, org: Org, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batcher keeps each claim's deadline: an uncommitted insert of the same key holds the
+    batch's statement, which is cancelled at the deadline; every claim of it gets the 503."""
+    monkeypatch.setattr(claims, "DB_WAIT_S", 0.5)
+    opt = await live_optimization(conn, org)
+    batcher = ClaimBatcher(lambda: pool)
+    blocker = await pool.acquire()
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await db.claim_assignments(blocker, [row(opt, org, "held", 1)], [None])
+        began = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            batcher.claim(row(opt, org, "held", 2), None),
+            batcher.claim(row(opt, org, "free", 2), None),
+            return_exceptions=True,
+        )
+        waited = asyncio.get_running_loop().time() - began
+        await holding.rollback()
+    finally:
+        await pool.release(blocker)
+    causes = [r.details for r in results if isinstance(r, Unavailable)]
+    assert causes == [{"cause": "database_timeout"}] * 2, results
+    assert waited < 5  # the deadline, not the 60 s command timeout
     assert await conn.fetchval("SELECT count(*) FROM assignments") == 0
