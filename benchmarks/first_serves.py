@@ -26,6 +26,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -129,13 +130,11 @@ def main() -> None:
                 run_load(url, seconds=2, connections=c, body=RETURNING)  # load the model, warm
                 wrk_script(url, 2, c, UNIQUE_ID_LUA.replace("wrk-", "warm-"))
             for r in range(args.rounds):
-                measure(floor, "floor", lambda: run_load(floor_url, seconds=s, connections=c,
-                                                         body=RETURNING))  # fmt: skip
+                post = partial(run_load, seconds=s, connections=c, body=RETURNING)
+                measure(floor, "floor", partial(post, floor_url))
                 for n, url in urls.items():
-                    measure(returning[n], f"returning {n}", lambda u=url: run_load(
-                        u, seconds=s, connections=c, body=RETURNING))  # fmt: skip
-                    measure(fresh[n], f"new id {n}", lambda u=url: wrk_script(
-                        u, s, c, UNIQUE_ID_LUA))  # fmt: skip
+                    measure(returning[n], f"returning {n}", partial(post, url))
+                    measure(fresh[n], f"new id {n}", partial(wrk_script, url, s, c, UNIQUE_ID_LUA))
                 print(f"round {r + 1}: " + _round(floor, returning, fresh), flush=True)
         finally:
             server.send_signal(signal.SIGINT)

@@ -45,14 +45,22 @@ class StickyCache:
     burst of new users evicts only those not seen for a whole generation — who are then read
     from the database on their next serve (the database has every assignment). Clearing one
     dict when it was full, as before, sent every returning user back to the database at once.
+
+    Entries are plain tuples of atomic values (the decision id as its 128-bit int), which the
+    cyclic garbage collector stops tracking after their first collection. As
+    :class:`~levered.db.serving.Assignment` (a tuple subclass holding a ``UUID`` object) each
+    entry was two tracked objects, and with new users arriving the cache's 10⁵ entries made
+    every full collection walk them: measured under new-caller-id load, 16 full collections in
+    30 s stalled the worker's event loop for up to 78 ms each — the serves' p99. Rebuilding the
+    ``UUID`` on a hit costs 0.6 µs.
     """
 
     __slots__ = ("current", "generation", "previous")
 
     def __init__(self, generation: int = STICKY_GENERATION) -> None:
         self.generation = generation
-        self.current: dict[str, db.Assignment] = {}
-        self.previous: dict[str, db.Assignment] = {}
+        self.current: dict[str, _Entry] = {}
+        self.previous: dict[str, _Entry] = {}
 
     def __len__(self) -> int:
         return len(self.current) + len(self.previous)
@@ -62,15 +70,30 @@ class StickyCache:
         if hit is None and self.previous:
             hit = self.previous.pop(anonymous_id, None)
             if hit is not None:
-                self.put(anonymous_id, hit)
-        return hit
+                self._put(anonymous_id, hit)
+        if hit is None:
+            return None
+        variant_number, holdout, decision_id, propensity, model_version = hit
+        return db.Assignment(
+            variant_number, holdout, UUID(int=decision_id), propensity, model_version
+        )
 
     def put(self, anonymous_id: str, assignment: db.Assignment) -> None:
+        a = assignment
+        entry = (a.variant_number, a.holdout, a.decision_id.int, a.propensity, a.model_version)
+        self._put(anonymous_id, entry)
+
+    def _put(self, anonymous_id: str, entry: _Entry) -> None:
         current = self.current
         if len(current) >= self.generation and anonymous_id not in current:
             self.previous, self.current = current, {}
             current = self.current
-        current[anonymous_id] = assignment
+        current[anonymous_id] = entry
+
+
+_Entry = tuple[int, bool, int, float, int | None]
+"""A cached assignment: variant number, holdout, decision id (``UUID.int``), propensity, model
+version — atomic values only, so the tuple is untracked by the garbage collector."""
 
 
 @dataclass
