@@ -217,6 +217,48 @@ async def unreadable(session: Session, database: str, names: list[str]) -> list[
     return refused
 
 
+WRITE_PRIVILEGES: Final = frozenset(
+    {"ALL", "INSERT", "ALTER", "CREATE", "DROP", "UNDROP", "TRUNCATE", "OPTIMIZE", "MOVE"}
+)
+"""First words of the privileges that change data or schema (``ALTER UPDATE``, ``CREATE
+TABLE``, ``MOVE PARTITION BETWEEN SHARDS``, …): what makes an account more than a reader."""
+_GRANT: Final = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<scope>\S+) TO ", re.DOTALL)
+_SYNTAX_ERROR: Final = 62
+
+
+def write_grants(lines: list[str], database: str) -> list[str]:
+    """The write privileges among ``SHOW GRANTS`` lines that reach ``database``
+    (``priv ON scope``, in order). A privilege on ``*.*`` or on the database or one of its
+    tables counts; one on another database does not. ``REVOKE`` lines are ignored (a partial
+    revoke can only make the account less able: the warning may then say too much, never
+    too little), and so are roles granted (``SHOW GRANTS FINAL`` lists their privileges)."""
+    found: list[str] = []
+    for line in lines:
+        match = _GRANT.match(line.strip())
+        if match is None:
+            continue
+        scope = match["scope"]
+        if scope.split(".", 1)[0].strip('`"') not in ("*", database):
+            continue
+        privileges = re.sub(r"\([^)]*\)", "", match["privileges"])  # INSERT(a, b) → INSERT
+        for privilege in (p.strip() for p in privileges.split(",")):
+            if privilege.split(" ", 1)[0].upper() in WRITE_PRIVILEGES:
+                found.append(f"{privilege} ON {scope}")
+    return found
+
+
+async def account_write_grants(session: Session, database: str) -> list[str]:
+    """:func:`write_grants` of the session's account, its roles' privileges merged
+    (``SHOW GRANTS FINAL``; a server too old for ``FINAL`` lists the account's own)."""
+    try:
+        result = await session.query("SHOW GRANTS FINAL")
+    except ServerError as exc:
+        if exc.code != _SYNTAX_ERROR:
+            raise
+        result = await session.query("SHOW GRANTS")
+    return write_grants([str(row[0]) for row in result.data], database)
+
+
 # -- reward rows ------------------------------------------------------------------------------
 
 

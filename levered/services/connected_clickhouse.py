@@ -151,7 +151,9 @@ async def connect(
         ) from exc
     try:
         warnings = await _access(
-            ClickHouseReader(session, data.dataset_id, limits), data.dataset_id
+            ClickHouseReader(session, data.dataset_id, limits),
+            data.dataset_id,
+            server=not engine.is_chdb(url),
         )
     finally:
         await session.aclose()
@@ -162,8 +164,10 @@ async def connect(
     )
 
 
-async def _access(found: ClickHouseReader, database: str) -> list[str]:
-    """The connection test: the database exists and its tables are readable."""
+async def _access(found: ClickHouseReader, database: str, *, server: bool) -> list[str]:
+    """The connection test: the database exists and its tables are readable; on a ``server``
+    (not chdb, whose in-process engine has no accounts to choose from) a warning when the
+    account could also write."""
     try:
         if not await ch.database_exists(found.session, database):
             raise invalid("$.dataset_id", f"no database {database!r} on this ClickHouse")
@@ -184,7 +188,22 @@ async def _access(found: ClickHouseReader, database: str) -> list[str]:
         warnings.append("the database has no tables or views yet")
     if refused:
         warnings.append(f"cannot read {len(refused)} table(s): {', '.join(refused[:5])}")
+    if server:
+        warnings.extend(await _write_warning(found.session, database))
     return warnings
+
+
+async def _write_warning(session: engine.Session, database: str) -> list[str]:
+    try:
+        grants = await ch.account_write_grants(session, database)
+    except engine.ServerError as exc:
+        return [f"could not check this account's grants ({exc.message})"]
+    if not grants:
+        return []
+    return [
+        f"this account can write ({', '.join(grants[:5])}): Levered only reads, but an "
+        f"account with only SELECT ON {database}.* is safer"
+    ]
 
 
 # -- the catalog, previews and queries --------------------------------------------------------

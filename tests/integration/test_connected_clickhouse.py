@@ -15,6 +15,8 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from levered.db import clickhouse_engine as engine
+from levered.db import connected_clickhouse as ch
 from levered.db.sandbox import Limits
 from levered.server.app import create_app
 from levered.services.secret_box import SecretBox
@@ -289,3 +291,28 @@ async def test_a_second_data_directory_in_the_same_process_is_refused_clearly(
     assert response.json()["error"]["code"] == "warehouse_connection_failed"
     assert "one data directory per process" in response.json()["error"]["message"]
     assert await conn.fetchval("SELECT count(*) FROM warehouse_connections") == 0
+
+
+async def test_the_write_check_reads_the_engines_own_grants(store: tuple[Path, Any]) -> None:
+    """``SHOW GRANTS FINAL`` in Levered's read-only session: chdb's account may do anything,
+    so every write privilege it has on the dataset is named. (A connection to chdb is not
+    warned about: the in-process engine has no other account to use; a server's is.)"""
+    path, _ = store
+    target = engine.ClickHouseTarget(f"chdb://{path}", "analytics")
+    session = await engine.open_session(target, 5)
+    try:
+        grants = await ch.account_write_grants(session, "analytics")
+    finally:
+        await session.aclose()
+    first_words = {grant.split(" ", 1)[0] for grant in grants}
+    assert {"INSERT", "ALTER", "CREATE", "DROP", "TRUNCATE"} <= first_words, grants
+    assert {grant.rsplit(" ON ", 1)[1] for grant in grants} == {"*.*", "*"}, grants  # `*`: named
+    # collections, global objects
+
+
+async def test_a_chdb_connection_is_not_warned_about_writes(
+    api: AsyncTestClient[Any], org: Org, store: tuple[Path, Any]
+) -> None:
+    path, _ = store
+    status = await connect_clickhouse(api, org, path)
+    assert not any("can write" in w for w in status["warnings"]), status["warnings"]
