@@ -21,7 +21,7 @@ import signal
 import numpy as np
 
 from benchmarks.loadgen import Load, run_load
-from benchmarks.server import start_levered
+from benchmarks.server import UNLIMITED_SERVES, start_levered
 from benchmarks.serving import seed_database
 from levered.db.embedded import EmbeddedPostgres
 from levered.db.embedded_host import free_port, reachable_tempdir
@@ -43,7 +43,7 @@ def measure(
         port,
         asgi=asgi,
         loop=loop,
-        env={"LEVERED_SERVE_RATE_LIMIT": "1000000000", "LEVERED_SERVE_RATE_BURST": "1000000000"},
+        env=UNLIMITED_SERVES,
     )
     try:
         run_load(f"{base}/health", seconds=2, connections=connections)  # warm

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ async def run(url: str, rows: int, batch: int, rounds: int) -> dict[str, list[fl
         await conn.execute(WITH_KEY)
         # (table, id generator): the production table with random and with time-ordered
         # (version-7) ids, and the keyed copy with random ids.
-        cases = {
+        cases: dict[str, tuple[str, Callable[[], str]]] = {
             "assignments (no key)": ("assignments", lambda: uuid.uuid4().hex),
             "with the foreign key": ("assignments_with_key", lambda: uuid.uuid4().hex),
             "no key, time-ordered ids": ("assignments_ordered", time_ordered_hex),

@@ -23,15 +23,15 @@ import asyncio
 import os
 import signal
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+import psutil
 
 from benchmarks.loadgen import Load, run_load
-from benchmarks.server import start_levered
+from benchmarks.server import UNLIMITED_SERVES, start_levered
 from benchmarks.serving import UNIQUE_ID_LUA, seed_database, start_post_floor, wrk_script
 from levered.db.embedded import EmbeddedPostgres
 from levered.db.embedded_host import free_port, reachable_tempdir
@@ -51,13 +51,6 @@ class Series:
     @property
     def p99(self) -> float:
         return statistics.median(load.p99_ms for load in self.loads)
-
-
-def _cpu() -> float:
-    """Seconds of CPU the machine has spent (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [float(v) for v in f.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 async def _claims(url: str, prefix: str) -> int:
@@ -104,10 +97,7 @@ def main() -> None:
         server = start_levered(
             database.url,
             port,
-            env={
-                "LEVERED_SERVE_RATE_LIMIT": "1000000000",
-                "LEVERED_SERVE_RATE_BURST": "1000000000",
-            },
+            env=UNLIMITED_SERVES,
         )
         floor_app = start_post_floor(floor_port)
         floor_url = f"http://127.0.0.1:{floor_port}/post"
@@ -116,13 +106,10 @@ def main() -> None:
             for n, o in optimizations.items()
         }
 
-        def timed(name: str, load: Load, began: float, cpu: float) -> Load:
-            busy.setdefault(name, []).append((_cpu() - cpu) / (time.monotonic() - began) / 2)
-            return load
-
         def measure(series: Series, name: str, run: Callable[[], Load]) -> None:
-            began, cpu = time.monotonic(), _cpu()
-            series.loads.append(timed(name, run(), began, cpu))
+            psutil.cpu_percent(None)
+            series.loads.append(run())
+            busy.setdefault(name, []).append(psutil.cpu_percent(None) / 100)
 
         try:
             run_load(floor_url, seconds=2, connections=c, body=RETURNING)  # warm

@@ -309,8 +309,8 @@ def total(label: str, runs: list[Run]) -> Run:
         sum(r.seconds for r in runs),
         [ms for r in runs for ms in r.latencies_ms],
         # wrk's percentiles per phase: their median stands for the whole.
-        sorted(r.p50_ms for r in runs)[len(runs) // 2] if runs[0].p50_ms is not None else None,
-        max(r.p99_ms for r in runs) if runs[0].p99_ms is not None else None,
+        sorted(p50)[len(p50) // 2] if (p50 := [r.p50_ms for r in runs if r.p50_ms]) else None,
+        max(p99) if (p99 := [r.p99_ms for r in runs if r.p99_ms]) else None,
     )
 
 

@@ -9,6 +9,12 @@ import time
 
 import httpx
 
+# The serve endpoint's per-client rate limit, lifted: a load generator is one client.
+UNLIMITED_SERVES = {
+    "LEVERED_SERVE_RATE_LIMIT": "1000000000",
+    "LEVERED_SERVE_RATE_BURST": "1000000000",
+}
+
 
 def start_levered(
     database_url: str,

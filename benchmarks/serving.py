@@ -47,7 +47,7 @@ import msgspec
 import numpy as np
 
 from benchmarks.loadgen import Load, parse_wrk, run_load
-from benchmarks.server import start_levered
+from benchmarks.server import UNLIMITED_SERVES, start_levered
 from levered.bandit.cells import Cells
 from levered.bandit.glm import fit_cmab
 from levered.bandit.posterior import Posterior
@@ -311,10 +311,7 @@ def http_benchmark(
         process = start_levered(
             database.url,
             port,
-            env={
-                "LEVERED_SERVE_RATE_LIMIT": "1000000000",
-                "LEVERED_SERVE_RATE_BURST": "1000000000",
-            },
+            env=UNLIMITED_SERVES,
         )
         results: dict[str, Load] = {}
         health: dict[str, Load] = {}
