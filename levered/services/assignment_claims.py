@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -43,8 +43,13 @@ from levered.db.pool import DB_WAIT_S, deadline_exceeded, stateless
 MAX_BATCH: Final = 1_000
 FLUSHERS: Final = 4
 
-_Waiting = tuple[db.AssignmentRow, datetime | None, "asyncio.Future[db.Assignment]", float]
-"""A claim: its row, the optimization's ``live_since``, its answer, its deadline (loop time)."""
+class _Claim(NamedTuple):
+    row: db.AssignmentRow
+    live_since: datetime | None
+    """The optimization's: a stored assignment made before it is stale (NULL = none is)."""
+    answer: asyncio.Future[db.Assignment]
+    deadline: float
+    """Loop time by which the claim must be settled (its arrival + ``DB_WAIT_S``)."""
 
 
 class ClaimBatcher:
@@ -52,7 +57,7 @@ class ClaimBatcher:
 
     def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
         self._pool = pool
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Claim] = []
         self._flushers: set[asyncio.Task[None]] = set()
 
     async def claim(self, row: db.AssignmentRow, live_since: datetime | None) -> db.Assignment:
@@ -60,7 +65,7 @@ class ClaimBatcher:
         the valid one stored before (made at or after ``live_since``; NULL = any)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[db.Assignment] = loop.create_future()
-        self._waiting.append((row, live_since, future, loop.time() + DB_WAIT_S))
+        self._waiting.append(_Claim(row, live_since, future, loop.time() + DB_WAIT_S))
         if len(self._flushers) < FLUSHERS:
             task = asyncio.create_task(self._flush(), name="levered-claims")
             self._flushers.add(task)
@@ -72,9 +77,9 @@ class ClaimBatcher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, _, future, _ in self._waiting:
-            if not future.done():
-                future.set_exception(ConnectionError("the server is shutting down"))
+        for claim in self._waiting:
+            if not claim.answer.done():
+                claim.answer.set_exception(ConnectionError("the server is shutting down"))
         self._waiting.clear()
 
     async def _flush(self) -> None:
@@ -82,21 +87,21 @@ class ClaimBatcher:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
                 try:
-                    async with asyncio.timeout_at(min(deadline for *_, deadline in batch)):
+                    async with asyncio.timeout_at(min(claim.deadline for claim in batch)):
                         await self._claim_batch(batch)
                 except TimeoutError:
                     raise deadline_exceeded("claiming the sticky assignment") from None
             except BaseException as exc:
-                for _, _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                for claim in batch:
+                    if not claim.answer.done():
+                        claim.answer.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise  # cancelled: close() fails whatever is still waiting
 
-    async def _claim_batch(self, batch: list[_Waiting]) -> None:
+    async def _claim_batch(self, batch: list[_Claim]) -> None:
         first: dict[tuple[UUID, str], tuple[db.AssignmentRow, datetime | None]] = {}
-        for row, live_since, _, _ in batch:
-            first.setdefault((row[0], row[1]), (row, live_since))
+        for claim in batch:
+            first.setdefault((claim.row[0], claim.row[1]), (claim.row, claim.live_since))
         results: dict[tuple[UUID, str], db.Assignment | Exception] = {}
         # One statement per claim, transaction-scoped locks only: no session state to reset.
         async with stateless(self._pool()) as conn:
@@ -113,10 +118,10 @@ class ClaimBatcher:
                     results[key] = await db.claim_assignment(conn, row, live_since)
                 except asyncpg.IntegrityConstraintViolationError as exc:
                     results[key] = exc
-        for row, _, future, _ in batch:
-            if not future.done():
-                result = results[(row[0], row[1])]
+        for claim in batch:
+            if not claim.answer.done():
+                result = results[(claim.row[0], claim.row[1])]
                 if isinstance(result, Exception):
-                    future.set_exception(result)
+                    claim.answer.set_exception(result)
                 else:
-                    future.set_result(result)
+                    claim.answer.set_result(result)
