@@ -43,6 +43,7 @@ from levered.db.pool import DB_WAIT_S, deadline_exceeded, stateless
 MAX_BATCH: Final = 1_000
 FLUSHERS: Final = 4
 
+
 class _Claim(NamedTuple):
     row: db.AssignmentRow
     live_since: datetime | None

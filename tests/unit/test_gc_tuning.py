@@ -1,0 +1,25 @@
+"""The server's last lifespan step tunes the cyclic GC for request handling (app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from levered.server.app import GEN0_THRESHOLD, freeze_startup_heap
+
+
+def test_startup_heap_is_frozen_and_young_collections_are_rarer() -> None:
+    before = gc.get_threshold()
+    try:
+
+        async def run() -> tuple[int, tuple[int, int, int]]:
+            async with freeze_startup_heap(None):  # type: ignore[arg-type]
+                return gc.get_freeze_count(), gc.get_threshold()
+
+        frozen, threshold = asyncio.run(run())
+        assert frozen > 0
+        assert threshold == (GEN0_THRESHOLD, before[1], before[2])
+        assert before[0] < GEN0_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
