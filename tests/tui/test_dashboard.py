@@ -56,10 +56,12 @@ async def test_overview_lists_and_opens_an_optimization(
         await _settle(pilot, lambda: table.row_count == 1)
         assert "Landing Page Hero" in str(table.get_row_at(0))
         assert app.screen.query_one(StatusLine).problem is None
+        assert str(app.screen.sub_title).startswith("1 optimization · ")
 
         await pilot.press("/")
         await pilot.press(*"zzz")
         await _settle(pilot, lambda: table.row_count == 0)
+        assert str(app.screen.sub_title).startswith("0 optimizations of 1 · ")
         await pilot.press("escape")
         await _settle(pilot, lambda: table.row_count == 1)
 

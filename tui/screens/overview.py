@@ -147,7 +147,10 @@ class OverviewScreen(Screen[None]):
             )
         )
         empty.display = not rows
-        self.sub_title = f"{len(rows)} optimizations · sorted by {self.sort_key}"
+        shown = f"{len(rows)} optimization{'' if len(rows) == 1 else 's'}"
+        if len(rows) != len(self.optimizations):
+            shown += f" of {len(self.optimizations)}"
+        self.sub_title = f"{shown} · sorted by {self.sort_key}"
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
