@@ -447,14 +447,17 @@ def _print_results(body: dict[str, Any]) -> None:
         notice(f"counts: exposures through {body['data_through']} (as of {body.get('as_of')})")
     lift = body.get("measured_lift") or {}
     if lift:
-        ci = lift.get("ci")
+        ci, p_value, percent = lift.get("ci"), lift.get("p_value"), lift.get("lift_percent")
         ci_text = (
-            f"95% CI [{ci[0]:+.2f}%, {ci[1]:+.2f}%], p = {lift.get('p_value'):.3g}"
+            f"95% CI [{ci[0]:+.2f}%, {ci[1]:+.2f}%]"
+            + ("" if p_value is None else f", p = {p_value:.3g}")
             if ci
             else "interval once both arms have 100 users"
         )
+        # No estimate (no users yet, or a holdout rate of 0) is shown as "-", never as +0 %.
+        shown = "-" if percent is None else f"{percent:+.2f}%"
         notice(
-            f"measured lift vs holdout: {lift.get('lift_percent') or 0:+.2f}% ({ci_text}); "
+            f"measured lift vs holdout: {shown} ({ci_text}); "
             f"users {lift.get('optimized_users')} optimized / {lift.get('holdout_users')} "
             "holdout"
         )

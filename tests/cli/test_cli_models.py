@@ -61,6 +61,12 @@ async def test_train_state_results(
     )
     body: Any = created.json()
     opt_id, model_id = body["id"], body["model"]["id"]
+    no_data = await levered("optimizations", "results", opt_id, env=env)
+    assert no_data.code == 0, no_data.stderr
+    # No users in either arm: no lift is claimed (it used to print "+0.00%").
+    assert "measured lift vs holdout: - (interval once both arms have 100 users)" in (
+        no_data.stderr
+    )
     await _seed(conn, org, opt_id)
 
     untrained = await levered("models", "state", model_id, "--json", env=env)
@@ -86,6 +92,8 @@ async def test_train_state_results(
     assert sum(v["exposures"] for v in as_json["variants"]) == 900
     lift = as_json["measured_lift"]
     assert (lift["optimized_users"], lift["holdout_users"]) == (810, 90)
+    shown = "-" if lift["lift_percent"] is None else f"{lift['lift_percent']:+.2f}%"
+    assert f"measured lift vs holdout: {shown} (" in results.stderr
 
     for_context = await levered(
         "optimizations", "results", opt_id, "--context", '{"country": "US"}', "--json", env=env
