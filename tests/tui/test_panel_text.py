@@ -7,6 +7,7 @@ from typing import Any
 
 from textual.content import Content
 
+from tui.screens.optimization import holdout
 from tui.widgets.dimensions_panel import dimensions_text
 from tui.widgets.guardrails_panel import guardrails_text
 from tui.widgets.history_charts import lift_chart, rate_chart
@@ -205,3 +206,32 @@ def test_outcome_mix_is_a_table_only_for_weighted_metrics() -> None:
     assert rows[2].split()[-2:] == ["-", "-"]
     assert len({len(row) for row in rows[1:]}) == 1  # aligned columns
     assert outcomes_text({"variants": [{"number": 1, "variant": {}, "outcomes": None}]}) is None
+
+
+def test_holdout_line_shows_no_number_it_does_not_have() -> None:
+    lift = {
+        "optimized_rate": 0.05,
+        "holdout_rate": None,
+        "optimized_users": 40,
+        "holdout_users": 0,
+        "lift_percent": None,
+        "ci": None,
+        "p_value": None,
+    }
+    text = holdout({"measured_lift": lift})
+    assert "vs holdout n/a (0 users): lift n/a (interval once" in text
+    assert "optimized 5.000% (40 users)" in text
+    measured = holdout(
+        {
+            "measured_lift": lift
+            | {
+                "holdout_rate": 0.04,
+                "holdout_users": 400,
+                "lift_percent": 25.0,
+                "ci": [5.0, 45.0],
+                "p_value": None,
+            }
+        }
+    )
+    assert "lift +25.0 % (95% CI +5.0% … +45.0%)" in measured
+    assert "No holdout comparison yet" in holdout({"measured_lift": lift | {"optimized_users": 0}})

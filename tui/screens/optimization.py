@@ -22,7 +22,7 @@ from textual.widgets import Footer, Header, Static
 from levered.errors import LeveredError, NotFound
 from tui.widgets.bars import bar
 from tui.widgets.dimensions_panel import DimensionsPanel
-from tui.widgets.figures import variant_labels
+from tui.widgets.figures import change, variant_labels
 from tui.widgets.guardrails_panel import GuardrailsPanel
 from tui.widgets.history_charts import HistoryCharts
 from tui.widgets.outcomes_panel import OutcomesPanel
@@ -151,18 +151,26 @@ def holdout(results: dict[str, Any] | None) -> str:
     lift = (results or {}).get("measured_lift")
     if not lift or not (lift.get("optimized_users") or lift.get("holdout_users")):
         return "No holdout comparison yet (no matured users)."
-    ci = lift.get("ci")
+    ci, p_value = lift.get("ci"), lift.get("p_value")
     ci_text = (
-        f" (95% CI {ci[0]:+.1f}% … {ci[1]:+.1f}%, p={lift.get('p_value') or 0:.3g})"
+        f" (95% CI {ci[0]:+.1f}% … {ci[1]:+.1f}%"
+        + ("" if p_value is None else f", p={p_value:.3g}")
+        + ")"
         if ci
         else " (interval once both arms have ≥ 100 users)"
     )
+    # A rate or lift the server could not compute (an arm without matured users, a holdout
+    # rate of 0) is "n/a", never a 0 that reads as a measurement.
     return (
-        f"optimized {lift.get('optimized_rate') or 0:.3%} ({lift.get('optimized_users')} "
-        f"users) vs holdout {lift.get('holdout_rate') or 0:.3%} "
-        f"({lift.get('holdout_users')} users): lift {lift.get('lift_percent') or 0:+.1f}%"
+        f"optimized {_rate(lift.get('optimized_rate'))} ({lift.get('optimized_users')} "
+        f"users) vs holdout {_rate(lift.get('holdout_rate'))} "
+        f"({lift.get('holdout_users')} users): lift {change(lift.get('lift_percent'))}"
         f"{ci_text}"
     )
+
+
+def _rate(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.3%}"
 
 
 def model_state(results: dict[str, Any] | None) -> str:
