@@ -37,6 +37,10 @@ class ValidationError(LeveredError):
     status = 400
 
 
+EMPTY_BODY = "the request body is empty; this endpoint takes a JSON object"
+"""The message of a 400 for a request sent without a body (every JSON-body endpoint)."""
+
+
 class AuthenticationError(LeveredError):
     code = "unauthorized"
     status = 401

@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from levered.db.errors import translate
-from levered.errors import LeveredError, RateLimited, Unavailable, ValidationError
+from levered.errors import EMPTY_BODY, LeveredError, RateLimited, Unavailable, ValidationError
 from levered.schemas.common import ErrorBody, ErrorEnvelope, ErrorMeta, ResponseMeta
 
 log = logging.getLogger("levered.server")
@@ -138,6 +138,8 @@ def _validation_message(exc: ValidationException) -> str:
         source = str(getattr(given, "value", given))  # Litestar's ParamType enum, or a str
         if source in ("query", "path", "header", "cookie") and items[0].get("key"):
             return f"invalid {source} parameter {items[0]['key']}: {first['message']}"
+        if first["message"] == EMPTY_BODY:
+            return EMPTY_BODY
         where = f" at {first['path']}" if first.get("path") else ""
         return f"invalid request body{where}: {first['message']}"
     return str(exc.detail)
@@ -148,10 +150,12 @@ def _validation_details(exc: ValidationException) -> list[dict[str, str]]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             key = item.get("key")
+            message = str(item.get("message", ""))
             if item.get("source") == "body" and key == "data":
                 key = None  # Litestar's name for the body itself: the root, "$"
+                if message == "'data'":  # its KeyError for a request without a body
+                    message = EMPTY_BODY
             path = f"$.{key}" if key and not str(key).startswith("$") else str(key or "$")
-            message = str(item.get("message", ""))
             # msgspec reports an unknown or missing field at its parent object; name the field.
             named = _NAMED_FIELD.match(message)
             if named:

@@ -14,7 +14,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 import msgspec
 
-from levered.errors import ValidationError
+from levered.errors import EMPTY_BODY, ValidationError
 from levered.schemas.ingest import (
     BATCH_DECODER,
     EXPOSURE_DECODER,
@@ -86,6 +86,8 @@ def parse_rewards(body: bytes) -> tuple[list[tuple[int, RewardEvent]], list[Reje
 
 
 def decode_batch(body: bytes) -> list[msgspec.Raw]:
+    if not body.strip():
+        raise ValidationError(EMPTY_BODY, details=[{"path": "$", "message": EMPTY_BODY}])
     try:
         return BATCH_DECODER.decode(body).events
     except msgspec.ValidationError as exc:

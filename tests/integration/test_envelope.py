@@ -90,6 +90,18 @@ async def test_malformed_json_is_a_400_envelope(probe: AsyncTestClient[Any]) -> 
     assert_envelope(response.json(), "validation_error")
 
 
+async def test_an_empty_body_is_named_as_such(probe: AsyncTestClient[Any]) -> None:
+    for headers in ({"content-type": "application/json"}, {}):
+        response = await probe.post("/echo", content=b"", headers=headers)
+        assert response.status_code == 400
+        body = response.json()
+        assert_envelope(body, "validation_error")
+        assert body["error"]["message"] == (
+            "the request body is empty; this endpoint takes a JSON object"
+        )
+        assert body["error"]["details"][0]["path"] == "$"
+
+
 async def test_unknown_fields_are_refused(probe: AsyncTestClient[Any]) -> None:
     response = await probe.post("/echo", json={"count": 1, "name": "x", "extra": True})
     assert response.status_code == 400

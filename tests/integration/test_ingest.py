@@ -252,7 +252,8 @@ async def test_a_user_access_token_is_refused(
     [
         (b"not json", "$", "not valid JSON"),
         (b'{"events": [', "$", "not valid JSON"),
-        (b"", "$", "not valid JSON"),
+        (b"", "$", "the request body is empty; this endpoint takes a JSON object"),
+        (b" \n", "$", "the request body is empty"),
         (b"[1, 2]", "$", "Expected `object`"),
         (b"{}", "$", "missing required field `events`"),
         (b'{"events": {}}', "$.events", "Expected `array`"),
