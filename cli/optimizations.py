@@ -67,12 +67,21 @@ def list_(
                 o["model_type"],
                 o.get("variants_count"),
                 (o.get("summary") or {}).get("exposures"),
-                (o.get("summary") or {}).get("lift"),
+                _lift_cell(o.get("summary") or {}),
                 o["created_at"],
             ]
             for o in body["optimizations"]
         ],
     )
+
+
+def _lift_cell(summary: dict[str, Any]) -> str:
+    """The last training's lift in percent; ``~`` marks one modeled, not yet measured against
+    the holdout (as in the dashboard). ``--json`` has the number, its interval and source."""
+    lift = summary.get("lift")
+    if not isinstance(lift, (int, float)):
+        return "-"
+    return ("" if summary.get("lift_source") == "measured" else "~") + f"{lift:+,.1f}%"
 
 
 @app.command

@@ -84,6 +84,13 @@ async def test_train_state_results(
 
     listed = await levered("models", "list", env=env)
     assert "Headlines" in listed.stdout and "trained" in listed.stdout
+    summary = (await levered("optimizations", "list", "--json", env=env)).json()["optimizations"][
+        0
+    ]["summary"]
+    assert summary["lift"] is not None
+    mark = "" if summary["lift_source"] == "measured" else "~"
+    table = await levered("optimizations", "list", env=env)
+    assert f" {mark}{summary['lift']:+,.1f}% " in table.stdout, table.stdout
 
     results = await levered("optimizations", "results", opt_id, env=env)
     assert results.code == 0, results.stderr
