@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from typing import Any
+from uuid import UUID
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -91,9 +92,33 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     code = HTTP_CODES.get(status, "error")
     message = exc.detail or code.replace("_", " ")
     if status == 404 and message in ("Not Found", "not found"):
-        message = f"no route for {request.method} {request.url.path}"
+        message = _not_found(request)
     headers = dict(exc.headers or {})
     return error_response(request, status, code, message, None, headers)
+
+
+def _not_found(request: Request[Any, Any, Any]) -> str:
+    """What a 404 from routing means: usually an id that is not a UUID where a route takes
+    one (``/api/v2/optimizations/123``), which Litestar reports as no route at all."""
+    path = request.url.path
+    given = path.rstrip("/").split("/")
+    for route in request.app.routes:
+        pattern = route.path.split("/")
+        if len(pattern) != len(given):
+            continue
+        bad = []
+        for expected, segment in zip(pattern, given, strict=True):
+            if expected.endswith(":uuid}"):
+                try:
+                    UUID(segment)
+                except ValueError:
+                    bad.append(segment)
+            elif not (expected.startswith("{") or expected == segment):
+                break
+        else:
+            if bad:
+                return f"{bad[0]!r} is not an id (ids are UUIDs) in {request.method} {path}"
+    return f"no route for {request.method} {path}"
 
 
 TOO_DEEP = "while deserializing"

@@ -33,6 +33,19 @@ async def test_unknown_route_is_a_404_envelope(client: AsyncTestClient[Any]) -> 
     assert response.headers["x-request-id"] == response.json()["meta"]["request_id"]
 
 
+async def test_an_id_that_is_not_a_uuid_is_named(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/api/v2/optimizations/123")
+    assert response.status_code == 404
+    assert_envelope(response.json(), "not_found")
+    assert response.json()["error"]["message"] == (
+        "'123' is not an id (ids are UUIDs) in GET /api/v2/optimizations/123"
+    )
+    deeper = await client.post("/api/v2/models/abc/train")
+    assert deeper.json()["error"]["message"].startswith("'abc' is not an id (ids are UUIDs)")
+    nothing = await client.get(f"/api/v2/optimizations/{uuid.uuid4()}/nothing")
+    assert nothing.json()["error"]["message"].startswith("no route for GET ")
+
+
 async def test_wrong_method_is_a_405_envelope(client: AsyncTestClient[Any]) -> None:
     response = await client.delete("/health")
     assert response.status_code == 405
