@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 
 from levered.db.embedded_host import free_port
 from tests.conftest import Org, launch_server, make_metric, stop_server
+from tests.warehouse_traffic import postgres_body
 from tui.app import DashboardApp
 from tui.screens.optimization import OptimizationScreen
 from tui.widgets.status_line import StatusLine
@@ -72,6 +73,43 @@ async def test_overview_lists_and_opens_an_optimization(
         assert "uniform" in str(app.screen.query_one("#traffic", Static).render())
         await pilot.press("escape")
         await _settle(pilot, lambda: not isinstance(app.screen, OptimizationScreen))
+
+
+async def test_a_connected_warehouse_that_stops_answering_is_on_the_overview(
+    server_url: str, conn: asyncpg.Connection, org: Org, customer: str
+) -> None:
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        connected = await http.put(
+            "/api/v2/warehouse", json=postgres_body(customer), headers=org.headers
+        )
+    assert connected.status_code == 200, connected.text
+    await _create(server_url, conn, org, "Landing Page Hero")
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(120, 30)) as pilot:
+        line = app.screen.query_one("#warehouse", Static)
+        await _settle(pilot, lambda: "answering" in str(line.render()))
+        assert "warehouse: postgres analytics at" in str(line.render())
+        assert line.display
+
+        await conn.execute(
+            "UPDATE warehouse_connections SET settings = settings || '{\"port\": 1}'::jsonb "
+            "WHERE organization_id = $1",
+            org.id,
+        )
+        await pilot.press("r")
+        await _settle(pilot, lambda: "is not answering" in str(line.render()), tries=200)
+        assert "serving goes on with each optimization's last model" in str(line.render())
+        # The rest of the overview is unaffected: the optimizations are still listed.
+        assert app.screen.query_one(DataTable).row_count == 1
+
+
+async def test_the_managed_warehouse_has_no_line(server_url: str, org: Org) -> None:
+    app = DashboardApp(server_url, org.api_key, refresh_seconds=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        empty = app.screen.query_one("#empty", Static)
+        await _settle(pilot, lambda: "levered demo" in str(empty.render()))
+        await pilot.pause(0.2)
+        assert not app.screen.query_one("#warehouse", Static).display
 
 
 async def test_empty_organization_shows_a_hint(server_url: str, org: Org) -> None:

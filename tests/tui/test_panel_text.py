@@ -14,6 +14,7 @@ from tui.widgets.history_charts import lift_chart, rate_chart
 from tui.widgets.line_chart import Band, Chart, Series, draw
 from tui.widgets.outcomes_panel import outcomes_text
 from tui.widgets.progress_panel import progress_text
+from tui.widgets.warehouse_line import warehouse_line
 
 
 def plain(markup: str) -> str:
@@ -235,3 +236,23 @@ def test_holdout_line_shows_no_number_it_does_not_have() -> None:
     )
     assert "lift +25.0 % (95% CI +5.0% … +45.0%)" in measured
     assert "No holdout comparison yet" in holdout({"measured_lift": lift | {"optimized_users": 0}})
+
+
+def test_warehouse_line_for_each_state() -> None:
+    assert warehouse_line(None) == "" and warehouse_line({"provider": "managed"}) == ""
+    connected = {
+        "provider": "postgres",
+        "dataset_id": "analytics",
+        "healthy": True,
+        "connection": {"host": "db.internal", "port": 5432, "database": "shop"},
+    }
+    assert plain(warehouse_line(connected)) == (
+        "warehouse: postgres analytics at db.internal:5432/shop answering"
+    )
+    down = connected | {"healthy": False, "error": "cannot be reached: [Errno 111] refused"}
+    text = plain(warehouse_line(down))
+    assert "postgres analytics at db.internal:5432/shop is not answering: cannot be reached" in text
+    assert "[Errno 111]" in text  # escaped, not read as markup
+    assert "serving goes on with each optimization's last model" in text
+    clickhouse = {"provider": "clickhouse", "healthy": True, "connection": {"url": "chdb:///x"}}
+    assert plain(warehouse_line(clickhouse)) == "warehouse: clickhouse at chdb:///x answering"

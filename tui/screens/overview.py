@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from levered.errors import LeveredError
 from tui.widgets.status_line import StatusLine
+from tui.widgets.warehouse_line import fetch_warehouse_line
 
 if TYPE_CHECKING:
     from tui.host import Dashboard
@@ -73,6 +74,7 @@ class OverviewScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Input(placeholder="filter by name or status (/)", id="filter")
+        yield Static("", id="warehouse")
         yield Static("", id="empty")
         table: DataTable[str] = DataTable(cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
@@ -101,6 +103,10 @@ class OverviewScreen(Screen[None]):
             return
         self.optimizations = list(body.get("optimizations", []))
         status.ok(self.dashboard.clock())
+        warehouse = self.query_one("#warehouse", Static)
+        line = await fetch_warehouse_line(self.dashboard.api)
+        warehouse.update(line)
+        warehouse.display = bool(line)
 
     def watch_optimizations(self) -> None:
         self._render_rows()
