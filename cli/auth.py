@@ -202,7 +202,10 @@ def whoami(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
         [
             ["user", user.get("email", "-")],
             ["auth", me.get("auth")],
-            ["role", me.get("role") or "-"],
+            # A key has scopes, a user a role: show the one that applies.
+            ["scopes", ", ".join(me["scopes"])]
+            if me.get("scopes") is not None
+            else ["role", me.get("role") or "-"],
             ["organization", org["name"]],
             ["organization_id", org["id"]],
             ["warehouse", org.get("warehouse_provider")],

@@ -114,3 +114,6 @@ class Me(msgspec.Struct, frozen=True, kw_only=True):
     """The user's role in ``organization``."""
     server_admin: bool = False
     """Whether the user may create organizations."""
+    scopes: list[str] | None = None
+    """An API key's scopes (``ingest``, ``serve``, ``read``, ``admin``, in that order); null for
+    a user, whose role decides instead."""

@@ -55,6 +55,7 @@ from levered.schemas.oauth import (
 )
 from levered.services.auth import Principal
 from levered.services.passwords import hash_password, verify_password
+from levered.services.scopes import normalize_scopes
 from levered.services.tokens import digest, new_token
 
 CODE_LIFETIME: Final = timedelta(seconds=60)
@@ -486,4 +487,7 @@ async def whoami(pool: asyncpg.Pool, principal: Principal, meta: ResponseMeta) -
         meta=meta,
         role=principal.role,
         server_admin=principal.server_admin,
+        scopes=list(normalize_scopes(list(principal.scopes)))
+        if principal.kind == "api_key"
+        else None,
     )

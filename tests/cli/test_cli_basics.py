@@ -65,6 +65,9 @@ async def test_whoami_with_an_api_key(cli_env: dict[str, str], org: Org) -> None
     assert result.code == 0, result.stderr
     body: Any = result.json()
     assert body["organization"]["id"] == str(org.id) and body["auth"] == "api_key"
+    assert body["scopes"] == ["admin"] and body["role"] is None
+    table = await levered("whoami", env=_keyed(cli_env, org))
+    assert "scopes           admin" in table.stdout and "role" not in table.stdout
 
 
 async def test_optimization_lifecycle_from_the_cli(

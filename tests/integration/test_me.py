@@ -51,6 +51,18 @@ async def test_api_key_caller_has_no_user(client: Client, org: Org) -> None:
     }
     assert body["meta"]["organization_id"] == str(org.id)
     assert body["meta"]["request_id"]
+    assert body["scopes"] == ["admin"] and body["role"] is None
+
+
+async def test_a_scoped_key_sees_its_scopes(client: Client, org: Org) -> None:
+    created = await client.post(
+        "/api/v2/api-keys",
+        json={"label": "backend", "scopes": ["read", "ingest"]},
+        headers=org.headers,
+    )
+    assert created.status_code == 201, created.text
+    body = (await client.get(URL, headers=bearer(created.json()["secret"]))).json()
+    assert body["scopes"] == ["ingest", "read"] and body["auth"] == "api_key"
 
 
 async def test_user_token_caller(client: Client, org: Org, conn: asyncpg.Connection) -> None:
@@ -60,8 +72,9 @@ async def test_user_token_caller(client: Client, org: Org, conn: asyncpg.Connect
     assert body["auth"] == "user"
     assert body["user"] == {"id": str(org.user_id), "email": org.email, "name": "Acme"}
     assert body["organization"]["id"] == str(org.id)
-    assert set(body) == {"user", "organization", "auth", "meta", "role", "server_admin"}
+    assert set(body) == {"user", "organization", "auth", "meta", "role", "server_admin", "scopes"}
     assert body["role"] == "admin" and body["server_admin"] is False
+    assert body["scopes"] is None  # a user's role decides, not scopes
 
 
 async def test_each_organization_sees_itself(
