@@ -48,7 +48,7 @@ from levered.schemas.ingest import (
 from levered.schemas.oauth import OAuthErrorBody, TokenResponse
 from levered.services.oauth import CLIENT_ID, MAX_REDIRECT_URI, STATE
 from levered.services.roles import SERVER_ADMIN, required_role
-from levered.services.scopes import required_scope
+from levered.services.scopes import ANY_SCOPE, required_scope
 
 Schema = dict[str, Any]
 REF: Final = "#/components/schemas/{name}"
@@ -318,11 +318,15 @@ def _describe(
             who = f", or a user's role is below `{role}` (`details.role`, `details.required_role`)"
         else:
             who = ""
-        lacking = (
-            f"`forbidden`: the API key lacks the `{scope}` scope this operation needs "
-            f"(`details.missing_scope` names it){who}; see docs/teams.md."
-        )
-        codes[403] = f"{codes[403]} Or {lacking}" if 403 in codes else lacking
+        if scope == ANY_SCOPE:  # any key may call it: only a user's role can be refused
+            lacking = f"`forbidden`: {who.removeprefix(', or ')}; see docs/teams.md." if who else ""
+        else:
+            lacking = (
+                f"`forbidden`: the API key lacks the `{scope}` scope this operation needs "
+                f"(`details.missing_scope` names it){who}; see docs/teams.md."
+            )
+        if lacking:
+            codes[403] = f"{codes[403]} Or {lacking}" if 403 in codes else lacking
     responses = operation.setdefault("responses", {})
     for status in [s for s in responses if s.isdigit() and int(s) >= 400]:
         if int(status) not in codes and not _is_envelope(responses[status]):

@@ -2,9 +2,10 @@
 
 A key carries scopes (``ingest``, ``serve``, ``read``, ``admin``; ``admin`` implies the rest).
 The rule is derived from the route, so a new endpoint is covered without a table to update:
-ingestion needs ``ingest``, serving needs ``serve``, any other GET needs ``read``, anything
-else (writes, warehouse SQL, key management) needs ``admin``, and so does everything under
-an organization (members, invites), reads included. A handler may override it with
+ingestion needs ``ingest``, serving needs ``serve``, ``/me`` any key, any other GET
+``read``, anything else (writes, warehouse SQL, key management) needs ``admin``, and so does
+everything under an organization (members, invites), reads included. A handler may override it
+with
 ``opt={"scope": ...}``. User access tokens carry every scope (roles are not modelled yet).
 """
 
@@ -17,6 +18,10 @@ from levered.errors import PermissionDenied
 
 SCOPES: Final = ("ingest", "serve", "read", "admin")
 ALL_SCOPES: Final = frozenset(SCOPES)
+ANY_SCOPE: Final = "any"
+"""What ``GET /api/v2/me`` needs: any valid key. It tells the caller only its own organization
+and its own scopes, which a back end checking its key (``levered whoami``) must be able to
+learn whatever the key may do."""
 
 
 def normalize_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
@@ -27,6 +32,8 @@ def normalize_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
 def required_scope(method: str, path: str, declared: str | None = None) -> str:
     if declared is not None:
         return declared
+    if path == "/api/v2/me":
+        return ANY_SCOPE
     if path.startswith("/api/v2/ingest/"):
         return "ingest"
     if path.endswith("/serve") or path.endswith("/best-variant"):
@@ -39,7 +46,7 @@ def required_scope(method: str, path: str, declared: str | None = None) -> str:
 
 
 def check_scope(scopes: frozenset[str], needed: str) -> None:
-    if "admin" in scopes or needed in scopes:
+    if needed == ANY_SCOPE or "admin" in scopes or needed in scopes:
         return
     raise PermissionDenied(
         f"this API key lacks the '{needed}' scope this endpoint needs "
