@@ -13,7 +13,8 @@ which at the recent rate (matured exposures per day over the last 7 days) takes
 ``expected_days_to_decision`` days. Assumptions, and so limits: the gap is the true one (a
 smaller true gap takes longer), traffic keeps its rate and mix, and only the runner-up competes
 (with several close variants prob_best is lower than the pairwise certainty, so the estimate is
-optimistic). No estimate without a trained model, for a tie (z ≤ 0) or without traffic.
+optimistic). No estimate without a trained model, before the first matured observation (the
+posterior is the prior: there is no n to scale), for a tie (z ≤ 0) or without traffic.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def progress_of(
         method = f"decided: the leader's prob_best is at least {threshold:g}"
     elif len(ranked) < 2 or leader.expected_reward is None or ranked[1].expected_reward is None:
         method = "no estimate: no runner-up to compare the leader with"
+    elif n == 0:  # the model is at its prior: no count to scale from
+        method = "no estimate: no matured observations yet (the model is at its prior)"
     else:
         need, method = _observations_needed(leader, ranked[1], threshold, n)
         if need is not None and rate:

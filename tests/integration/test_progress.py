@@ -67,6 +67,22 @@ async def test_progress_untrained_then_trained(
     assert len(easy["arms"]) == 1
 
 
+async def test_no_estimate_before_the_first_matured_observation(
+    client: Client, conn: asyncpg.Connection, org: Org
+) -> None:
+    optimization_id = await make_optimization(conn, org)  # conversion window 1 h
+    await simulate(
+        conn, org, optimization_id, users=200, start=datetime.now(UTC) - timedelta(minutes=10)
+    )
+    await train(client, conn, org, optimization_id)  # everything is still pending
+    body = await get(client, org, optimization_id, "progress")
+    assert body["leader"] is not None and sum(a["exposures"] for a in body["arms"]) == 0
+    # It used to scale "0 observations" by some factor: 0 more needed, "decision in 0 hours".
+    assert body["observations_to_decision"] is None
+    assert body["expected_days_to_decision"] is None
+    assert "no matured observations yet" in body["method"]
+
+
 async def test_progress_bad_parameters_and_tenancy(
     client: Client, conn: asyncpg.Connection, org: Org, other_org: Org
 ) -> None:
