@@ -11,6 +11,7 @@ import sys
 from typing import NoReturn
 
 from cyclopts import App, CycloptsError
+from cyclopts.exceptions import MissingArgumentError
 
 from cli import (
     analysis,
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(tokens, print_error=False, exit_on_error=False)
     except CycloptsError as exc:
-        fail(str(exc), EXIT_USAGE)
+        fail(_usage_message(exc), EXIT_USAGE)
     except LeveredError as exc:
         _fail_with(exc)
     except BaseExceptionGroup as group:  # from concurrent requests (ingest's batches)
@@ -80,6 +81,26 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", 130)
     except BrokenPipeError:
         stdout_closed()  # output cyclopts printed itself (help, version)
+
+
+def _usage_message(exc: CycloptsError) -> str:
+    """cyclopts' message, except for a required option that was not given at all, which it
+    words as if the option had been given without its value ("requires an argument")."""
+    argument = exc.argument
+    if (
+        isinstance(exc, MissingArgumentError)
+        and argument is not None
+        and exc.keyword is None
+        and not exc.tokens_so_far
+        and not argument.tokens
+    ):
+        command = " ".join(exc.command_chain or ())
+        name = argument.name
+        if argument.field_info.is_positional:  # written as its placeholder, as in --help
+            name = name.lstrip("-").replace("-", "_").upper()
+        help_text = (argument.parameter.help or "").rstrip(".")
+        return f"{command} needs {name}" + (f" ({help_text})" if help_text else "")
+    return str(exc)
 
 
 def _fail_with(exc: LeveredError) -> NoReturn:

@@ -145,6 +145,24 @@ async def test_bad_json_flag_is_a_usage_error(cli_env: dict[str, str], org: Org)
     assert result.code == 2 and "--design-factors" in result.stderr
 
 
+async def test_a_missing_required_option_or_argument_is_named(cli_env: dict[str, str]) -> None:
+    no_metric = await levered(
+        "optimizations", "create", "--name", "x", "--design-factors", "[]", env=cli_env
+    )
+    assert no_metric.code == 2 and no_metric.stdout == ""
+    # Not cyclopts' "parameter --reward-metric-id requires an argument": it was not given.
+    assert no_metric.stderr.strip() == (
+        "error: optimizations create needs --reward-metric-id (UUID of the reward metric)"
+    )
+    no_id = await levered("serve", env=cli_env)
+    assert no_id.code == 2 and no_id.stderr.strip() == "error: serve needs OPTIMIZATION_ID"
+    no_value = await levered(
+        "optimizations", "create", "--name", "x", "--design-factors", "[]",
+        "--reward-metric-id", env=cli_env,
+    )  # fmt: skip
+    assert no_value.code == 2 and "requires an argument" in no_value.stderr
+
+
 async def test_api_keys_create_list_revoke(cli_env: dict[str, str], org: Org) -> None:
     env = _keyed(cli_env, org)
     created = await levered("api-keys", "create", "--label", "ci", "--json", env=env)
