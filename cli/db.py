@@ -1,6 +1,14 @@
-"""``levered db migrate|status``: the schema of the configured (or embedded) database."""
+"""``levered db migrate|status``: the schema of the configured (or embedded) database.
+
+Both say on stderr which database they looked at: the one this machine's settings name
+(``LEVERED_DATABASE_URL``, else the embedded one in the data directory), not the server that
+``LEVERED_API_URL`` points the other commands at.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from cyclopts import App
 
@@ -9,30 +17,41 @@ from cli.flags import JsonFlag
 from cli.output import emit_json, emit_table
 
 app = App(name="db", help="Inspect and migrate the database schema.")
+T = TypeVar("T")
+
+
+def _on_database(work: Callable[[Any], Awaitable[T]]) -> T:
+    """``work(connection)`` on this machine's database, opened (and closed) around it."""
+    import anyio
+
+    from levered.db.database import open_database
+    from levered.db.pool import connect
+    from levered.settings import load_settings
+
+    async def run(url: str) -> T:
+        conn = await connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    database = open_database(load_settings())
+    notice(f"database: {database.describe()}")
+    try:
+        return anyio.run(run, database.url)
+    finally:
+        database.close()
 
 
 @app.command
 def migrate(*, json: JsonFlag = False) -> None:
     """Apply pending migrations (the server also does this at start)."""
-    import anyio
-
     from levered.db import migrations
-    from levered.db.database import open_database
-    from levered.db.pool import connect
-    from levered.settings import load_settings
 
-    async def run(url: str) -> list[str]:
-        conn = await connect(url)
-        try:
-            return [f"{m.version:04d}_{m.name}" for m in await migrations.migrate(conn)]
-        finally:
-            await conn.close()
+    async def apply(conn: Any) -> list[str]:
+        return [f"{m.version:04d}_{m.name}" for m in await migrations.migrate(conn)]
 
-    database = open_database(load_settings())
-    try:
-        applied = anyio.run(run, database.url)
-    finally:
-        database.close()
+    applied = _on_database(apply)
     if json:
         emit_json({"applied": applied})
     else:
@@ -45,25 +64,9 @@ def migrate(*, json: JsonFlag = False) -> None:
 @app.command
 def status(*, json: JsonFlag = False) -> None:
     """List migrations with when each was applied; exit 1 if any is pending or edited."""
-    import anyio
-
     from levered.db import migrations
-    from levered.db.database import open_database
-    from levered.db.pool import connect
-    from levered.settings import load_settings
 
-    async def run(url: str) -> list[migrations.MigrationStatus]:
-        conn = await connect(url)
-        try:
-            return await migrations.status(conn)
-        finally:
-            await conn.close()
-
-    database = open_database(load_settings())
-    try:
-        rows = anyio.run(run, database.url)
-    finally:
-        database.close()
+    rows = _on_database(migrations.status)
     if json:
         emit_json(
             {

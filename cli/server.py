@@ -63,12 +63,7 @@ def start(
         else None
     )
     try:
-        where = (
-            "embedded PostgreSQL in " + str(database.data_dir)
-            if database.embedded
-            else ("PostgreSQL at LEVERED_DATABASE_URL")
-        )
-        notice(f"database: {where}")
+        notice(f"database: {database.describe()}")
         credentials = anyio.run(
             prepare_database, database.url, database.data_dir, settings.admin_password
         )

@@ -16,6 +16,12 @@ class Database:
     data_dir: Path
     embedded: EmbeddedPostgres | None
 
+    def describe(self) -> str:
+        """Which database this is, for the user (no password: the URL is not shown)."""
+        if self.embedded is not None:
+            return f"embedded PostgreSQL in {self.data_dir}"
+        return "PostgreSQL at LEVERED_DATABASE_URL"
+
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
