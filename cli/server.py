@@ -37,6 +37,7 @@ def start(
 
     from levered.db.database import open_database
     from levered.db.supervisor import Supervisor
+    from levered.server.orphan_watch import LAUNCHER_PID_ENV
     from levered.server.port import claim_port
     from levered.server.run import default_loop, run_asgi
     from levered.services.setup import prepare_database
@@ -79,6 +80,7 @@ def start(
             )
         os.environ["LEVERED_DATABASE_URL"] = database.url
         os.environ["LEVERED_DATA_DIR"] = str(database.data_dir)  # the workers' exposure spool
+        os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # workers stop if this process dies
         notice(f"serving on http://{settings.host}:{settings.port}  (Ctrl-C stops)")
         run_asgi(
             settings.host,

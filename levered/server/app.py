@@ -27,6 +27,7 @@ from levered.server.envelope import EXCEPTION_HANDLERS
 from levered.server.models import scheduler_lifespan
 from levered.server.openapi import DocumentedJson, DocumentedSwagger
 from levered.server.options import answer_options
+from levered.server.orphan_watch import exit_with_launcher
 from levered.server.routes import ROUTE_HANDLERS
 from levered.server.serving import serving_lifespan
 from levered.services.secret_box import SecretBox, load_secret_box
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             database,
             serving_lifespan(settings),
             scheduler_lifespan(settings),
+            exit_with_launcher,
             freeze_startup_heap,
         ],
         dependencies=DEPENDENCIES,
