@@ -166,7 +166,11 @@ class _Core:
             self.cache.put(key, served)
 
     def outcome(
-        self, response: httpx.Response, optimization_id: str, fallback: Mapping[str, Any]
+        self,
+        response: httpx.Response,
+        optimization_id: str,
+        fallback: Mapping[str, Any],
+        anonymous_id: str | None = None,
     ) -> Served | None:
         """The decision, a fallback for a final failure, or None when worth retrying."""
         status = response.status_code
@@ -190,7 +194,7 @@ class _Core:
             log.warning(
                 "serve %s: HTTP %d %s; using the fallback", optimization_id, status, message
             )
-        return Served(fallback, optimization_id, fallback=True, error=f"HTTP {status}: {message}")
+        return _fallback(optimization_id, fallback, f"HTTP {status}: {message}", anonymous_id)
 
     def pause(self, attempt: int, response: httpx.Response | None, deadline: float) -> float | None:
         """Seconds to wait before the next attempt, or None when the budget does not allow."""
@@ -214,8 +218,14 @@ def _error_message(response: httpx.Response) -> str:
         return response.reason_phrase or "error"
 
 
-def _fallback(optimization_id: str, fallback: Mapping[str, Any], error: str) -> Served:
-    return Served(fallback, optimization_id, fallback=True, error=error)
+def _fallback(
+    optimization_id: str,
+    fallback: Mapping[str, Any],
+    error: str,
+    anonymous_id: str | None = None,
+) -> Served:
+    """The caller's fallback, for the user it was asked for (an app logs or caches by it)."""
+    return Served(fallback, optimization_id, anonymous_id, fallback=True, error=error)
 
 
 DISABLED: Final = "disabled"
@@ -272,12 +282,12 @@ class ServeClient:
     ) -> Served:
         optimization_id = str(optimization_id)
         if self._core.disabled:
-            return _fallback(optimization_id, fallback, DISABLED)
+            return _fallback(optimization_id, fallback, DISABLED, anonymous_id)
         try:
             served = self._serve(optimization_id, anonymous_id, context, fallback, dry_run)
         except Exception as exc:  # the contract: never raise into the page being rendered
             log.warning("serve %s failed: %r; using the fallback", optimization_id, exc)
-            served = _fallback(optimization_id, fallback, repr(exc))
+            served = _fallback(optimization_id, fallback, repr(exc), anonymous_id)
         return _reported(self._core, served)
 
     def _serve(
@@ -308,7 +318,7 @@ class ServeClient:
                     headers=core.headers,
                     timeout=remaining,
                 )
-                served = core.outcome(response, optimization_id, fallback)
+                served = core.outcome(response, optimization_id, fallback, anonymous_id)
                 if served is not None:
                     core.remember(key, served)
                     return served
@@ -321,7 +331,7 @@ class ServeClient:
             if wait is None:
                 break
             time.sleep(wait)
-        return _fallback(optimization_id, fallback, error)
+        return _fallback(optimization_id, fallback, error, anonymous_id)
 
 
 class AsyncServeClient:
@@ -365,7 +375,7 @@ class AsyncServeClient:
     ) -> Served:
         optimization_id = str(optimization_id)
         if self._core.disabled:
-            return _fallback(optimization_id, fallback, DISABLED)
+            return _fallback(optimization_id, fallback, DISABLED, anonymous_id)
         try:
             served = await asyncio.wait_for(
                 self._serve(optimization_id, anonymous_id, context, fallback, dry_run),
@@ -373,7 +383,7 @@ class AsyncServeClient:
             )
         except Exception as exc:  # the contract: never raise into the request being handled
             log.warning("serve %s failed: %r; using the fallback", optimization_id, exc)
-            served = _fallback(optimization_id, fallback, repr(exc))
+            served = _fallback(optimization_id, fallback, repr(exc), anonymous_id)
         return _reported(self._core, served)
 
     async def _serve(
@@ -404,7 +414,7 @@ class AsyncServeClient:
                     headers=core.headers,
                     timeout=remaining,
                 )
-                served = core.outcome(response, optimization_id, fallback)
+                served = core.outcome(response, optimization_id, fallback, anonymous_id)
                 if served is not None:
                     core.remember(key, served)
                     return served
@@ -417,7 +427,7 @@ class AsyncServeClient:
             if wait is None:
                 break
             await asyncio.sleep(wait)
-        return _fallback(optimization_id, fallback, error)
+        return _fallback(optimization_id, fallback, error, anonymous_id)
 
 
 def serve(

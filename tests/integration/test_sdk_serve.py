@@ -87,6 +87,7 @@ def test_server_down_returns_the_fallback_without_raising() -> None:
     served = serve(dead, OPT, "u", fallback=FALLBACK, timeout=0.5, retries=3)
     assert served.fallback and served.variant == FALLBACK and served.variant_number is None
     assert "ConnectError" in (served.error or "")
+    assert served.anonymous_id == "u"  # the user it was asked for, as on a real decision
     assert time.monotonic() - began < 1.5
 
 
@@ -94,7 +95,7 @@ async def test_server_down_async() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     async with AsyncServeClient(dead, timeout=0.5, retries=3) as client:
         served = await client.serve(OPT, "u", fallback=FALLBACK)
-    assert served.fallback and served.variant == FALLBACK
+    assert served.fallback and served.variant == FALLBACK and served.anonymous_id == "u"
 
 
 @pytest.fixture
@@ -196,7 +197,7 @@ def test_gives_up_after_the_retries_and_on_caller_errors() -> None:
         script = Script(status)
         client = ServeClient("http://levered", transport=httpx.MockTransport(script))
         served = client.serve(OPT, "u", fallback=FALLBACK)
-        assert served.fallback and len(script.calls) == 1
+        assert served.fallback and len(script.calls) == 1 and served.anonymous_id == "u"
         assert served.error == f"HTTP {status}: status {status}"
 
 
