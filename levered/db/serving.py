@@ -137,10 +137,14 @@ WITH served AS (
 )
 DELETE FROM warehouse.exposures e USING probed s
 WHERE e.optimization_id = s.optimization_id AND e.anonymous_id = s.anonymous_id
-  AND e."timestamp" BETWEEN s.at - $6::interval AND s.at + $6::interval
+  AND e."timestamp" + interval '0' BETWEEN s.at - $6::interval AND s.at + $6::interval
   AND e.decision_id IS NULL AND e.organization_id = s.organization_id
   AND e.variant_number = s.variant_number
 """
+"""The probes go by user (``exposures_attribution_idx``), never by time: ``+ interval '0'``
+keeps the ±60 s range out of the index conditions, as in
+:data:`levered.db.warehouse.INSERT_EXPOSURES_WITHOUT_SERVED_TWINS` (why, there). Serves are
+clustered in time, so a time-range probe would read every exposure served around it."""
 
 ExposureRow = tuple[
     UUID, UUID, str, dict[str, Any], int, dict[str, Any], datetime, float, UUID, int | None, bool
