@@ -16,6 +16,7 @@ import psutil
 from levered.db.embedded_host import free_port
 from levered.db.pool import connect
 from tests.conftest import launch_server, make_org
+from tests.integration.test_served_outage import count_exposures
 from tests.integration.test_serving import definition, insert_metric
 
 
@@ -24,19 +25,6 @@ async def _setup(url: str) -> tuple[dict[str, str], uuid.UUID]:
     try:
         org = await make_org(conn, f"Orphans {uuid.uuid4().hex[:8]}")
         return org.headers, await insert_metric(conn, org)
-    finally:
-        await conn.close()
-
-
-async def _stored(url: str, optimization_id: str) -> int:
-    conn = await connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM warehouse.exposures WHERE optimization_id = $1",
-                uuid.UUID(optimization_id),
-            )
-        )
     finally:
         await conn.close()
 
@@ -66,4 +54,4 @@ def test_workers_of_a_killed_launcher_stop_and_keep_what_they_served(
     with socket.socket() as probe:  # nothing listens on the port any more
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     # Every acknowledged serve's exposure is stored: the worker flushed its buffer on the way out.
-    assert anyio.run(_stored, migrated_url, opt) == 25
+    assert anyio.run(count_exposures, migrated_url, opt) == 25

@@ -22,7 +22,8 @@ from tests.integration.test_serving import definition, insert_metric
 pytestmark = pytest.mark.slow
 
 
-async def _count(url: str, opt: str) -> int:
+async def count_exposures(url: str, opt: str) -> int:
+    """Stored exposures of ``opt`` (a new connection: the caller may have no pool)."""
     conn = await connect(url)
     try:
         return int(
@@ -61,7 +62,7 @@ def test_exposures_served_during_an_outage_survive_a_crash(
             opt = http.post(base, json=body, headers=headers).json()["id"]
             assert http.post(f"{base}/{opt}/serve", json={"anonymous_id": "a"}).status_code == 200
             deadline = time.monotonic() + 10
-            while anyio.run(_count, url, opt) < 1 and time.monotonic() < deadline:
+            while anyio.run(count_exposures, url, opt) < 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
             own_cluster.stop()  # the outage
             during = [
@@ -81,9 +82,9 @@ def test_exposures_served_during_an_outage_survive_a_crash(
     server = launch_server(url, port, log, data_dir=str(data_dir))
     try:
         deadline = time.monotonic() + 20
-        while anyio.run(_count, url, opt) < 41 and time.monotonic() < deadline:
+        while anyio.run(count_exposures, url, opt) < 41 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert anyio.run(_count, url, opt) == 41
+        assert anyio.run(count_exposures, url, opt) == 41
     finally:
         stop_server(server)
-    assert anyio.run(_count, url, opt) == 41
+    assert anyio.run(count_exposures, url, opt) == 41
