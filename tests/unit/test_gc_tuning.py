@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+from litestar import Litestar
+
 from levered.server.app import GEN0_THRESHOLD, freeze_startup_heap
 
 
@@ -14,7 +16,7 @@ def test_startup_heap_is_frozen_and_young_collections_are_rarer() -> None:
     try:
 
         async def run() -> tuple[int, tuple[int, int, int]]:
-            async with freeze_startup_heap(None):  # type: ignore[arg-type]
+            async with freeze_startup_heap(Litestar()):
                 return gc.get_freeze_count(), gc.get_threshold()
 
         frozen, threshold = asyncio.run(run())
