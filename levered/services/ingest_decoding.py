@@ -86,8 +86,6 @@ def parse_rewards(body: bytes) -> tuple[list[tuple[int, RewardEvent]], list[Reje
 
 
 def decode_batch(body: bytes) -> list[msgspec.Raw]:
-    if not body.strip():
-        raise ValidationError(EMPTY_BODY, details=[{"path": "$", "message": EMPTY_BODY}])
     try:
         return BATCH_DECODER.decode(body).events
     except msgspec.ValidationError as exc:
@@ -97,6 +95,10 @@ def decode_batch(body: bytes) -> list[msgspec.Raw]:
             details=[{"path": path, "message": message}],
         ) from None
     except ValueError as exc:  # msgspec.DecodeError, or UnicodeDecodeError on invalid UTF-8
+        if not body.strip():  # told apart only once decoding failed: off the hot path
+            raise ValidationError(
+                EMPTY_BODY, details=[{"path": "$", "message": EMPTY_BODY}]
+            ) from None
         message = _decode_message(exc)
         raise ValidationError(
             f"the request body is not valid JSON: {message}",
