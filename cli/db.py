@@ -8,7 +8,7 @@ Both say on stderr which database they looked at: the one this machine's setting
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cyclopts import App
 
@@ -16,11 +16,14 @@ from cli.console import EXIT_ERROR, notice
 from cli.flags import JsonFlag
 from cli.output import emit_json, emit_table
 
+if TYPE_CHECKING:
+    import asyncpg
+
 app = App(name="db", help="Inspect and migrate the database schema.")
 T = TypeVar("T")
 
 
-def _on_database(work: Callable[[Any], Awaitable[T]]) -> T:
+def _on_database(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """``work(connection)`` on this machine's database, opened (and closed) around it."""
     import anyio
 
@@ -48,7 +51,7 @@ def migrate(*, json: JsonFlag = False) -> None:
     """Apply pending migrations (the server also does this at start)."""
     from levered.db import migrations
 
-    async def apply(conn: Any) -> list[str]:
+    async def apply(conn: asyncpg.Connection) -> list[str]:
         return [f"{m.version:04d}_{m.name}" for m in await migrations.migrate(conn)]
 
     applied = _on_database(apply)

@@ -312,20 +312,20 @@ def _describe(
         method, _, path = key.partition(" ")
         scope = required_scope(method, path, handler.opt.get("scope"))
         role = required_role(method, path, handler.opt.get("role"))
-        if role == SERVER_ADMIN:
-            who = ", or the caller is not a server administrator (`details.required_role`)"
-        elif "principal" in params:  # user tokens too, so roles apply
-            who = f", or a user's role is below `{role}` (`details.role`, `details.required_role`)"
-        else:
-            who = ""
-        if scope == ANY_SCOPE:  # any key may call it: only a user's role can be refused
-            lacking = f"`forbidden`: {who.removeprefix(', or ')}; see docs/teams.md." if who else ""
-        else:
-            lacking = (
-                f"`forbidden`: the API key lacks the `{scope}` scope this operation needs "
-                f"(`details.missing_scope` names it){who}; see docs/teams.md."
+        reasons = []
+        if scope != ANY_SCOPE:  # any key may call an ANY_SCOPE route
+            reasons.append(
+                f"the API key lacks the `{scope}` scope this operation needs "
+                "(`details.missing_scope` names it)"
             )
-        if lacking:
+        if role == SERVER_ADMIN:
+            reasons.append("the caller is not a server administrator (`details.required_role`)")
+        elif "principal" in params:  # user tokens too, so roles apply
+            reasons.append(
+                f"a user's role is below `{role}` (`details.role`, `details.required_role`)"
+            )
+        if reasons:
+            lacking = f"`forbidden`: {', or '.join(reasons)}; see docs/teams.md."
             codes[403] = f"{codes[403]} Or {lacking}" if 403 in codes else lacking
     responses = operation.setdefault("responses", {})
     for status in [s for s in responses if s.isdigit() and int(s) >= 400]:
