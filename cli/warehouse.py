@@ -1,4 +1,4 @@
-"""``levered warehouse connect|status|tables|columns|preview|query``: the warehouse.
+"""``levered warehouse connect|status|exposures|tables|columns|preview|query``: the warehouse.
 
 ``connect postgres`` and ``connect clickhouse`` take the password from ``--password-stdin``,
 else ``LEVERED_WAREHOUSE_PASSWORD``, else a prompt on a terminal, never from a flag (it would
@@ -56,6 +56,11 @@ def show_status(body: dict[str, Any], json: bool) -> None:
         notice(f"error: {body['error']}")
     for warning in body.get("warnings") or []:
         notice(f"warning: {warning}")
+    if exposures := body.get("exposures"):
+        mapped = ", ".join(f"{k}={v}" for k, v in exposures["columns"].items() if v)
+        notice(f"exposures: your table {exposures['table']} ({mapped})")
+    elif connection:
+        notice("exposures: the ones Levered records (served, or sent to the ingestion API)")
     emit_table(["table", "rows"], [[t["name"], t.get("rows")] for t in body["tables"]])
 
 
@@ -132,6 +137,54 @@ def connect(
             },
         }
     show_status(call(lambda api: api.put("/api/v2/warehouse", body), url_flag=api_url_flag), json)
+
+
+exposures = App(
+    name="exposures",
+    help="Count exposures from a table of your own in the connected PostgreSQL, or not.",
+)
+app.command(exposures)
+
+
+@exposures.command(name="set")
+def set_exposures(
+    table: Annotated[str, Parameter(help="A table or view of the connected schema.")],
+    *,
+    anonymous_id: Annotated[str, Parameter(help="The user (as your metrics' id column).")],
+    optimization_id: Annotated[str, Parameter(help="The optimization id (uuid or text).")],
+    variant: Annotated[
+        str, Parameter(help="A JSON object of factor → level, or the variant number.")
+    ],
+    timestamp: Annotated[str, Parameter(help="When it was shown (timestamptz, timestamp, date).")],
+    context: Annotated[str | None, Parameter(help="A JSON object of context values.")] = None,
+    holdout: Annotated[
+        str | None, Parameter(help="boolean, true for holdout users (none: no measured lift).")
+    ] = None,
+    api_url_flag: ApiUrlFlag = None,
+    json: JsonFlag = False,
+) -> None:
+    """Read exposures from TABLE from now on, inside your database (checked first); the next
+    training of each optimization rebuilds its cells from that table."""
+    columns = {
+        "anonymous_id": anonymous_id,
+        "optimization_id": optimization_id,
+        "variant": variant,
+        "timestamp": timestamp,
+        "context": context,
+        "holdout": holdout,
+    }
+    body = {"table": table, "columns": {k: v for k, v in columns.items() if v is not None}}
+    show_status(
+        call(lambda api: api.put("/api/v2/warehouse/exposures", body), url_flag=api_url_flag), json
+    )
+
+
+@exposures.command(name="clear")
+def clear_exposures(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
+    """Count the exposures Levered records again (the next training rebuilds the cells)."""
+    show_status(
+        call(lambda api: api.delete("/api/v2/warehouse/exposures"), url_flag=api_url_flag), json
+    )
 
 
 def _password(from_stdin: bool) -> str:

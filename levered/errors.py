@@ -36,6 +36,13 @@ class ValidationError(LeveredError):
     code = "validation_error"
     status = 400
 
+    @classmethod
+    def at(cls, path: str, message: str) -> ValidationError:
+        """One problem of the field at JSON ``path`` (``$.credentials.port``), said with it."""
+        return cls(
+            f"{path.removeprefix('$.')}: {message}", details=[{"path": path, "message": message}]
+        )
+
 
 EMPTY_BODY = "the request body is empty; this endpoint takes a JSON object"
 """The message of a 400 for a request sent without a body (every JSON-body endpoint)."""

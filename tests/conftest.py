@@ -109,9 +109,10 @@ def chdb_store() -> Iterator[tuple[Path, Any]]:
 
 @pytest.fixture
 async def shop(customer: str) -> AsyncIterator[asyncpg.Connection]:
-    """A superuser connection to the customer's database, its purchases emptied."""
+    """A superuser connection to the customer's database, its purchases and exposures
+    emptied."""
     conn = await asyncpg.connect(customer)
-    await conn.execute("TRUNCATE analytics.purchases")
+    await conn.execute("TRUNCATE analytics.purchases, analytics.app_exposures")
     try:
         yield conn
     finally:

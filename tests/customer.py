@@ -1,6 +1,8 @@
 """The customer's PostgreSQL for connected-warehouse tests: a second, real cluster.
 
-Database ``shop``, schema ``analytics`` with ``purchases`` (the rewards) and a view, and three
+Database ``shop``, schema ``analytics`` with ``purchases`` (the rewards) and a view,
+``app_exposures`` (the customer's own exposures, for the warehouse-native path) and a view of it
+with plainer types, and three
 accounts: ``reader`` (USAGE + SELECT: what we ask for), ``writer`` (may also write and create:
 taken, with warnings) and ``stranger`` (no grants: refused).
 """
@@ -37,6 +39,17 @@ GRANT USAGE, CREATE ON SCHEMA analytics TO writer;
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA analytics TO writer;
 CREATE ROLE stranger LOGIN PASSWORD 'stranger-pw';
 GRANT CONNECT ON DATABASE shop TO stranger;
+CREATE TABLE analytics.app_exposures (
+    user_id text, optimization uuid, shown jsonb, shown_number integer, context jsonb,
+    at timestamptz, holdout boolean
+);
+CREATE INDEX ON analytics.app_exposures (optimization, user_id, at);
+CREATE INDEX ON analytics.app_exposures (optimization, at);
+CREATE VIEW analytics.app_exposures_plain AS
+    SELECT user_id, optimization::text AS optimization, shown_number, context::text AS context,
+           at AT TIME ZONE 'UTC' AS at_utc, holdout
+    FROM analytics.app_exposures;
+GRANT SELECT ON analytics.app_exposures, analytics.app_exposures_plain TO reader;
 """
 
 

@@ -28,7 +28,7 @@ of exposures and their credits for the observations query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -94,10 +94,13 @@ class OptimizationSpec:
     training_window: dict[str, Any] = field(default_factory=lambda: {"type": "all"})
     dimensions: tuple[str, ...] = ()
     """Context keys the cells are also broken down by (migration 0021), not modeled."""
+    design_factors: tuple[Mapping[str, Any], ...] = ()
+    """The design (``{"name", "levels"}`` per factor): what a customer's exposures table
+    names variants by (:mod:`levered.db.native_exposures`)."""
 
 
 SELECT_TARGET: Final = """
-SELECT o.id, o.attribution, o.context_factors, o.training_window, o.dimensions,
+SELECT o.id, o.attribution, o.context_factors, o.training_window, o.dimensions, o.design_factors,
        mt.sql, mt.anonymous_id_col, mt.timestamp_col, mt.value_col, mt.reward_type,
        mt.outcomes, mt.name_col
 FROM optimizations AS o
@@ -119,6 +122,7 @@ async def find_target(
         context_factors=tuple(str(f["name"]) for f in row["context_factors"]),
         training_window=row["training_window"],
         dimensions=tuple(str(name) for name in row["dimensions"]),
+        design_factors=tuple(row["design_factors"]),
     )
     if row["sql"] is None:
         return optimization, None
@@ -139,9 +143,9 @@ credited AS (
            count(*) AS credited_rows, sum(r.value) AS value_sum, max(r.value) AS value_max
     FROM reward_rows AS r
     CROSS JOIN LATERAL (
-        SELECT x.ctid AS exposure, x.anonymous_id, x.variant_number, x.context, x.holdout,
-               x."timestamp" AS ts
-        FROM warehouse.exposures AS x
+        SELECT {exposure_key} AS exposure, x.anonymous_id, x.variant_number, x.context,
+               x.holdout, x."timestamp" AS ts
+        FROM {exposures} AS x
         WHERE x.optimization_id = $2
           AND x.anonymous_id = r.anonymous_id
           AND x."timestamp" <= r.ts
@@ -162,9 +166,36 @@ scan can use it; the latest exposure at or before the reward is the only candida
 if it is outside the window every earlier one is too."""
 
 
-def credited_ctes(rows_sql: str, restriction: str = "") -> str:
+@dataclass(frozen=True)
+class Exposures:
+    """Where a statement reads an optimization's exposures: Levered's own table, or a table of
+    the customer's in their connected PostgreSQL (:mod:`levered.db.native_exposures`)."""
+
+    relation: str
+    """SQL of a relation with ``optimization_id``, ``anonymous_id``, ``variant_number``,
+    ``context``, ``holdout`` and ``"timestamp"``."""
+    key: str = "x.ctid"
+    """What tells one exposure row (alias ``x``) from another with the same columns. A
+    customer's view has no ``ctid``: a constant groups credits by the exposure's columns, which
+    is the same, since the last-touch probe picks one of equal rows every time."""
+    arrivals: bool = True
+    """The relation has ``received_at`` and transaction ids, so late events can be found; a
+    customer's table has neither (each pass re-reads the reload buffer instead)."""
+
+
+MANAGED_EXPOSURES: Final = Exposures("warehouse.exposures")
+
+
+def credited_ctes(
+    rows_sql: str, restriction: str = "", exposures: Exposures = MANAGED_EXPOSURES
+) -> str:
     """:data:`CREDITED` around the metric's normalized rows (plus a restriction of them)."""
-    return CREDITED.format(rows_sql=rows_sql, restriction=restriction)
+    return CREDITED.format(
+        rows_sql=rows_sql,
+        restriction=restriction,
+        exposures=exposures.relation,
+        exposure_key=exposures.key,
+    )
 
 
 # -- results ------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import asyncpg
 from levered.db import Connection
 from levered.db.attribution import (
     BEGINNING,
+    MANAGED_EXPOSURES,
+    Exposures,
     OptimizationSpec,
     RewardType,
     credited_ctes,
@@ -44,7 +46,7 @@ observations AS (
     SELECT x.anonymous_id, x.variant_number, x.context, x.holdout,
            date_bin('1 hour', x."timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
            1 AS n, 0::float8 AS reward, false AS credited{x_dims}
-    FROM warehouse.exposures AS x
+    FROM {exposures} AS x
     WHERE x.optimization_id = $2
       AND x."timestamp" >= $1 AND x."timestamp" < $7 AND x."timestamp" <= $8
     UNION ALL
@@ -99,14 +101,19 @@ the whole credit aggregation for each of 10⁶ exposures (minutes at 10⁶ histo
 join the plan's shape no longer depends on those estimates."""
 
 
-def chunk_sql(rows_sql: str, weights: Sequence[float], dimensions: Sequence[str] = ()) -> str:
+def chunk_sql(
+    rows_sql: str,
+    weights: Sequence[float],
+    dimensions: Sequence[str] = (),
+    exposures: Exposures = MANAGED_EXPOSURES,
+) -> str:
     """:data:`CHUNK` for a metric. ``weights``: a weighted metric's outcome weights in declared
     order (empty for bool and numeric metrics). A weighted metric's exposure reward is
     ``value_max``, the weight of its highest-weight credited outcome (``value_sum`` otherwise),
     and its cells count their exposures per declared outcome (``outcome_counts``) by that
     weight: the service keeps weights distinct, and ``credited`` tells an outcome of weight 0
     from failure. ``dimensions``: context keys to break the cells down by besides (one more
-    grouping set each, ``kind = 'dim'`` rows)."""
+    grouping set each, ``kind = 'dim'`` rows). ``exposures``: where the exposures are read."""
     names = [_literal(name) for name in dimensions]
     dims = {
         "x_dims": "".join(f", x.context -> {n} AS d{i}" for i, n in enumerate(names)),
@@ -116,6 +123,7 @@ def chunk_sql(rows_sql: str, weights: Sequence[float], dimensions: Sequence[str]
             f",\n                            (bucket, variant_number, holdout, d{i})"
             for i in range(len(names))
         ),
+        "exposures": exposures.relation,
         "dim_rows": "".join(
             f"\nUNION ALL\nSELECT 'dim', bucket, variant_number, holdout, "
             f"coalesce(d{i}, 'null'::jsonb), {n}, n, reward_sum, reward_sumsq, NULL\n"
@@ -125,7 +133,7 @@ def chunk_sql(rows_sql: str, weights: Sequence[float], dimensions: Sequence[str]
     }
     if not weights:
         return CHUNK.format(
-            credited=credited_ctes(rows_sql),
+            credited=credited_ctes(rows_sql, exposures=exposures),
             value="value_sum",
             partial_counts="",
             counts="NULL::bigint[]",
@@ -138,7 +146,7 @@ def chunk_sql(rows_sql: str, weights: Sequence[float], dimensions: Sequence[str]
     )
     counts = "ARRAY[" + ", ".join(f"sum(o{i})::bigint" for i in range(len(weights))) + "]"
     return CHUNK.format(
-        credited=credited_ctes(rows_sql),
+        credited=credited_ctes(rows_sql, exposures=exposures),
         value="value_max",
         partial_counts=partial,
         counts=counts,
@@ -155,12 +163,12 @@ HISTOGRAM: Final = """
 SELECT b.bucket, c.n
 FROM generate_series(
          date_bin('1 hour',
-                  (SELECT min("timestamp") FROM warehouse.exposures
+                  (SELECT min("timestamp") FROM {exposures}
                    WHERE optimization_id = $1 AND "timestamp" >= $2),
                   TIMESTAMPTZ '2000-01-01 00:00:00+00'),
          least($3::timestamptz, $4::timestamptz), interval '1 hour') AS b(bucket)
 CROSS JOIN LATERAL (
-    SELECT count(*) AS n FROM warehouse.exposures
+    SELECT count(*) AS n FROM {exposures} AS x
     WHERE optimization_id = $1 AND "timestamp" >= b.bucket
       AND "timestamp" < b.bucket + interval '1 hour'
       AND "timestamp" >= $2 AND "timestamp" < $3 AND "timestamp" <= $4) AS c
@@ -173,8 +181,19 @@ sorted every exposure of a rebuild: at 10⁸ it spilled past the tenant's 1 GB
 ``temp_file_limit`` and the rebuild failed.) The counts cut the range into chunks of bounded
 size (temporary files, memory)."""
 
+HISTOGRAM_SCAN: Final = """
+SELECT date_bin('1 hour', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+       count(*) AS n
+FROM {exposures} AS x
+WHERE optimization_id = $1 AND "timestamp" >= $2 AND "timestamp" < $3 AND "timestamp" <= $4
+GROUP BY 1 ORDER BY 1
+"""
+"""The same counts over a customer's table, which may have no index on the optimization and
+time for one range count per hour to use: one scan of the range, hashed by hour (a group per
+hour, not per exposure, so nothing spills)."""
+
 ANY_MATURED: Final = """
-SELECT EXISTS (SELECT 1 FROM warehouse.exposures
+SELECT EXISTS (SELECT 1 FROM {exposures} AS x
                WHERE optimization_id = $1 AND "timestamp" > $2 AND "timestamp" <= $3)
 """
 
@@ -231,7 +250,7 @@ SELECT max(received_at) FROM (
 
 PENDING: Final = """
 SELECT ("timestamp" AT TIME ZONE 'UTC')::date AS day, variant_number, holdout, count(*) AS n
-FROM warehouse.exposures
+FROM {exposures} AS x
 WHERE optimization_id = $1 AND "timestamp" > $2 AND "timestamp" <= $3
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
@@ -263,10 +282,15 @@ DIMENSION_COLUMNS: Final = (
 
 
 async def any_matured(
-    tenant: Connection, optimization_id: UUID, after: datetime, through: datetime
+    tenant: Connection,
+    optimization_id: UUID,
+    after: datetime,
+    through: datetime,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> bool:
     """Whether an exposure has ``after < timestamp ≤ through`` (newly matured)."""
-    return bool(await tenant.fetchval(ANY_MATURED, optimization_id, after, through))
+    sql = ANY_MATURED.format(exposures=exposures.relation)
+    return bool(await tenant.fetchval(sql, optimization_id, after, through))
 
 
 async def late_buckets(
@@ -275,8 +299,12 @@ async def late_buckets(
     received_after: datetime,
     through: datetime,
     seen_below: int | None,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> list[datetime]:
-    """Buckets of events unseen by the previous pass (:data:`LATE`) with a time ``≤ through``."""
+    """Buckets of events unseen by the previous pass (:data:`LATE`) with a time ``≤ through``;
+    none on a customer's table, which keeps no arrival times (its reload buffer re-reads)."""
+    if not exposures.arrivals:
+        return []
     rows = await tenant.fetch(LATE, optimization_id, received_after, through, seen_below)
     return [row["bucket"] for row in rows]
 
@@ -287,23 +315,41 @@ async def snapshot_xmin(tenant: Connection) -> int:
 
 
 async def marker(
-    tenant: Connection, optimization_id: UUID, received_after: datetime
+    tenant: Connection,
+    optimization_id: UUID,
+    received_after: datetime,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> datetime | None:
+    """:data:`MARKER`; None on a customer's table (no arrival times)."""
+    if not exposures.arrivals:
+        return None
     found: datetime | None = await tenant.fetchval(MARKER, optimization_id, received_after)
     return found
 
 
 async def histogram(
-    tenant: Connection, optimization_id: UUID, lo: datetime, hi: datetime, frontier: datetime
+    tenant: Connection,
+    optimization_id: UUID,
+    lo: datetime,
+    hi: datetime,
+    frontier: datetime,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> list[tuple[datetime, int]]:
-    rows = await tenant.fetch(HISTOGRAM, optimization_id, lo, hi, frontier)
+    sql = (HISTOGRAM if exposures.arrivals else HISTOGRAM_SCAN).format(exposures=exposures.relation)
+    rows = await tenant.fetch(sql, optimization_id, lo, hi, frontier)
     return [(row["bucket"], int(row["n"])) for row in rows]
 
 
 async def pending(
-    tenant: Connection, optimization_id: UUID, frontier: datetime, as_of: datetime
+    tenant: Connection,
+    optimization_id: UUID,
+    frontier: datetime,
+    as_of: datetime,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> list[dict[str, Any]]:
-    rows = await tenant.fetch(PENDING, optimization_id, frontier, as_of)
+    rows = await tenant.fetch(
+        PENDING.format(exposures=exposures.relation), optimization_id, frontier, as_of
+    )
     return [
         {
             "day": row["day"].isoformat(),
@@ -328,6 +374,7 @@ async def chunk(
     timeout_s: float,
     rows_params: tuple[Any, ...] = (),
     weights: Sequence[float] = (),
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> ChunkRows:
     """Attribute the matured exposures of buckets ``[lo, hi)`` (module doc, :data:`CHUNK`).
 
@@ -335,7 +382,12 @@ async def chunk(
     that reads them (a connected warehouse's rows, bound as arrays)."""
     window = timedelta(hours=optimization.conversion_window_hours)
     newest_reward = min(hi + window, as_of)
-    sql = chunk_sql(rows_sql, weights if reward_type == "weighted" else (), optimization.dimensions)
+    sql = chunk_sql(
+        rows_sql,
+        weights if reward_type == "weighted" else (),
+        optimization.dimensions,
+        exposures,
+    )
     rows: list[asyncpg.Record] = await fetch_metric_query(
         tenant,
         sql,

@@ -209,8 +209,10 @@ def rows_sql(
     bool_metric: bool,
     value_is_boolean: bool,
     weights: Callable[[str | None], str] | None = None,
+    end: str = "$2",
 ) -> str:
-    """The metric (``@start_date`` already bound to ``$1``) as normalized rows in ``[$1, $2]``.
+    """The metric (``@start_date`` already bound to ``$1``) as normalized rows in ``[$1, end]``
+    (``end``: the parameter of the upper bound, ``$2`` when the rows are fetched alone).
 
     The managed warehouse turns a value column into a number with its own function; here the
     column's type, described first, picks the cast (a boolean is 1 or 0). ``weights``: a
@@ -223,7 +225,7 @@ def rows_sql(
         f"m.{anon} IS NOT NULL",
         f"m.{ts} IS NOT NULL",
         f"m.{ts}::timestamptz >= $1",
-        f"m.{ts}::timestamptz <= $2",
+        f"m.{ts}::timestamptz <= {end}",
     ]
     number = None
     if value_col is not None:

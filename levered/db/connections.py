@@ -19,7 +19,7 @@ from levered.db import Connection
 
 SELECT: Final = """
 SELECT o.warehouse_provider, c.provider, c.dataset_id, c.settings, c.secret, c.warnings,
-       c.tested_at, c.updated_at
+       c.tested_at, c.updated_at, c.exposures
 FROM organizations o LEFT JOIN warehouse_connections c
      ON c.organization_id = o.id AND c.provider = o.warehouse_provider
 WHERE o.id = $1 AND o.warehouse_provider <> 'managed'
@@ -31,7 +31,15 @@ VALUES ($1, $2, $3, $4::jsonb, $5, $6::text[])
 ON CONFLICT (organization_id) DO UPDATE
 SET provider = excluded.provider, dataset_id = excluded.dataset_id,
     settings = excluded.settings, secret = excluded.secret, warnings = excluded.warnings,
+    exposures = CASE WHEN warehouse_connections.provider = excluded.provider
+                     THEN warehouse_connections.exposures END,
     tested_at = now(), updated_at = now()
+"""
+"""Reconnecting the same provider keeps the exposures table (a new password, say); another
+provider drops it (its table is in the other engine)."""
+SET_EXPOSURES: Final = """
+UPDATE warehouse_connections SET exposures = $2::jsonb, updated_at = now()
+WHERE organization_id = $1
 """
 DELETE: Final = "DELETE FROM warehouse_connections WHERE organization_id = $1"
 SET_PROVIDER: Final = "UPDATE organizations SET warehouse_provider = $2 WHERE id = $1"
@@ -76,6 +84,14 @@ async def owner_of_url(conn: Connection, provider: str, url: str) -> UUID | None
     by one organization only: the engine has no grants to keep two apart)."""
     owner: UUID | None = await conn.fetchval(OWNER_OF_URL, provider, url)
     return owner
+
+
+async def set_exposures(
+    conn: Connection, organization_id: UUID, exposures: dict[str, Any] | None
+) -> bool:
+    """Store the table of the organization's own exposures (None: Levered's own again);
+    False when the organization has no stored connection."""
+    return str(await conn.execute(SET_EXPOSURES, organization_id, exposures)) != "UPDATE 0"
 
 
 async def use_managed(conn: Connection, organization_id: UUID) -> None:

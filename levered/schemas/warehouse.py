@@ -90,6 +90,60 @@ class ClickHouseCredentials(msgspec.Struct, forbid_unknown_fields=True, frozen=T
     password: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
 
+Column = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+
+
+class ExposureColumns(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Which column of your exposures table holds what Levered needs of an exposure."""
+
+    anonymous_id: Annotated[
+        Column, msgspec.Meta(description="The user, as your metrics' anonymous id column.")
+    ]
+    optimization_id: Annotated[
+        Column, msgspec.Meta(description="The optimization's id (`uuid`, or text holding it).")
+    ]
+    variant: Annotated[
+        Column,
+        msgspec.Meta(
+            description="What was shown: a JSON object of factor → level (`json`, `jsonb` or "
+            "text), as the ingestion API takes it, or the variant number (an integer)."
+        ),
+    ]
+    timestamp: Annotated[
+        Column,
+        msgspec.Meta(
+            description="When it was shown: `timestamptz`, `timestamp` (read as UTC) or `date`."
+        ),
+    ]
+    context: (
+        Annotated[
+            Column,
+            msgspec.Meta(description="A JSON object of context values; none: no context."),
+        ]
+        | None
+    ) = None
+    holdout: (
+        Annotated[
+            Column,
+            msgspec.Meta(
+                description="`boolean`, true for holdout users; none: no holdout, so no "
+                "measured lift."
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ExposureTable(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A table (or view) of your own exposures in the connected warehouse, read in place."""
+
+    table: Annotated[
+        Name63,
+        msgspec.Meta(description="A table or view in the connected schema (`dataset_id`)."),
+    ]
+    columns: ExposureColumns
+
+
 class ConnectionInfo(msgspec.Struct, frozen=True):
     """A connected warehouse's settings as ``GET`` shows them: never the password."""
 
@@ -124,6 +178,8 @@ class WarehouseStatus(msgspec.Struct, frozen=True):
     """What the connection test found worth knowing (e.g. the account can write)."""
     error: str | None = None
     """Why the warehouse did not answer (when ``healthy`` is false)."""
+    exposures: ExposureTable | None = None
+    """The table of your own exposures training reads; null: the exposures Levered records."""
 
 
 class TableList(msgspec.Struct, frozen=True):

@@ -123,7 +123,10 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
         409: "Only drafts can be deleted: archive it instead.",
     },
     "GET /api/v2/optimizations/{optimization_id}/variants": {},
-    "GET /api/v2/optimizations/{optimization_id}/observations": {409: NO_METRIC},
+    "GET /api/v2/optimizations/{optimization_id}/observations": {
+        409: NO_METRIC + " Or `not_available`: the organization's exposures are a table of "
+        "its own in its connected warehouse, which this listing does not read."
+    },
     "GET /api/v2/optimizations/{optimization_id}/results": {
         409: "The reward metric cannot be read (e.g. " + NOT_MANAGED + ")",
     },
@@ -143,6 +146,10 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
     "POST /api/v2/optimizations/best-variant": {404: GENERIC[404]},
     "GET /api/v2/warehouse": {},
     "PUT /api/v2/warehouse": {},
+    "PUT /api/v2/warehouse/exposures": {
+        409: "`warehouse_not_connected` (the managed warehouse) or `not_supported` (ClickHouse)."
+    },
+    "DELETE /api/v2/warehouse/exposures": {},
     "GET /api/v2/warehouse/tables": {409: NOT_MANAGED},
     "GET /api/v2/warehouse/tables/{table}/columns": {
         404: "No such warehouse table.",

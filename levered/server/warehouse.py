@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post, put
+from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
 from levered.schemas.warehouse import (
     MAX_PREVIEW_ROWS,
     ColumnList,
+    ExposureTable,
     QueryRequest,
     QueryResult,
     TableList,
@@ -55,6 +56,36 @@ class WarehouseController(Controller):
     ) -> WarehouseStatus:
         org = principal.organization_id
         return await service.switch(warehouse_of(request), org, data, meta(request, org))
+
+    @put(
+        "/exposures",
+        summary="Count exposures from a table of your own in the connected PostgreSQL.",
+        description="Names a table or view of the connected schema and which of its columns "
+        "hold the anonymous id, optimization id, variant, timestamp and, optionally, context "
+        "and holdout. Checked before it is stored (the table readable, each column present "
+        "with a usable type: 400 naming the field otherwise). From then on training reads "
+        "exposures from that table alone, inside your database, and the next pass rebuilds "
+        "every optimization's cells. 409 on the managed warehouse and on ClickHouse.",
+    )
+    async def set_exposures(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        data: JSONBody[ExposureTable],
+    ) -> WarehouseStatus:
+        org = principal.organization_id
+        return await service.set_exposures(warehouse_of(request), org, data, meta(request, org))
+
+    @delete(
+        "/exposures",
+        status_code=200,
+        summary="Count the exposures Levered records again, not a table of your own.",
+    )
+    async def clear_exposures(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> WarehouseStatus:
+        org = principal.organization_id
+        return await service.set_exposures(warehouse_of(request), org, None, meta(request, org))
 
     @get("/tables", summary="The tables metric SQL and queries can read, with row counts.")
     async def tables(

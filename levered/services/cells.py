@@ -45,7 +45,7 @@ from levered.db import Connection
 from levered.db import attribution as attribution_db
 from levered.db import cell_passes as passes
 from levered.db import cell_store as store
-from levered.db.attribution import MetricSpec, OptimizationSpec
+from levered.db.attribution import MANAGED_EXPOSURES, Exposures, MetricSpec, OptimizationSpec
 from levered.db.cell_store import CellState
 from levered.services import reward_source
 from levered.services.warehouse import Warehouse
@@ -128,7 +128,7 @@ async def extend(
     the stored one changes nothing (cells are only ever extended forward)."""
     as_of = as_of or datetime.now(UTC)
     async with (
-        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        reward_source.open_source(wh, organization_id, metric, timeout_s, optimization) as source,
         wh.pool.acquire() as app,
     ):
         fp = fingerprint(optimization, metric, source.identity)
@@ -177,10 +177,9 @@ async def _pass(
     window = timedelta(hours=optimization.conversion_window_hours)
     frontier = as_of - window
     chunks = exposures = 0
-    async with (
-        wh.exposures_session(organization_id) as tenant,
-        attribution_db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s),
-    ):
+    async with reward_source.snapshot(
+        wh, organization_id, optimization.id, source, timeout_s
+    ) as tenant:
         # First, so the snapshot predates this pass's own write transaction (its xid would
         # hold the snapshot's xmin down: events committed meanwhile would count as unseen).
         seen_below = await passes.snapshot_xmin(tenant)
@@ -190,7 +189,7 @@ async def _pass(
             seen_after = passes.EPOCH
         else:
             ranges = await dirty_ranges(
-                tenant, optimization.id, previous, frontier, window, source.reload
+                tenant, optimization.id, previous, frontier, window, source.reload, source.exposures
             )
             seen_after = _seen_after(previous.marker)
         async for rows, n in attributed_chunks(
@@ -200,14 +199,14 @@ async def _pass(
             await staging.add(rows)
             chunks += 1
             exposures += n
-        marker = await passes.marker(tenant, optimization.id, seen_after)
+        marker = await passes.marker(tenant, optimization.id, seen_after, source.exposures)
         if (
             previous is not None
             and not full
             and (marker is None or (previous.marker is not None and marker < previous.marker))
         ):
             marker = previous.marker
-        pending = await passes.pending(tenant, optimization.id, frontier, as_of)
+        pending = await passes.pending(tenant, optimization.id, frontier, as_of, source.exposures)
     await store.finish_pass(
         app,
         store.PassWrite(
@@ -247,8 +246,9 @@ async def attributed_chunks(
     window = timedelta(hours=optimization.conversion_window_hours)
     for lo, hi in ranges:
         found = await chunks_of(
-            tenant, optimization.id, lo, hi, frontier, at_least_one=at_least_one
-        )
+            tenant, optimization.id, lo, hi, frontier, at_least_one=at_least_one,
+            exposures=source.exposures,
+        )  # fmt: skip
         for chunk_lo, chunk_hi, n in found:
             rows_params: tuple[object, ...] = ()
             if source.fetch is not None:
@@ -265,6 +265,7 @@ async def attributed_chunks(
                 timeout_s=timeout_s,
                 rows_params=rows_params,
                 weights=metric.weights,
+                exposures=source.exposures,
             )
             yield rows, n
 
@@ -276,19 +277,20 @@ async def dirty_ranges(
     frontier: datetime,
     window: timedelta,
     reload: timedelta | None = None,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> list[tuple[datetime, datetime]]:
     """The bucket ranges a pass from ``previous`` to ``frontier`` must replace (module doc);
     ``reload``: also the counted exposures of that long before the previous frontier (a
     connected warehouse's reload buffer, :mod:`levered.services.reward_source`)."""
     ranges: list[tuple[datetime, datetime]] = []
-    if await passes.any_matured(tenant, optimization_id, previous.frontier, frontier):
+    if await passes.any_matured(tenant, optimization_id, previous.frontier, frontier, exposures):
         ranges.append((floor_bucket(previous.frontier), floor_bucket(frontier) + passes.BUCKET))
     counted_end = floor_bucket(previous.frontier) + passes.BUCKET
     if reload is not None:
         ranges.append((floor_bucket(previous.frontier - reload), counted_end))
     seen_after = _seen_after(previous.marker)
     late = await passes.late_buckets(
-        tenant, optimization_id, seen_after, previous.as_of, previous.seen_below
+        tenant, optimization_id, seen_after, previous.as_of, previous.seen_below, exposures
     )
     for bucket in late:
         ranges.append((floor_bucket(bucket - window), min(bucket + passes.BUCKET, counted_end)))
@@ -303,6 +305,7 @@ async def chunks_of(
     frontier: datetime,
     *,
     at_least_one: bool = False,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> list[tuple[datetime, datetime, int]]:
     """``[lo, hi)`` cut at bucket starts into chunks of at most :data:`CHUNK_EXPOSURES`
     matured exposures (one bucket may exceed it alone); empty when it has none, unless
@@ -310,7 +313,8 @@ async def chunks_of(
     metric is reported at once)."""
     out: list[tuple[datetime, datetime, int]] = []
     start, n = lo, 0
-    for bucket, count in await passes.histogram(tenant, optimization_id, lo, hi, frontier):
+    found = await passes.histogram(tenant, optimization_id, lo, hi, frontier, exposures)
+    for bucket, count in found:
         if n and n + count > CHUNK_EXPOSURES:
             out.append((start, bucket, n))
             start, n = bucket, 0

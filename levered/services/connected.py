@@ -28,7 +28,12 @@ from levered.db import connected_postgres as pg
 from levered.db import connections as db
 from levered.db.clickhouse_engine import ClickHouseTarget
 from levered.errors import Conflict, Unavailable, ValidationError
-from levered.schemas.warehouse import ConnectionInfo, PostgresCredentials, WarehouseSwitch
+from levered.schemas.warehouse import (
+    ConnectionInfo,
+    ExposureTable,
+    PostgresCredentials,
+    WarehouseSwitch,
+)
 from levered.services.secret_box import SecretBox
 
 POSTGRES: Final = "postgres"
@@ -44,6 +49,8 @@ class Connected:
     target: pg.PostgresTarget | ClickHouseTarget
     warnings: list[str]
     tested_at: datetime
+    exposures: ExposureTable | None = None
+    """The table of the organization's own exposures training reads (None: Levered's)."""
 
     def info(self) -> ConnectionInfo:
         t = self.target
@@ -101,8 +108,14 @@ async def find(
         # The stored settings are what connect_postgres validated; converting checks them again.
         creds = msgspec.convert({**row["settings"], "password": password}, PostgresCredentials)
         target = _target(creds, row["dataset_id"])
+    exposures = row["exposures"]
     return Connected(
-        row["provider"], row["dataset_id"], target, list(row["warnings"]), row["tested_at"]
+        row["provider"],
+        row["dataset_id"],
+        target,
+        list(row["warnings"]),
+        row["tested_at"],
+        None if exposures is None else msgspec.convert(exposures, ExposureTable),
     )
 
 
@@ -140,9 +153,11 @@ async def connect_postgres(
 ) -> None:
     """Test the credentials against the dataset, then store them (module doc)."""
     if not data.dataset_id:
-        raise _invalid("$.dataset_id", "required for provider 'postgres' (the schema to read)")
+        raise ValidationError.at(
+            "$.dataset_id", "required for provider 'postgres' (the schema to read)"
+        )
     if data.credentials is None:
-        raise _invalid(
+        raise ValidationError.at(
             "$.credentials", "required for provider 'postgres': host, database, username, password"
         )
     try:
@@ -165,11 +180,15 @@ async def connect_postgres(
             code="warehouse_connection_failed",
         ) from exc
     if await pg.is_levered_database(app, found):
-        raise _invalid("$.credentials", "this is Levered's own database, not a warehouse of yours")
+        raise ValidationError.at(
+            "$.credentials", "this is Levered's own database, not a warehouse of yours"
+        )
     if not found.schema_exists:
-        raise _invalid("$.dataset_id", f"no schema {data.dataset_id!r} in {creds.database!r}")
+        raise ValidationError.at(
+            "$.dataset_id", f"no schema {data.dataset_id!r} in {creds.database!r}"
+        )
     if not found.usage or (found.relations and not found.readable):
-        raise _invalid(
+        raise ValidationError.at(
             "$.dataset_id",
             f"{creds.username!r} cannot read schema {data.dataset_id!r}: grant USAGE on the "
             "schema and SELECT on its tables",
@@ -207,9 +226,3 @@ def _problem_and_path(message: str) -> tuple[str, str]:
     if field := FIELD.search(problem):
         path += f".{field.group(1)}"
     return problem, path
-
-
-def _invalid(path: str, message: str) -> ValidationError:
-    return ValidationError(
-        f"{path.removeprefix('$.')}: {message}", details=[{"path": path, "message": message}]
-    )

@@ -49,16 +49,10 @@ class ClickHouseReader:
     limits: Limits
 
 
-def invalid(path: str, message: str) -> ValidationError:
-    return ValidationError(
-        f"{path.removeprefix('$.')}: {message}", details=[{"path": path, "message": message}]
-    )
-
-
 def chdb_directory(url: str, root: str | None) -> Path:
     """The data directory a ``chdb://`` URL names, if the operator allows it (module doc)."""
     if root is None:
-        raise invalid(
+        raise ValidationError.at(
             "$.credentials.url",
             "this server allows no in-process ClickHouse (chdb://): its operator sets "
             "LEVERED_CHDB_ROOT to the directory that holds such data directories",
@@ -66,12 +60,16 @@ def chdb_directory(url: str, root: str | None) -> Path:
     try:
         path = engine.chdb_path(url)
     except ValueError as exc:
-        raise invalid("$.credentials.url", str(exc)) from exc
+        raise ValidationError.at("$.credentials.url", str(exc)) from exc
     real, allowed = Path(path).resolve(), Path(root).resolve()
     if real == allowed or not real.is_relative_to(allowed):
-        raise invalid("$.credentials.url", f"{path} is not inside this server's LEVERED_CHDB_ROOT")
+        raise ValidationError.at(
+            "$.credentials.url", f"{path} is not inside this server's LEVERED_CHDB_ROOT"
+        )
     if not (real / "metadata").is_dir():
-        raise invalid("$.credentials.url", f"{path} is not a ClickHouse (chdb) data directory")
+        raise ValidationError.at(
+            "$.credentials.url", f"{path} is not a ClickHouse (chdb) data directory"
+        )
     return real
 
 
@@ -119,24 +117,26 @@ async def connect(
 ) -> None:
     """Test the credentials against the database, then store them (module doc)."""
     if not data.dataset_id or not DATABASE_NAME.match(data.dataset_id):
-        raise invalid(
+        raise ValidationError.at(
             "$.dataset_id",
             "required for provider 'clickhouse': the database to read (letters, digits, _)",
         )
     if data.credentials is None:
-        raise invalid("$.credentials", "required for provider 'clickhouse': url")
+        raise ValidationError.at("$.credentials", "required for provider 'clickhouse': url")
     try:
         creds = msgspec.convert(data.credentials, ClickHouseCredentials)
     except msgspec.ValidationError as exc:
-        raise invalid("$.credentials", str(exc)) from exc
+        raise ValidationError.at("$.credentials", str(exc)) from exc
     url = creds.url
     if engine.is_chdb(url):
         url = f"chdb://{chdb_directory(url, root)}"
         owner = await connections.owner_of_url(app, CLICKHOUSE, url)
         if owner is not None and owner != organization_id:
-            raise invalid("$.credentials.url", "another organization uses this data directory")
+            raise ValidationError.at(
+                "$.credentials.url", "another organization uses this data directory"
+            )
     elif not re.match(r"^https?://[^/?#@\s]+:\d{1,5}/?$", url):
-        raise invalid(
+        raise ValidationError.at(
             "$.credentials.url", "expected http(s)://host:port, or chdb:///path/to/directory"
         )
     target = engine.ClickHouseTarget(url, data.dataset_id, creds.username, creds.password)
@@ -170,15 +170,19 @@ async def _access(found: ClickHouseReader, database: str, *, server: bool) -> li
     account could also write."""
     try:
         if not await ch.database_exists(found.session, database):
-            raise invalid("$.dataset_id", f"no database {database!r} on this ClickHouse")
+            raise ValidationError.at("$.dataset_id", f"no database {database!r} on this ClickHouse")
         names = [name for name, _, _ in await ch.tables(found.session, database)]
         refused = await ch.unreadable(found.session, database, names)
     except engine.ServerError as exc:
         if exc.code == UNKNOWN_DATABASE:  # the session's default database is the dataset
-            raise invalid("$.dataset_id", f"no database {database!r} on this ClickHouse") from exc
-        raise invalid("$.credentials", f"the connection test failed: {exc.message}") from exc
+            raise ValidationError.at(
+                "$.dataset_id", f"no database {database!r} on this ClickHouse"
+            ) from exc
+        raise ValidationError.at(
+            "$.credentials", f"the connection test failed: {exc.message}"
+        ) from exc
     if names and len(refused) == len(names):
-        raise invalid(
+        raise ValidationError.at(
             "$.dataset_id",
             f"this account cannot read the tables of {database!r}: GRANT SELECT ON "
             f"{database}.* to it",

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from levered.db import Connection
-from levered.db import attribution as attribution_db
 from levered.db import cell_passes as passes
 from levered.db import guardrail_cells as db
 from levered.db.attribution import Arm, MetricSpec, OptimizationSpec
@@ -46,10 +45,14 @@ async def extend(
 ) -> GuardrailPass | None:
     """Bring the guardrail's cells to now; None when ``wait`` is False and another pass of
     the same guardrail is running (the caller reads the cells as they are)."""
-    spec = OptimizationSpec(optimization.id, optimization.conversion_window_hours)
+    spec = OptimizationSpec(
+        optimization.id,
+        optimization.conversion_window_hours,
+        design_factors=optimization.design_factors,
+    )
     as_of = datetime.now(UTC)
     async with (
-        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        reward_source.open_source(wh, organization_id, metric, timeout_s, spec) as source,
         wh.pool.acquire() as app,
     ):
         fp = cells.fingerprint(spec, metric, source.identity)
@@ -89,20 +92,18 @@ async def _pass(
     window = timedelta(hours=spec.conversion_window_hours)
     frontier = as_of - window
     exposures = 0
-    async with (
-        wh.exposures_session(organization_id) as tenant,
-        attribution_db.attribution_transaction(tenant, spec.id, timeout_s=timeout_s),
-    ):
+    async with reward_source.snapshot(wh, organization_id, spec.id, source, timeout_s) as tenant:
         seen_below = await passes.snapshot_xmin(tenant)
         if full or previous is None:
             ranges = [(passes.EPOCH, cells.floor_bucket(frontier) + passes.BUCKET)]
             seen_after = passes.EPOCH
         else:
             ranges = await cells.dirty_ranges(
-                tenant, spec.id, _as_cell_state(previous), frontier, window, source.reload
-            )
+                tenant, spec.id, _as_cell_state(previous), frontier, window, source.reload,
+                source.exposures,
+            )  # fmt: skip
             seen_after = previous.marker - cells.LATE_MARGIN if previous.marker else passes.EPOCH
-        marker = await passes.marker(tenant, spec.id, seen_after)
+        marker = await passes.marker(tenant, spec.id, seen_after, source.exposures)
         if (
             previous is not None
             and not full

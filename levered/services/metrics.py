@@ -162,8 +162,10 @@ def _rows_for(
     return connected_rows_sql(metric, columns or []), [start, END_OF_TIME]
 
 
-def connected_rows_sql(metric: MetricDefinition, columns: list[sandbox.Column]) -> str:
-    """The metric as normalized rows in ``[$1, $2]`` on a connected PostgreSQL; ``columns``
+def connected_rows_sql(
+    metric: MetricDefinition, columns: list[sandbox.Column], end: str = "$2"
+) -> str:
+    """The metric as normalized rows in ``[$1, end]`` on a connected PostgreSQL; ``columns``
     are the metric query's result columns (:func:`metric_columns`), which pick the value cast."""
     boolean = metric.value_col is not None and any(
         c.name == metric.value_col and c.type_oid == BOOL_OID for c in columns
@@ -185,6 +187,7 @@ def connected_rows_sql(metric: MetricDefinition, columns: list[sandbox.Column]) 
         bool_metric=reward_type_of(metric) == "bool",
         value_is_boolean=boolean,
         weights=weights,
+        end=end,
     )
 
 

@@ -100,9 +100,8 @@ async def attribute(
     users: dict[tuple[bool, str], float] = {}
     mix: dict[int, list[int]] = {}
     async with (
-        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
-        wh.exposures_session(organization_id) as tenant,
-        db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
+        reward_source.open_source(wh, organization_id, metric, timeout_s, optimization) as source,
+        reward_source.snapshot(wh, organization_id, optimization.id, source, timeout_s) as tenant,
     ):
         lo = start or passes.EPOCH
         hi = cells_service.floor_bucket(frontier) + passes.BUCKET
@@ -123,7 +122,9 @@ async def attribute(
                 users[key] = (
                     outcome if old is None else max(old, outcome) if bool_metric else old + outcome
                 )
-        pending = await passes.pending(tenant, optimization.id, max(frontier, lo), as_of)
+        pending = await passes.pending(
+            tenant, optimization.id, max(frontier, lo), as_of, source.exposures
+        )
     for p in pending:
         _add(
             days,
@@ -322,10 +323,18 @@ async def list_observations(
     optimization, metric = await target(wh, organization_id, optimization_id)
     timeout_s = wh.limits.timeout_s
     async with (
-        reward_source.open_source(wh, organization_id, metric, timeout_s) as source,
+        reward_source.open_source(wh, organization_id, metric, timeout_s, optimization) as source,
         wh.exposures_session(organization_id) as tenant,
         db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
     ):
+        if source.customer is not None:
+            raise Conflict(
+                "the observations listing reads the exposures Levered records, and this "
+                "organization's exposures are its own table in the connected warehouse; "
+                "list them there with `levered warehouse query`, or read the optimization's "
+                "results, which come from that table",
+                code="not_available",
+            )
         fetch = source.fetch
 
         async def bound(oldest: datetime) -> tuple[Any, ...]:

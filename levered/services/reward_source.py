@@ -18,6 +18,14 @@ Connected PostgreSQL
     :data:`RELOAD` after its own timestamp is counted only by a rebuild
     (``levered models train --rebuild``); docs/warehouse.md says so.
 
+Connected PostgreSQL with a table of the customer's own exposures
+    The warehouse-native path: nothing is fetched. The whole pass — the exposures' histogram,
+    the attribution of each chunk with the metric inline, the pending counts — runs *inside*
+    the customer's database, on its exposures table read through the column mapping
+    (:mod:`levered.db.native_exposures`), in one read-only snapshot there; only cells come
+    back. The table keeps no arrival time either, so the reload buffer covers late exposures
+    as it covers late rewards.
+
 Connected ClickHouse
     The same, with the metric in ClickHouse's dialect run through the guarded path
     (:mod:`levered.services.clickhouse_metrics`): for each chunk, the rows of
@@ -27,6 +35,7 @@ Connected ClickHouse
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -35,10 +44,18 @@ from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
-from levered.db import Connection, connected_postgres, connections
+from levered.db import (
+    Connection,
+    connected_postgres,
+    connections,
+    native_exposures,
+    pool,
+    sandbox,
+)
 from levered.db import attribution as attribution_db
-from levered.db.attribution import MetricSpec
+from levered.db.attribution import MANAGED_EXPOSURES, Exposures, MetricSpec, OptimizationSpec
 from levered.db.clickhouse_engine import ClickHouseTarget, Unreachable
 from levered.errors import Conflict, Unavailable, ValidationError
 from levered.services import clickhouse_metrics, connected, connected_clickhouse
@@ -50,6 +67,10 @@ RELOAD: Final = timedelta(hours=6)
 RELOAD_POLL: Final = timedelta(hours=1)
 """With no new exposures, the scheduler still retrains a connected warehouse's optimization
 this often: rewards may have landed in the warehouse meanwhile."""
+NATIVE_POLL: Final = timedelta(minutes=10)
+"""How often the scheduler retrains an optimization whose exposures are the customer's own
+table: new exposures land there unseen, and a pass over nothing new costs only the reload
+buffer's re-read."""
 CHUNK_PARAMS: Final = 8
 """Parameters of :func:`levered.db.cell_passes.chunk` before the bound rows."""
 
@@ -79,6 +100,13 @@ class RewardSource:
     """What the cells depend on besides the metric: a different source means a rebuild."""
     reload: timedelta | None
     """The reload buffer (connected warehouses only)."""
+    exposures: Exposures = MANAGED_EXPOSURES
+    """Where the pass reads the exposures."""
+    customer: asyncpg.Connection | None = None
+    """The customer's database the pass runs in (a table of their own exposures), or None:
+    Levered's store, as the organization."""
+    schema: str = "warehouse"
+    """What unqualified names in the metric resolve in, on ``customer``."""
 
     def rows_sql_after(self, params: int) -> str:
         """The rows for a statement with ``params`` parameters of its own."""
@@ -102,26 +130,60 @@ async def identity(conn: Connection, organization_id: UUID) -> str:
     if "url" in settings:
         return f"{row['provider']}+{settings['url']}/{row['dataset_id']}"
     return identity_of(
-        row["provider"], settings["host"], settings["port"], settings["database"], row["dataset_id"]
+        row["provider"],
+        settings["host"],
+        settings["port"],
+        settings["database"],
+        row["dataset_id"],
+        row["exposures"],
     )
 
 
-def identity_of(provider: str, host: str, port: int, database: str, dataset_id: str) -> str:
-    return f"{provider}://{host}:{port}/{database}/{dataset_id}"
+def identity_of(
+    provider: str,
+    host: str,
+    port: int,
+    database: str,
+    dataset_id: str,
+    exposures: dict[str, Any] | None = None,
+) -> str:
+    found = f"{provider}://{host}:{port}/{database}/{dataset_id}"
+    return found if exposures is None else found + NATIVE + _digest(exposures)
+
+
+NATIVE: Final = "#exposures="
+"""What an identity of a source with the customer's own exposures table has in it."""
+
+
+def is_native(identity: str) -> bool:
+    """Whether the source ``identity`` names reads the customer's own exposures table."""
+    return NATIVE in identity
+
+
+def _digest(exposures: dict[str, Any]) -> str:
+    """The exposures table and its mapping, as the identity (so a change rebuilds)."""
+    canonical = msgspec.json.encode(msgspec.to_builtins(exposures), order="sorted")
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def _identity(remote: connected.Connected) -> str:
     t = remote.target
     if isinstance(t, ClickHouseTarget):
         return f"{remote.provider}+{t.url}/{remote.dataset_id}"
-    return identity_of(remote.provider, t.host, t.port, t.database, remote.dataset_id)
+    exposures = None if remote.exposures is None else msgspec.to_builtins(remote.exposures)
+    return identity_of(remote.provider, t.host, t.port, t.database, remote.dataset_id, exposures)
 
 
 @asynccontextmanager
 async def open_source(
-    wh: Warehouse, organization_id: UUID, metric: MetricSpec, timeout_s: float
+    wh: Warehouse,
+    organization_id: UUID,
+    metric: MetricSpec,
+    timeout_s: float,
+    optimization: OptimizationSpec,
 ) -> AsyncIterator[RewardSource]:
-    """The reward source of the organization's warehouse, open for one pass."""
+    """The reward source of the organization's warehouse, open for one pass (of
+    ``optimization``: a customer's exposures table names variants by its design)."""
     remote = await wh.connected(organization_id)
     if remote is None:
         yield managed(metric)
@@ -140,6 +202,9 @@ async def open_source(
                 code="metric_failed",
                 details=exc.details,
             ) from exc
+        if remote.exposures is not None:
+            yield await _native(conn, remote, metric, reader, optimization)
+            return
 
         async def fetch(start: datetime, end: datetime) -> tuple[Any, ...]:
             try:
@@ -147,15 +212,82 @@ async def open_source(
                     conn, sql, start, end, schema=remote.dataset_id, timeout_s=timeout_s
                 )
             except (OSError, asyncpg.InterfaceError) as exc:
-                raise Unavailable(
-                    "the connected warehouse went away during training; the pass stored "
-                    "nothing, retry later",
-                    code="warehouse_unavailable",
-                    retry_after=30,
-                ) from exc
+                raise _gone() from exc
             return (ids, times, values)
 
         yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)
+
+
+def _gone() -> Unavailable:
+    """The connection to the customer's warehouse broke during a pass."""
+    return Unavailable(
+        "the connected warehouse went away during training; the pass stored nothing, retry later",
+        code="warehouse_unavailable",
+        retry_after=30,
+    )
+
+
+async def _native(
+    conn: asyncpg.Connection,
+    remote: connected.Connected,
+    metric: MetricSpec,
+    reader: Reader,
+    optimization: OptimizationSpec,
+) -> RewardSource:
+    """The source of a pass run inside the customer's database on their exposures table."""
+    assert remote.exposures is not None
+    try:
+        types = await native_exposures.column_types(conn, remote.dataset_id, remote.exposures)
+    except ValidationError as exc:
+        raise Conflict(
+            f"the exposures table of the connected warehouse cannot be read as mapped: "
+            f"{exc.message}; map it again with `levered warehouse exposures set`",
+            code="exposures_table_invalid",
+            details=exc.details,
+        ) from exc
+    await pool.init_connection(conn)  # contexts come back as dicts, as from Levered's store
+    relation = native_exposures.relation_sql(
+        remote.dataset_id, remote.exposures, types, optimization.design_factors
+    )
+    rows = connected_rows_sql(metric, await metric_columns(reader, metric), end="$4")
+    return RewardSource(
+        rows,
+        None,
+        _identity(remote),
+        RELOAD,
+        Exposures(relation, key="0", arrivals=False),
+        conn,
+        remote.dataset_id,
+    )
+
+
+@asynccontextmanager
+async def snapshot(
+    wh: Warehouse,
+    organization_id: UUID,
+    optimization_id: UUID,
+    source: RewardSource,
+    timeout_s: float,
+) -> AsyncIterator[Connection]:
+    """The one read-only snapshot a pass reads its exposures in: Levered's store as the
+    organization (:func:`levered.db.attribution.attribution_transaction`), or the customer's
+    database when their own exposures table is the source."""
+    if source.customer is None:
+        async with (
+            wh.exposures_session(organization_id) as tenant,
+            attribution_db.attribution_transaction(tenant, optimization_id, timeout_s=timeout_s),
+        ):
+            yield tenant
+        return
+    customer = source.customer
+    try:
+        async with sandbox.read_only(
+            customer, sandbox.Limits(timeout_s=timeout_s), schema=source.schema
+        ):
+            await customer.execute(attribution_db.PLAN_EACH_RUN)
+            yield customer
+    except (OSError, asyncpg.InterfaceError) as exc:
+        raise _gone() from exc
 
 
 @asynccontextmanager
@@ -178,11 +310,6 @@ async def _clickhouse(
                     details=exc.details,
                 ) from exc
             except Unreachable as exc:
-                raise Unavailable(
-                    "the connected warehouse went away during training; the pass stored "
-                    "nothing, retry later",
-                    code="warehouse_unavailable",
-                    retry_after=30,
-                ) from exc
+                raise _gone() from exc
 
         yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)

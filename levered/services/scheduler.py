@@ -12,7 +12,10 @@ as-of time of the version):
 - its metric or attribution changed (the stored cells' fingerprint differs: a rebuild), or
 - it has no version yet and has matured exposures, or
 - its rewards come from a connected warehouse (no arrival times Levered can read) and the
-  version is older than :data:`levered.services.reward_source.RELOAD_POLL`.
+  version is older than :data:`levered.services.reward_source.RELOAD_POLL`, or
+- its exposures are the customer's own table in the connected warehouse, which Levered cannot
+  watch from here: it has no version yet, or the version is older than
+  :data:`levered.services.reward_source.NATIVE_POLL`.
 
 After the trainings, each live optimization with an ``auto_pause`` guardrail is judged
 (:func:`levered.services.guardrails.run_scheduled`), so a violated one pauses within an interval.
@@ -57,14 +60,17 @@ async def due(wh: Warehouse) -> list[tuple[UUID, UUID]]:
 
 async def _has_new_data(conn: Connection, row: Any) -> bool:
     organization_id, optimization_id = row["organization_id"], row["optimization_id"]
+    source = await reward_source.identity(conn, organization_id)
+    native = reward_source.is_native(source)
+    if native and row["version"] is None:
+        return True  # its exposures are in the customer's table: Levered cannot see them here
     through = row["trained_through"] or EPOCH
-    if await db.new_matured(conn, optimization_id, through, row["window_seconds"]):
+    if not native and await db.new_matured(conn, optimization_id, through, row["window_seconds"]):
         return True
-    if row["version"] is None or row["trained_marker"] is None:
+    if row["version"] is None or (row["trained_marker"] is None and not native):
         return False
     found = await find_target(conn, organization_id, optimization_id)
     stored_fp = row["cells_fingerprint"]
-    source = await reward_source.identity(conn, organization_id)
     if (
         found is not None
         and found[1] is not None
@@ -72,8 +78,9 @@ async def _has_new_data(conn: Connection, row: Any) -> bool:
         and fingerprint(found[0], found[1], source) != stored_fp
     ):
         return True
-    if source != "managed":  # no arrival times to read: poll (reward_source.RELOAD_POLL)
-        return bool(row["trained_as_of"] <= datetime.now(UTC) - reward_source.RELOAD_POLL)
+    if source != "managed":  # no arrival times to read: poll
+        poll = reward_source.NATIVE_POLL if native else reward_source.RELOAD_POLL
+        return bool(row["trained_as_of"] <= datetime.now(UTC) - poll)
     seen_below = row["trained_seen_below"]
     # Without the snapshot's xmin (a version trained before it was recorded), only what is
     # newer than the marker counts: the margin's events would look late on every check.

@@ -14,14 +14,16 @@ from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
-from levered.db import connected_postgres, connections, sandbox
+from levered.db import connected_postgres, connections, native_exposures, sandbox
 from levered.db.clickhouse_engine import ClickHouseTarget
 from levered.errors import Conflict, NotFound, Unavailable, ValidationError
 from levered.schemas.common import ResponseMeta
 from levered.schemas.warehouse import (
     ColumnInfo,
     ColumnList,
+    ExposureTable,
     QueryRequest,
     QueryResult,
     ResultColumn,
@@ -179,7 +181,39 @@ async def status(wh: Warehouse, organization_id: UUID, meta: ResponseMeta) -> Wa
         connection=remote.info(),
         warnings=remote.warnings,
         error=error,
+        exposures=remote.exposures,
     )
+
+
+async def set_exposures(
+    wh: Warehouse, organization_id: UUID, table: ExposureTable | None, meta: ResponseMeta
+) -> WarehouseStatus:
+    """Name the table of the organization's own exposures in its connected PostgreSQL (checked
+    first: the table readable, each mapped column there with a usable type), or with None go
+    back to the exposures Levered records. Either way the next pass rebuilds the cells."""
+    remote = await wh.connected(organization_id)
+    if table is not None:
+        if remote is None:
+            raise Conflict(
+                "the managed warehouse counts the exposures Levered records; connect your "
+                "own PostgreSQL first (`levered warehouse connect postgres`), then name the "
+                "table of your exposures in it",
+                code="warehouse_not_connected",
+            )
+        if isinstance(remote.target, ClickHouseTarget):
+            raise Conflict(
+                "a table of your own exposures is read from a connected PostgreSQL only, not "
+                "yet from ClickHouse; on ClickHouse, send exposures to Levered (served, or "
+                "POST /api/v2/ingest/exposures)",
+                code="not_supported",
+            )
+        async with connected.session(remote) as conn:
+            await native_exposures.column_types(conn, remote.dataset_id, table)
+    if remote is not None:
+        mapping = None if table is None else msgspec.to_builtins(table)
+        async with wh.pool.acquire() as admin:
+            await connections.set_exposures(admin, organization_id, mapping)
+    return await status(wh, organization_id, meta)
 
 
 async def switch(

@@ -55,6 +55,23 @@ async def test_connect_postgres_status_query_and_back_to_managed(
     assert query.code == 0, query.stderr
     assert query.json()["columns"][0]["name"] == "n"
 
+    # The table of the customer's own exposures: checked, shown, cleared.
+    mapping = [
+        "--anonymous-id", "user_id", "--optimization-id", "optimization", "--variant", "shown",
+        "--timestamp", "at", "--holdout", "holdout",
+    ]  # fmt: skip
+    typo = await levered("warehouse", "exposures", "set", "app_exposure", *mapping, env=env)
+    assert typo.code != 0 and "no table or view 'app_exposure'" in typo.stderr
+    own = await levered("warehouse", "exposures", "set", "app_exposures", *mapping, env=env)
+    assert own.code == 0, own.stderr
+    assert "exposures: your table app_exposures (anonymous_id=user_id," in own.stderr
+    assert "holdout=holdout" in own.stderr and "context=" not in own.stderr
+    stored = await conn.fetchval("SELECT exposures FROM warehouse_connections")
+    assert stored["columns"]["variant"] == "shown" and stored["columns"]["context"] is None
+    cleared = await levered("warehouse", "exposures", "clear", "--json", env=env)
+    assert cleared.code == 0 and cleared.json()["exposures"] is None
+    assert "the ones Levered records" in (await levered("warehouse", "status", env=env)).stderr
+
     back = await levered("warehouse", "connect", "managed", "--json", env=env)
     assert back.code == 0, back.stderr
     assert back.json()["provider"] == "managed"

@@ -610,10 +610,13 @@ async def test_find_target_is_org_scoped(
     found = await find_target(conn, org.id, s.optimization_id)
     assert found is not None
     optimization, metric = found
-    assert optimization == OptimizationSpec(s.optimization_id, 1.5, ("country",))
+    design = tuple(DESIGN)
+    assert optimization == OptimizationSpec(
+        s.optimization_id, 1.5, ("country",), design_factors=design
+    )
     assert metric is not None and metric.reward_type == "bool"
     no_metric = await insert_optimization(conn, org, None)
     assert await find_target(conn, org.id, no_metric) == (
-        OptimizationSpec(no_metric, 24.0, ("country",)),
+        OptimizationSpec(no_metric, 24.0, ("country",), design_factors=design),
         None,
     )

@@ -69,7 +69,12 @@ async def test_connect_tests_stores_encrypted_and_never_returns_the_password(
     assert body["connection"]["password_set"] is True
     assert "password" not in body["connection"]
     assert body["warnings"] == []
-    assert [t["name"] for t in body["tables"]] == ["big_orders", "purchases"]
+    assert [t["name"] for t in body["tables"]] == [
+        "app_exposures",
+        "app_exposures_plain",
+        "big_orders",
+        "purchases",
+    ]
     assert {t["name"]: t["description"] for t in body["tables"]}["purchases"] == "One row per order"
 
     status = await api.get(URL, headers=org.headers)
