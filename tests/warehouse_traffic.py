@@ -30,7 +30,7 @@ from levered.db.attribution import find_target
 from levered.db.connected_clickhouse import param_time
 from levered.db.pool import create_pool
 from levered.server.app import create_app
-from levered.services import training
+from levered.services import cells, training
 from levered.services.secret_box import SecretBox
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
@@ -248,6 +248,15 @@ async def attribution_target(conn: asyncpg.Connection, org: Org, opt: UUID) -> t
     found = await find_target(conn, org.id, opt)
     assert found is not None and found[1] is not None
     return found[0], found[1]
+
+
+async def extend(
+    wh: Warehouse, conn: asyncpg.Connection, org: Org, opt: UUID, **kwargs: Any
+) -> cells.Pass:
+    """One cells pass of the optimization (``kwargs``: :func:`levered.services.cells.extend`'s)."""
+    done = await cells.extend(wh, org.id, *await attribution_target(conn, org, opt), **kwargs)
+    assert done is not None
+    return done
 
 
 # -- checks the same on every warehouse -------------------------------------------------------

@@ -9,14 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
 from levered.server.app import create_app
-from levered.services import cells, training
+from levered.services import training
 from levered.services.warehouse import Warehouse
 from levered.settings import Settings
 from tests.clickhouse_store import PURCHASES_SQL
@@ -26,10 +25,10 @@ from tests.warehouse_traffic import (
     SAME_COUNTS,
     api_fixture,
     assert_guardrails_agree,
-    attribution_target,
     cells_of,
     connect_clickhouse_with_metric,
     connect_postgres_with_metric,
+    extend,
     move_rewards,
     move_to_clickhouse,
     same_traffic,
@@ -44,14 +43,6 @@ SECRET = "three-warehouses"
 
 api = api_fixture(SECRET, on_chdb=True)
 wh = warehouse_fixture(SECRET, on_chdb=True)
-
-
-async def extend(
-    wh: Warehouse, conn: asyncpg.Connection, org: Org, opt: UUID, **kwargs: Any
-) -> cells.Pass:
-    done = await cells.extend(wh, org.id, *await attribution_target(conn, org, opt), **kwargs)
-    assert done is not None
-    return done
 
 
 async def test_the_same_data_gives_the_same_cells_on_all_three_warehouses(

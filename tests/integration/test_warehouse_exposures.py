@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -21,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from levered.bandit.variants import VariantSpace
 from levered.db import native_exposures
-from levered.services import cells, scheduler, training
+from levered.services import scheduler, training
 from levered.services.warehouse import Warehouse
 from tests.conftest import Org
 from tests.integration.test_training import simulate
@@ -30,9 +29,9 @@ from tests.warehouse_traffic import (
     URL,
     api_fixture,
     assert_guardrails_agree,
-    attribution_target,
     cells_of,
     connect_postgres_with_metric,
+    extend,
     move_rewards,
     traffic,
     warehouse_fixture,
@@ -105,14 +104,6 @@ async def put_mapping(
     assert response.status_code == 200, response.text
     found: dict[str, Any] = response.json()
     return found
-
-
-async def extend(
-    wh: Warehouse, conn: asyncpg.Connection, org: Org, opt: UUID, **kwargs: Any
-) -> cells.Pass:
-    done = await cells.extend(wh, org.id, *await attribution_target(conn, org, opt), **kwargs)
-    assert done is not None
-    return done
 
 
 async def test_the_customers_exposures_table_gives_the_managed_cells(
