@@ -36,8 +36,8 @@ Connected ClickHouse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -195,7 +195,7 @@ async def open_source(
     async with connected.session(remote) as conn:
         reader = Reader(conn, remote.dataset_id, remote)
         try:
-            sql = connected_rows_sql(metric, await metric_columns(reader, metric))
+            columns = await metric_columns(reader, metric)
         except ValidationError as exc:
             raise Conflict(
                 f"the reward metric's SQL failed on the connected warehouse: {exc.message}",
@@ -203,16 +203,16 @@ async def open_source(
                 details=exc.details,
             ) from exc
         if remote.exposures is not None:
-            yield await _native(conn, remote, metric, reader, optimization)
+            inline = connected_rows_sql(metric, columns, end="$4")  # the chunk's newest reward
+            yield await _native(conn, remote, inline, optimization)
             return
+        sql = connected_rows_sql(metric, columns)
 
         async def fetch(start: datetime, end: datetime) -> tuple[Any, ...]:
-            try:
+            with _customer_faults(conn, alone=True):
                 ids, times, values = await connected_postgres.fetch_rewards(
                     conn, sql, start, end, schema=remote.dataset_id, timeout_s=timeout_s
                 )
-            except (OSError, asyncpg.InterfaceError) as exc:
-                raise _gone() from exc
             return (ids, times, values)
 
         yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)
@@ -227,14 +227,32 @@ def _gone() -> Unavailable:
     )
 
 
+@contextmanager
+def _customer_faults(customer: asyncpg.Connection, *, alone: bool = False) -> Iterator[None]:
+    """A session the customer's server ended (a restart, ``pg_terminate_backend``) surfaces as
+    an OS, interface or server error, or already translated as if Levered's own database had
+    failed: a closed connection says it was the customer's, a 503 ``warehouse_unavailable``.
+    ``alone``: the block uses no other connection, so any transport error is the customer's."""
+    try:
+        yield
+    except (OSError, asyncpg.InterfaceError) as exc:
+        if alone or customer.is_closed():
+            raise _gone() from exc
+        raise
+    except (asyncpg.PostgresError, Unavailable) as exc:
+        if customer.is_closed():
+            raise _gone() from exc
+        raise
+
+
 async def _native(
     conn: asyncpg.Connection,
     remote: connected.Connected,
-    metric: MetricSpec,
-    reader: Reader,
+    rows_sql: str,
     optimization: OptimizationSpec,
 ) -> RewardSource:
-    """The source of a pass run inside the customer's database on their exposures table."""
+    """The source of a pass run inside the customer's database on their exposures table, the
+    metric's rows inline (``rows_sql``)."""
     assert remote.exposures is not None
     try:
         types = await native_exposures.column_types(conn, remote.dataset_id, remote.exposures)
@@ -249,9 +267,8 @@ async def _native(
     relation = native_exposures.relation_sql(
         remote.dataset_id, remote.exposures, types, optimization.design_factors
     )
-    rows = connected_rows_sql(metric, await metric_columns(reader, metric), end="$4")
     return RewardSource(
-        rows,
+        rows_sql,
         None,
         _identity(remote),
         RELOAD,
@@ -280,14 +297,12 @@ async def snapshot(
             yield tenant
         return
     customer = source.customer
-    try:
+    with _customer_faults(customer):
         async with sandbox.read_only(
             customer, sandbox.Limits(timeout_s=timeout_s), schema=source.schema
         ):
             await customer.execute(attribution_db.PLAN_EACH_RUN)
             yield customer
-    except (OSError, asyncpg.InterfaceError) as exc:
-        raise _gone() from exc
 
 
 @asynccontextmanager

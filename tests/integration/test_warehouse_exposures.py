@@ -10,6 +10,8 @@ before it is stored, and another organization's rows in the customer's table rea
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +25,7 @@ from levered.db import native_exposures
 from levered.services import scheduler, training
 from levered.services.warehouse import Warehouse
 from tests.conftest import Org
+from tests.customer import PURCHASES_SQL
 from tests.integration.test_training import simulate
 from tests.warehouse_traffic import (
     SAME_COUNTS,
@@ -322,3 +325,64 @@ async def test_json_variants_are_numbered_as_the_design_numbers_them(
     as_number = native_exposures.variant_number_sql("t.i", "integer", design)
     numbers = dict(await conn.fetch(f"SELECT i, {as_number} FROM t ORDER BY i"))
     assert numbers[0] is None and numbers[1] == 1 and numbers[12] == 12 and numbers[13] is None
+
+
+async def test_the_customers_database_dropping_mid_pass_stores_nothing(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    conn: asyncpg.Connection,
+    org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    """The customer's database kills the pass's session while its chunk statement runs: a
+    503 ``warehouse_unavailable`` (retryable), the cells and the model as they were, and the
+    next pass succeeds."""
+    opt = await traffic(conn, org, users=120, seed=6)
+    await move_rewards(conn, org, shop)
+    await move_exposures(conn, org, shop)
+    await connect_postgres_with_metric(api, conn, org, customer)
+    await put_mapping(api, org, MAPPING)
+    first = await training.train(wh, org.id, opt, seed=1)
+    before = await cells_of(conn, opt)
+    # The metric now sleeps inside the chunk statement (an init plan: run even when the chunk
+    # has no rewards), long enough to be caught at it.
+    await conn.execute(
+        "UPDATE metrics SET sql = $2 WHERE organization_id = $1",
+        org.id,
+        "SELECT user_id, ts, amount FROM purchases "
+        "WHERE ts >= @start_date AND (SELECT pg_sleep(5)) IS NOT NULL",
+    )
+
+    async def kill_the_pass() -> bool:
+        killer = await asyncpg.connect(customer)
+        try:
+            for _ in range(400):
+                if await killer.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE usename = 'reader' AND query LIKE '%pg_sleep(5)%' AND state = 'active'"
+                ):
+                    return True
+                await asyncio.sleep(0.025)
+            return False
+        finally:
+            await killer.close()
+
+    # In a thread of its own: the test client's request holds this event loop while it runs.
+    killed: list[bool] = []
+    thread = threading.Thread(target=lambda: killed.append(asyncio.run(kill_the_pass())))
+    thread.start()
+    model_id = await conn.fetchval("SELECT id FROM models WHERE optimization_id = $1", opt)
+    response = await api.post(f"/api/v2/models/{model_id}/train?rebuild=true", headers=org.headers)
+    thread.join()
+    assert killed == [True], "the pass's statement was never seen running"
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "warehouse_unavailable"
+    assert await cells_of(conn, opt) == before
+    current = await conn.fetchval("SELECT current_version FROM models WHERE id = $1", model_id)
+    assert current == first.version
+    await conn.execute(
+        "UPDATE metrics SET sql = $2 WHERE organization_id = $1", org.id, PURCHASES_SQL
+    )
+    again = await training.train(wh, org.id, opt, seed=1)
+    assert again.version == first.version + 1
