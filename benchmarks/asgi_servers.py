@@ -24,7 +24,7 @@ from benchmarks.loadgen import Load, run_load
 from benchmarks.server import UNLIMITED_SERVES, start_levered
 from benchmarks.serving import seed_database
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, scratch_dir
 
 CONFIGURATIONS = (("granian", "uvloop"), ("granian", "asyncio"), ("uvicorn", "uvloop"))
 RETURNING = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
-    with EmbeddedPostgres(reachable_tempdir("levered-bench-") / "data") as database:
+    with scratch_dir("levered-bench-") as root, EmbeddedPostgres(root / "data") as database:
         seeded = asyncio.run(seed_database(database.url, [12], np.random.default_rng(7)))
         results = {
             f"{asgi} + {loop}": measure(

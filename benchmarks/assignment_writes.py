@@ -28,7 +28,7 @@ import numpy as np
 from benchmarks.serving import seed_database
 from levered.db import serving as db
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import reachable_tempdir
+from levered.db.embedded_host import scratch_dir
 from levered.db.pool import connect
 from levered.services.random_ids import time_ordered_hex
 
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with EmbeddedPostgres(reachable_tempdir("levered-bench-assign-") / "data") as database:
+    with scratch_dir("levered-bench-assign-") as root, EmbeddedPostgres(root / "data") as database:
         timings = asyncio.run(run(database.url, args.rows, args.batch, args.rounds))
     print(
         f"COPY of {args.rows:,} assignment rows in batches of {args.batch}, {args.rounds} "

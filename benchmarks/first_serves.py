@@ -34,7 +34,7 @@ from benchmarks.loadgen import Load, run_load
 from benchmarks.server import UNLIMITED_SERVES, start_levered
 from benchmarks.serving import UNIQUE_ID_LUA, seed_database, start_post_floor, wrk_script
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, scratch_dir
 from levered.db.pool import connect
 
 RETURNING = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'
@@ -91,7 +91,7 @@ def main() -> None:
     returning = {n: Series() for n in variants}
     fresh = {n: Series() for n in variants}
     busy: dict[str, list[float]] = {}
-    with EmbeddedPostgres(reachable_tempdir("levered-bench-first-") / "data") as database:
+    with scratch_dir("levered-bench-first-") as root, EmbeddedPostgres(root / "data") as database:
         optimizations = asyncio.run(seed_database(database.url, variants, rng))
         port, floor_port = free_port(), free_port()
         server = start_levered(

@@ -58,7 +58,7 @@ from benchmarks.loadgen import parse_wrk
 from benchmarks.server import start_levered
 from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, scratch_dir
 from levered.db.pool import connect, create_pool
 from levered.services.tokens import digest, new_api_key
 
@@ -326,12 +326,14 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    root = reachable_tempdir("levered-bench-ingest-")
     copies: list[Run] = []
     posts: list[Run] = []
     resends: list[Run] = []
     checks: list[str] = []
-    with EmbeddedPostgres(root / "data", durable=True) as database:
+    with (
+        scratch_dir("levered-bench-ingest-") as root,
+        EmbeddedPostgres(root / "data", durable=True) as database,
+    ):
         url = database.url
         org, opt, key = asyncio.run(setup(url))
         template = root / "body-template.json"

@@ -54,7 +54,7 @@ from levered.bandit.posterior import Posterior
 from levered.bandit.sampler import warm_up
 from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, scratch_dir
 from levered.db.pool import connect
 from levered.server.run import default_loop
 from levered.services.serving import clean_context, decide
@@ -304,7 +304,7 @@ def http_benchmark(
     returning = '{"anonymous_id":"bench-user","context":{"segment":"a"}}'
     fresh = '{"context":{"segment":"a"}}'
     load_before = _loadavg()
-    with EmbeddedPostgres(reachable_tempdir("levered-bench-serve-") / "data") as database:
+    with scratch_dir("levered-bench-serve-") as root, EmbeddedPostgres(root / "data") as database:
         optimizations = asyncio.run(seed_database(database.url, variants, rng))
         port = free_port()
         base = f"http://127.0.0.1:{port}"

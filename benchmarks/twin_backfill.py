@@ -27,7 +27,7 @@ from uuid import UUID, uuid4
 
 from benchmarks.ingest import setup
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import reachable_tempdir
+from levered.db.embedded_host import scratch_dir
 from levered.db.pool import connect
 from levered.db.warehouse import INSERT_EXPOSURES_WITHOUT_SERVED_TWINS, TWIN_WINDOW
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    with EmbeddedPostgres(reachable_tempdir("levered-bench-twins-") / "data") as database:
+    with scratch_dir("levered-bench-twins-") as root, EmbeddedPostgres(root / "data") as database:
         times = asyncio.run(run(database.url, args.batches, args.batch))
     rows = args.batches * args.batch
     print(f"{args.batches} batches of {args.batch} rows per statement, one timestamp, no ANALYZE")

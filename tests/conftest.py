@@ -28,7 +28,7 @@ from litestar.testing import AsyncTestClient
 
 from levered.db import migrations
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import free_port, reachable_tempdir
+from levered.db.embedded_host import free_port, reachable_tempdir, scratch_dir
 from levered.db.pool import connect
 from levered.server.app import create_app
 from levered.services.passwords import hash_password
@@ -49,11 +49,12 @@ def postgres_url() -> Iterator[str]:
     if external:
         yield external
         return
-    server = EmbeddedPostgres(reachable_tempdir("levered-test-") / "data", durable=False)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with scratch_dir("levered-test-") as root:
+        server = EmbeddedPostgres(root / "data", durable=False)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +100,12 @@ def chdb_store() -> Iterator[tuple[Path, Any]]:
     engine per process, on one directory."""
     from tests.clickhouse_store import build
 
-    root = reachable_tempdir("levered-chdb-")
-    writer = build(root / "shop")
-    try:
-        yield root / "shop", writer
-    finally:
-        writer.close()
+    with scratch_dir("levered-chdb-") as root:
+        writer = build(root / "shop")
+        try:
+            yield root / "shop", writer
+        finally:
+            writer.close()
 
 
 @pytest.fixture

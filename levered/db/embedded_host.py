@@ -15,6 +15,7 @@ import shutil
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,18 @@ def reachable_tempdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(stat.S_IRWXU | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """:func:`reachable_tempdir`, removed with everything in it on leaving: benchmarks and test
+    sessions keep whole clusters there (gigabytes for the ingestion benchmark), which piled up
+    in the temp directory run after run until it was full."""
+    path = reachable_tempdir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:
