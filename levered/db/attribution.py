@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -181,6 +181,16 @@ class Exposures:
     arrivals: bool = True
     """The relation has ``received_at`` and transaction ids, so late events can be found; a
     customer's table has neither (each pass re-reads the reload buffer instead)."""
+    row_key: str = "x.ctid"
+    """What names one exposure row to match it with its credits (the observations page): a
+    customer's rows are named by their columns, as text."""
+    row_key_type: str = "tid"
+    variant: str = "x.variant"
+    """The variant as JSON; NULL on a customer's table (the caller names it by its number)."""
+
+    def for_page(self) -> Exposures:
+        """These exposures with credits keyed by :attr:`row_key` (the observations page)."""
+        return replace(self, key=self.row_key)
 
 
 MANAGED_EXPOSURES: Final = Exposures("warehouse.exposures")
@@ -232,24 +242,25 @@ class Arm:
 COUNT_EXPOSURES: Final = """
 SELECT count(*) FILTER (WHERE "timestamp" + make_interval(secs => $2) <= $3) AS matured,
        count(*) FILTER (WHERE "timestamp" + make_interval(secs => $2) > $3) AS pending
-FROM warehouse.exposures
+FROM {exposures} AS x
 WHERE optimization_id = $1 AND "timestamp" <= $3
 """
 
 PAGE_EXPOSURES: Final = """
-SELECT x.ctid AS exposure, x.anonymous_id, x.variant_number, x.variant, x.context,
+SELECT {key} AS exposure, x.anonymous_id, x.variant_number, {variant} AS variant, x.context,
        x."timestamp", x.holdout
-FROM warehouse.exposures AS x
+FROM {exposures} AS x
 WHERE x.optimization_id = $1 AND x."timestamp" + make_interval(secs => $2) <= $3
-ORDER BY x."timestamp" DESC, x.anonymous_id, x.ctid
+ORDER BY x."timestamp" DESC, x.anonymous_id, {key}
 LIMIT $4 OFFSET $5
 """
-"""Matured exposures, newest first; ``ctid`` breaks ties so pages never overlap."""
+"""Matured exposures, newest first; the row key (``ctid``) breaks ties so pages never
+overlap."""
 
 PAGE_CREDITS: Final = """WITH {credited}
 SELECT exposure, credited_rows, value_sum, value_max
 FROM credited
-WHERE exposure = ANY($6::tid[])"""
+WHERE exposure = ANY($6::{key_type}[])"""
 """Credits of one page's exposures: only the page's users' reward rows ($5), only from the
 page's oldest exposure on (``@start_date``): what the page needs, computed exactly as for
 cells — their rewards may still be credited to later exposures outside the page."""
@@ -261,7 +272,8 @@ PAGE_PARAMS: Final = 6
 class ObservationRow:
     anonymous_id: str
     variant_number: int
-    variant: dict[str, Any]
+    variant: dict[str, Any] | None
+    """None when read from a customer's table: the caller names it by its number."""
     context: dict[str, Any]
     timestamp: datetime
     holdout: bool
@@ -288,18 +300,25 @@ async def observation_page(
     offset: int,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     rows_params: Callable[[datetime], Awaitable[tuple[Any, ...]]] | None = None,
+    exposures: Exposures = MANAGED_EXPOSURES,
 ) -> ObservationPage:
     """One page of matured exposures (newest first) with their attributed reward.
 
     ``rows_params``: for rows bound as parameters (a connected warehouse), what to bind after
-    the credits statement's own :data:`PAGE_PARAMS`, given the page's oldest exposure time."""
+    the credits statement's own :data:`PAGE_PARAMS`, given the page's oldest exposure time.
+    ``exposures``: where they are read (a customer's rows come with ``variant`` None)."""
     window = _window_seconds(optimization)
     counts = await tenant.fetchrow(
-        COUNT_EXPOSURES, optimization.id, window, as_of, timeout=_client_timeout(timeout_s)
+        COUNT_EXPOSURES.format(exposures=exposures.relation),
+        optimization.id,
+        window,
+        as_of,
+        timeout=_client_timeout(timeout_s),
     )
     assert counts is not None
+    keyed = exposures.for_page()
     page = await tenant.fetch(
-        PAGE_EXPOSURES,
+        PAGE_EXPOSURES.format(key=keyed.key, variant=keyed.variant, exposures=keyed.relation),
         optimization.id,
         window,
         as_of,
@@ -314,7 +333,10 @@ async def observation_page(
         found = await fetch_metric_query(
             tenant,
             PAGE_CREDITS.format(
-                credited=credited_ctes(rows_sql, "\n      AND r.anonymous_id = ANY($5::text[])")
+                credited=credited_ctes(
+                    rows_sql, "\n      AND r.anonymous_id = ANY($5::text[])", keyed
+                ),
+                key_type=keyed.row_key_type,
             ),
             oldest,
             optimization.id,

@@ -123,10 +123,7 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
         409: "Only drafts can be deleted: archive it instead.",
     },
     "GET /api/v2/optimizations/{optimization_id}/variants": {},
-    "GET /api/v2/optimizations/{optimization_id}/observations": {
-        409: NO_METRIC + " Or `not_available`: the organization's exposures are a table of "
-        "its own in its connected warehouse, which this listing does not read."
-    },
+    "GET /api/v2/optimizations/{optimization_id}/observations": {409: NO_METRIC},
     "GET /api/v2/optimizations/{optimization_id}/results": {
         409: "The reward metric cannot be read (e.g. " + NOT_MANAGED + ")",
     },

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from levered.bandit.cells import NO_CONTEXT, Cells
+from levered.bandit.variants import VariantSpace
 from levered.db import attribution as db
 from levered.db import cell_passes as passes
 from levered.db import cell_store
@@ -324,17 +325,8 @@ async def list_observations(
     timeout_s = wh.limits.timeout_s
     async with (
         reward_source.open_source(wh, organization_id, metric, timeout_s, optimization) as source,
-        wh.exposures_session(organization_id) as tenant,
-        db.attribution_transaction(tenant, optimization.id, timeout_s=timeout_s) as tenant,
+        reward_source.snapshot(wh, organization_id, optimization.id, source, timeout_s) as tenant,
     ):
-        if source.customer is not None:
-            raise Conflict(
-                "the observations listing reads the exposures Levered records, and this "
-                "organization's exposures are its own table in the connected warehouse; "
-                "list them there with `levered warehouse query`, or read the optimization's "
-                "results, which come from that table",
-                code="not_available",
-            )
         fetch = source.fetch
 
         async def bound(oldest: datetime) -> tuple[Any, ...]:
@@ -351,12 +343,14 @@ async def list_observations(
             offset=(page - 1) * size,
             timeout_s=timeout_s,
             rows_params=None if fetch is None else bound,
+            exposures=source.exposures,
         )
+    space = VariantSpace.of(optimization.design_factors)
     observations = [
         Observation(
             anonymous_id=row.anonymous_id,
             variant_number=row.variant_number,
-            variant=row.variant,
+            variant=space.variant(row.variant_number) if row.variant is None else row.variant,
             context=row.context,
             timestamp=row.timestamp,
             holdout=row.holdout,

@@ -272,7 +272,15 @@ async def _native(
         None,
         _identity(remote),
         RELOAD,
-        Exposures(relation, key="0", arrivals=False),
+        Exposures(
+            relation,
+            key="0",
+            arrivals=False,
+            row_key='ROW(x.anonymous_id, x."timestamp", x.variant_number, x.holdout, '
+            "x.context)::text",
+            row_key_type="text",
+            variant="NULL::jsonb",
+        ),
         conn,
         remote.dataset_id,
     )

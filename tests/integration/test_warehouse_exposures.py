@@ -174,12 +174,26 @@ async def test_the_customers_exposures_table_gives_the_managed_cells(
     assert (await extend(wh, conn, native_org, opts[native_org.id])).rebuilt
     assert await same_cells() == second
 
-    # The observations listing reads Levered's own exposures: it says so rather than list none.
-    listed = await api.get(
-        f"/api/v2/optimizations/{opts[native_org.id]}/observations", headers=native_org.headers
-    )
-    assert listed.status_code == 409, listed.text
-    assert "warehouse query" in listed.json()["error"]["message"]
+    # The observations listing pages through the customer's table like through Levered's.
+    pages = []
+    for who in everyone:
+        listed = await api.get(
+            f"/api/v2/optimizations/{opts[who.id]}/observations?size=100&page=2",
+            headers=who.headers,
+        )
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        pages.append(
+            (
+                body["total"],
+                [
+                    (o["anonymous_id"], o["variant"], o["context"], o["holdout"], o["reward"])
+                    for o in body["observations"]
+                ],
+            )
+        )
+    assert pages[0] == pages[1] and len(pages[0][1]) == 100
+    assert any(reward for *_, reward in pages[0][1])
 
     # 4. Back to Levered's own exposures (none left there): a rebuild to no exposures.
     cleared = await api.delete(f"{URL}/exposures", headers=native_org.headers)
