@@ -39,7 +39,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from uuid import UUID
 
@@ -48,6 +48,7 @@ import msgspec
 
 from levered.db import (
     Connection,
+    cell_passes,
     connected_postgres,
     connections,
     native_exposures,
@@ -67,10 +68,8 @@ RELOAD: Final = timedelta(hours=6)
 RELOAD_POLL: Final = timedelta(hours=1)
 """With no new exposures, the scheduler still retrains a connected warehouse's optimization
 this often: rewards may have landed in the warehouse meanwhile."""
-NATIVE_POLL: Final = timedelta(minutes=10)
-"""How often the scheduler retrains an optimization whose exposures are the customer's own
-table: new exposures land there unseen, and a pass over nothing new costs only the reload
-buffer's re-read."""
+CHECK_TIMEOUT_S: Final = 10.0
+"""The scheduler's look for new exposures in a customer's table (one EXISTS)."""
 CHUNK_PARAMS: Final = 8
 """Parameters of :func:`levered.db.cell_passes.chunk` before the bound rows."""
 
@@ -216,6 +215,32 @@ async def open_source(
             return (ids, times, values)
 
         yield RewardSource(bound_rows_sql(CHUNK_PARAMS), fetch, _identity(remote), RELOAD)
+
+
+async def native_matured(
+    wh: Warehouse, organization_id: UUID, optimization: OptimizationSpec, after: datetime
+) -> bool:
+    """Whether the organization's own exposures table has exposures of ``optimization`` that
+    matured since ``after`` (the scheduler's check: one short read-only statement there).
+    False when the organization reads no such table."""
+    remote = await wh.connected(organization_id)
+    if remote is None or remote.exposures is None or isinstance(remote.target, ClickHouseTarget):
+        return False
+    window = timedelta(hours=optimization.conversion_window_hours)
+    async with connected.session(remote) as conn:
+        types = await native_exposures.column_types(conn, remote.dataset_id, remote.exposures)
+        relation = native_exposures.relation_sql(
+            remote.dataset_id, remote.exposures, types, optimization.design_factors
+        )
+        limits = sandbox.Limits(timeout_s=CHECK_TIMEOUT_S)
+        async with sandbox.read_only(conn, limits, schema=remote.dataset_id):
+            return await cell_passes.any_matured(
+                conn,
+                optimization.id,
+                after,
+                datetime.now(UTC) - window,
+                Exposures(relation, arrivals=False),
+            )
 
 
 def _gone() -> Unavailable:

@@ -13,9 +13,10 @@ as-of time of the version):
 - it has no version yet and has matured exposures, or
 - its rewards come from a connected warehouse (no arrival times Levered can read) and the
   version is older than :data:`levered.services.reward_source.RELOAD_POLL`, or
-- its exposures are the customer's own table in the connected warehouse, which Levered cannot
-  watch from here: it has no version yet, or the version is older than
-  :data:`levered.services.reward_source.NATIVE_POLL`.
+- its exposures are the customer's own table in the connected warehouse: it has no version
+  yet, or exposures matured there since (one EXISTS in the customer's database,
+  :func:`levered.services.reward_source.native_matured`), or the version is older than
+  :data:`levered.services.reward_source.RELOAD_POLL`.
 
 After the trainings, each live optimization with an ``auto_pause`` guardrail is judged
 (:func:`levered.services.guardrails.run_scheduled`), so a violated one pauses within an interval.
@@ -38,9 +39,9 @@ from uuid import UUID
 
 from levered.db import Connection
 from levered.db import models as db
-from levered.db.attribution import find_target
+from levered.db.attribution import OptimizationSpec, find_target
 from levered.db.cell_passes import EPOCH
-from levered.errors import Conflict
+from levered.errors import Conflict, Unavailable, ValidationError
 from levered.services import guardrails, reward_source, training
 from levered.services.cells import LATE_MARGIN, fingerprint
 from levered.services.warehouse import Warehouse
@@ -53,17 +54,17 @@ async def due(wh: Warehouse) -> list[tuple[UUID, UUID]]:
     out: list[tuple[UUID, UUID]] = []
     async with wh.pool.acquire() as conn:
         for row in await db.scheduler_candidates(conn):
-            if await _has_new_data(conn, row):
+            if await _has_new_data(wh, conn, row):
                 out.append((row["organization_id"], row["optimization_id"]))
     return out
 
 
-async def _has_new_data(conn: Connection, row: Any) -> bool:
+async def _has_new_data(wh: Warehouse, conn: Connection, row: Any) -> bool:
     organization_id, optimization_id = row["organization_id"], row["optimization_id"]
     source = await reward_source.identity(conn, organization_id)
     native = reward_source.is_native(source)
     if native and row["version"] is None:
-        return True  # its exposures are in the customer's table: Levered cannot see them here
+        return True  # its exposures are in the customer's table, not counted from here
     through = row["trained_through"] or EPOCH
     if not native and await db.new_matured(conn, optimization_id, through, row["window_seconds"]):
         return True
@@ -78,9 +79,10 @@ async def _has_new_data(conn: Connection, row: Any) -> bool:
         and fingerprint(found[0], found[1], source) != stored_fp
     ):
         return True
-    if source != "managed":  # no arrival times to read: poll
-        poll = reward_source.NATIVE_POLL if native else reward_source.RELOAD_POLL
-        return bool(row["trained_as_of"] <= datetime.now(UTC) - poll)
+    if source != "managed":  # no arrival times to read: poll (reward_source.RELOAD_POLL)
+        if row["trained_as_of"] <= datetime.now(UTC) - reward_source.RELOAD_POLL:
+            return True
+        return native and found is not None and await _native_matured(wh, row, found[0])
     seen_below = row["trained_seen_below"]
     # Without the snapshot's xmin (a version trained before it was recorded), only what is
     # newer than the marker counts: the margin's events would look late on every check.
@@ -88,6 +90,17 @@ async def _has_new_data(conn: Connection, row: Any) -> bool:
     return await db.new_late(
         conn, organization_id, optimization_id, since, row["trained_as_of"], seen_below
     )
+
+
+async def _native_matured(wh: Warehouse, row: Any, optimization: OptimizationSpec) -> bool:
+    """New matured exposures in the customer's own table; a table that cannot be read now is
+    logged and not due (the hourly poll retries it and reports why)."""
+    through = row["trained_through"] or EPOCH
+    try:
+        return await reward_source.native_matured(wh, row["organization_id"], optimization, through)
+    except (Unavailable, ValidationError, Conflict) as exc:
+        log.warning("cannot look for new exposures of %s: %s", optimization.id, exc.message)
+        return False
 
 
 async def run_once(wh: Warehouse) -> int:

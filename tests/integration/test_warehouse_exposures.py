@@ -292,8 +292,9 @@ async def test_the_scheduler_trains_an_optimization_on_its_own_exposures_table(
     customer: str,
     shop: asyncpg.Connection,
 ) -> None:
-    """Levered cannot see new rows in the customer's table, so it polls: due with no version,
-    not due right after training, due again once the version is older than the poll."""
+    """Due with no version; not due right after training; due once an exposure matured in the
+    customer's table (the scheduler looks there) or the version is older than the hourly
+    poll (rewards may have landed); a table that stopped reading as mapped is not due."""
     opt = await traffic(conn, org, users=60, seed=4)
     await move_rewards(conn, org, shop)
     await move_exposures(conn, org, shop)
@@ -304,10 +305,39 @@ async def test_the_scheduler_trains_an_optimization_on_its_own_exposures_table(
     version = await training.train(wh, org.id, opt, seed=1)
     assert sum(version.counts["exposures"].values()) == 60
     assert (org.id, opt) not in await scheduler.due(wh)
+    # The version's data as if trained an hour earlier, and an exposure of that hour, whose
+    # one-hour window has just closed, lands in the customer's table: due.
+    await conn.execute(
+        "UPDATE model_versions "
+        "SET counts = jsonb_set(counts, '{data_through}', to_jsonb($1::text)) "
+        "WHERE model_id IN (SELECT id FROM models WHERE optimization_id = $2)",
+        (datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+        opt,
+    )
+    assert (org.id, opt) not in await scheduler.due(wh)
+    await shop.execute(
+        "INSERT INTO analytics.app_exposures SELECT 'late-user', optimization, shown, "
+        "shown_number, context, now() - interval '61 minutes', holdout "
+        "FROM analytics.app_exposures WHERE optimization = $1 LIMIT 1",
+        opt,
+    )
+    assert (org.id, opt) in await scheduler.due(wh)
+    assert await scheduler.run_once(wh) == 1
+    assert (org.id, opt) not in await scheduler.due(wh)
+    # The table renamed under Levered: logged, not due (training would only fail).
+    await shop.execute("ALTER TABLE analytics.app_exposures RENAME TO gone")
+    try:
+        await shop.execute(
+            "INSERT INTO analytics.gone SELECT 'later-user', optimization, shown, shown_number, "
+            "context, now() - interval '61 minutes', holdout FROM analytics.gone LIMIT 1"
+        )
+        assert (org.id, opt) not in await scheduler.due(wh)
+    finally:
+        await shop.execute("ALTER TABLE analytics.gone RENAME TO app_exposures")
     await conn.execute(
         "UPDATE model_versions SET window_end = $1 "
         "WHERE model_id IN (SELECT id FROM models WHERE optimization_id = $2)",
-        datetime.now(UTC) - timedelta(minutes=11),
+        datetime.now(UTC) - timedelta(minutes=61),
         opt,
     )
     assert (org.id, opt) in await scheduler.due(wh)
