@@ -187,6 +187,9 @@ class Exposures:
     row_key_type: str = "tid"
     variant: str = "x.variant"
     """The variant as JSON; NULL on a customer's table (the caller names it by its number)."""
+    subject: str = "the reward metric's SQL"
+    """What a failing attribution statement is said to have failed on: over a customer's
+    table, a bad row there (text that is not JSON) fails it as the metric would."""
 
     def for_page(self) -> Exposures:
         """These exposures with credits keyed by :attr:`row_key` (the observations page)."""
@@ -346,6 +349,7 @@ async def observation_page(
             [row["exposure"] for row in page],
             *extra,
             timeout_s=timeout_s,
+            subject=keyed.subject,
         )
         credits = {row["exposure"]: row for row in found}
     rows: list[ObservationRow] = []
@@ -416,7 +420,11 @@ def _client_timeout(timeout_s: float) -> float:
 
 
 async def fetch_metric_query(
-    tenant: Connection, sql: str, *args: object, timeout_s: float
+    tenant: Connection,
+    sql: str,
+    *args: object,
+    timeout_s: float,
+    subject: str = MANAGED_EXPOSURES.subject,
 ) -> list[asyncpg.Record]:
     """Run a query that contains the metric's SQL; its failures become a 409 that says why.
 
@@ -428,7 +436,7 @@ async def fetch_metric_query(
         return await tenant.fetch(sql, *args, timeout=_client_timeout(timeout_s))
     except (asyncpg.QueryCanceledError, TimeoutError) as exc:
         raise Conflict(
-            f"the reward metric's SQL did not finish within {timeout_s:g} s "
+            f"{subject} did not finish within {timeout_s:g} s "
             "(statement timeout); make it cheaper, e.g. filter on @start_date",
             code="metric_timeout",
             details={"sqlstate": "57014", "timeout_s": timeout_s},
@@ -439,7 +447,7 @@ async def fetch_metric_query(
             raise transient from exc
         reason = sandbox.sql_error(exc)
         raise Conflict(
-            f"the reward metric's SQL failed during attribution: {reason.message}",
+            f"{subject} failed during attribution: {reason.message}",
             code="metric_failed",
             details=reason.details,
         ) from exc

@@ -401,6 +401,7 @@ async def chunk(
         frontier,
         *rows_params,
         timeout_s=timeout_s,
+        subject=exposures.subject,
     )
     cells: list[tuple[Any, ...]] = []
     users: list[tuple[Any, ...]] = []

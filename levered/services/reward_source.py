@@ -305,6 +305,7 @@ async def _native(
             "x.context)::text",
             row_key_type="text",
             variant="NULL::jsonb",
+            subject="the reward metric's SQL or the exposures table (as mapped)",
         ),
         conn,
         remote.dataset_id,

@@ -430,3 +430,39 @@ async def test_the_customers_database_dropping_mid_pass_stores_nothing(
     )
     again = await training.train(wh, org.id, opt, seed=1)
     assert again.version == first.version + 1
+
+
+async def test_a_bad_row_in_the_table_fails_training_naming_the_table(
+    api: AsyncTestClient[Any],
+    wh: Warehouse,
+    conn: asyncpg.Connection,
+    org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+) -> None:
+    """A text context that is not JSON fails the pass inside the customer's database: a 409
+    that names the exposures table as well as the metric, and nothing stored."""
+    opt = await traffic(conn, org, users=30, seed=8)
+    await move_rewards(conn, org, shop)
+    await move_exposures(conn, org, shop)
+    await shop.execute(
+        "DROP TABLE IF EXISTS analytics.text_exposures; "
+        "CREATE TABLE analytics.text_exposures AS SELECT user_id, optimization, shown, "
+        "context::text AS context, at, holdout FROM analytics.app_exposures; "
+        "UPDATE analytics.text_exposures SET context = '{country: US' "
+        "WHERE ctid = (SELECT min(ctid) FROM analytics.text_exposures); "
+        "GRANT SELECT ON analytics.text_exposures TO reader"
+    )
+    try:
+        await connect_postgres_with_metric(api, conn, org, customer)
+        await put_mapping(api, org, {**MAPPING, "table": "text_exposures"})
+        model_id = await conn.fetchval("SELECT id FROM models WHERE optimization_id = $1", opt)
+        response = await api.post(f"/api/v2/models/{model_id}/train", headers=org.headers)
+        assert response.status_code == 409, response.text
+        error = response.json()["error"]
+        assert error["code"] == "metric_failed"
+        assert "the exposures table (as mapped)" in error["message"]
+        assert "json" in error["message"]
+        assert await cells_of(conn, opt) == []
+    finally:
+        await shop.execute("DROP TABLE analytics.text_exposures")
