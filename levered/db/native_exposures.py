@@ -22,6 +22,7 @@ range) is not an exposure of it and is skipped, as are rows without a user or a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -48,9 +49,13 @@ ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
 UUID_PATTERN: Final = "^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$"
 
 
-def _base(type_name: str) -> str:
-    """``character varying(40)`` → ``character varying``."""
-    return type_name.split("(", 1)[0].strip()
+MODIFIER: Final = re.compile(r"\(\d+(?:,\d+)?\)")
+
+
+def base_type(type_name: str) -> str:
+    """The type without its modifier: ``character varying(40)`` → ``character varying``,
+    ``timestamp(3) with time zone`` → ``timestamp with time zone``."""
+    return " ".join(MODIFIER.sub("", type_name).split())
 
 
 async def column_types(
@@ -58,7 +63,9 @@ async def column_types(
 ) -> dict[str, str]:
     """The base type of each mapped column; a 400 naming the field when the table cannot be
     read, a column is missing or its type cannot hold what the field needs."""
-    found = {row["name"]: _base(row["type"]) for row in await pg.columns(conn, schema, table.table)}
+    found = {
+        row["name"]: base_type(row["type"]) for row in await pg.columns(conn, schema, table.table)
+    }
     if not found:
         raise ValidationError.at(
             "$.table",

@@ -466,3 +466,10 @@ async def test_a_bad_row_in_the_table_fails_training_naming_the_table(
         assert await cells_of(conn, opt) == []
     finally:
         await shop.execute("DROP TABLE analytics.text_exposures")
+
+
+def test_column_types_are_judged_without_their_modifiers() -> None:
+    assert native_exposures.base_type("character varying(40)") == "character varying"
+    assert native_exposures.base_type("timestamp(3) with time zone") == "timestamp with time zone"
+    assert native_exposures.base_type("numeric(10,2)") == "numeric"
+    assert native_exposures.base_type("jsonb") == "jsonb"
