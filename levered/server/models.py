@@ -106,7 +106,8 @@ class ModelController(Controller):
         "/{model_id:uuid}/train",
         summary="Train now and publish a new version (serving picks it up within seconds). "
         "409 `training_in_progress` when another run holds the model, `no_reward_metric`, "
-        "`metric_failed`, `training_failed` (the model is then `failed`).",
+        "`metric_failed`, `exposures_table_invalid`, `training_failed` (the model is then "
+        "`failed`).",
         description='Optional body `{"bias": {factor: b}}` (0 ≤ b ≤ 10): widen the posterior '
         "of each named design factor's effects (sd × (1 + b), means unchanged) so Thompson "
         "sampling explores its levels more. Without `bias` the current version's bias is kept "

@@ -169,7 +169,8 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
     "GET /api/v2/models/{model_id}/state": {},
     "POST /api/v2/models/{model_id}/train": {
         409: "`training_in_progress`, `no_reward_metric`, `metric_failed`, `training_failed`, "
-        "or the model was deleted while training.",
+        "`exposures_table_invalid` (the organization's own exposures table no longer reads as "
+        "mapped), or the model was deleted while training.",
     },
     "DELETE /api/v2/models/{model_id}": {},
 }

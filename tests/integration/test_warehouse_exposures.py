@@ -332,6 +332,12 @@ async def test_the_scheduler_trains_an_optimization_on_its_own_exposures_table(
             "context, now() - interval '61 minutes', holdout FROM analytics.gone LIMIT 1"
         )
         assert (org.id, opt) not in await scheduler.due(wh)
+        model_id = await conn.fetchval("SELECT id FROM models WHERE optimization_id = $1", opt)
+        refused = await api.post(f"/api/v2/models/{model_id}/train", headers=org.headers)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "exposures_table_invalid"
+        assert "no table or view 'app_exposures'" in error["message"]
     finally:
         await shop.execute("ALTER TABLE analytics.gone RENAME TO app_exposures")
     await conn.execute(
