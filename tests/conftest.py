@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,19 @@ from levered.services.passwords import hash_password
 from levered.services.tokens import digest, new_api_key
 from levered.settings import Settings
 from tests.customer import customer_cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tempdir() -> Iterator[Path]:
+    """Every temporary directory of the session (clusters, servers' data directories, logs)
+    inside one that is removed at its end: runs no longer pile up in the temp directory."""
+    with scratch_dir("levered-tests-") as root:
+        before = tempfile.tempdir
+        tempfile.tempdir = str(root)
+        try:
+            yield root
+        finally:
+            tempfile.tempdir = before
 
 
 @pytest.fixture(scope="session")
