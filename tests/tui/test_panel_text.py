@@ -254,5 +254,10 @@ def test_warehouse_line_for_each_state() -> None:
     assert "postgres analytics at db.internal:5432/shop is not answering: cannot be reached" in text
     assert "[Errno 111]" in text  # escaped, not read as markup
     assert "serving goes on with each optimization's last model" in text
+    own = connected | {"exposures": {"table": "app_[b]exposures", "columns": {}}}
+    assert plain(warehouse_line(own)) == (
+        "warehouse: postgres analytics at db.internal:5432/shop, exposures from your table "
+        "app_[b]exposures answering"
+    )
     clickhouse = {"provider": "clickhouse", "healthy": True, "connection": {"url": "chdb:///x"}}
     assert plain(warehouse_line(clickhouse)) == "warehouse: clickhouse at chdb:///x answering"

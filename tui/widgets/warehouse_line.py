@@ -1,7 +1,8 @@
 """The overview's warehouse line: which connected warehouse the organization reads, and whether
 it answers.
 
-Shown only for a connected warehouse (a user's PostgreSQL or ClickHouse): the managed one is
+Shown only for a connected warehouse (a user's PostgreSQL or ClickHouse, and the table of
+their own exposures when training reads one): the managed one is
 Levered's own database, whose failures the status line already reports. The health comes from
 ``GET /api/v2/warehouse``, which runs a query on the warehouse as the organization — for a
 connected one a catalog listing, no counting — so asking it every refresh costs the warehouse
@@ -33,11 +34,13 @@ def warehouse_line(status: dict[str, Any] | None) -> str:
         else ""
     )
     at = f" at {escape(where)}" if where else ""
+    exposures = status.get("exposures")
+    reads = f", exposures from your table {escape(exposures['table'])}" if exposures else ""
     if status.get("healthy"):
-        return f"warehouse: {name}{at} [green]answering[/green]"
+        return f"warehouse: {name}{at}{reads} [green]answering[/green]"
     error = escape(status.get("error") or "no answer")
     return (
-        f"[bold red]warehouse: {name}{at} is not answering[/bold red]: {error}\n"
+        f"[bold red]warehouse: {name}{at}{reads} is not answering[/bold red]: {error}\n"
         "Training waits until it answers; serving goes on with each optimization's last model."
     )
 
