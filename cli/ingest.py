@@ -20,7 +20,7 @@ in two files are two real events (a user who signed up twice), and a content key
 the second. The price: a file that changed since its first run (appended to, re-exported) or
 that moved is a new upload, so its earlier lines would be stored again; send only the new part
 (``tail -n +N FILE | levered ingest rewards -``), or give events their own keys. The summary
-counts the events that had no timestamp, and says so.
+counts the stored events (not the rejected ones) that had no timestamp, and says so.
 """
 
 from __future__ import annotations
@@ -204,6 +204,8 @@ def _ingest(
     call(run, url_flag=url)
     elapsed = time.monotonic() - started
     progress(len(events), len(events), elapsed, final=True)
+    # Only what was stored carries the server's time: a rejected event carries nothing.
+    unstamped -= sum(1 for r in tally.rejected if r["event"].get("timestamp") is None)
     summary: dict[str, Any] = {
         "kind": kind,
         "events": len(events),

@@ -65,6 +65,11 @@ async def test_events_without_a_timestamp_are_reported(
     complete = _write(tmp_path / "stamped.ndjson", [stamped])
     quiet = await levered("ingest", "rewards", str(complete), env=env)
     assert "timestamp" not in quiet.stderr
+    # A rejected event carries no time at all: it is not counted as stamped by the server.
+    rejected = _write(tmp_path / "bad.ndjson", [stamped, {**SIGNUP, "value": "x"}])
+    bad = await levered("ingest", "rewards", str(rejected), "--json", env=env)
+    assert bad.code != 0 and bad.json()["rejected"] == 1
+    assert bad.json()["without_timestamp"] == 0 and "no timestamp" not in bad.stderr
 
 
 async def test_exposures_from_stdin(
