@@ -56,6 +56,8 @@ def list_(*, api_url_flag: ApiUrlFlag = None, json: JsonFlag = False) -> None:
         emit_json(body)
     else:
         emit_table(HEADERS, _rows(body["metrics"]))
+        if not body["metrics"]:
+            notice("no metrics yet: create one with `levered metrics create`")
 
 
 @app.command

@@ -46,6 +46,8 @@ def list_(
             for m in body["models"]
         ],
     )
+    if not body["models"]:
+        notice("no models yet: each optimization gets one when it is created")
 
 
 @app.command

@@ -73,6 +73,8 @@ def list_(
             for o in body["optimizations"]
         ],
     )
+    if not body["optimizations"]:
+        notice("no optimizations yet: create one with `levered optimizations create`")
 
 
 def _lift_cell(summary: dict[str, Any]) -> str:

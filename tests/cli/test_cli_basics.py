@@ -309,3 +309,24 @@ async def test_update_changes_settings_and_the_design_of_a_draft(
         "optimizations", "update", opt_id, "--holdout-percentage", "5", "--json", env=env
     )
     assert holdout.code == 0 and holdout.json()["holdout_percentage"] == 5
+
+
+async def test_empty_lists_say_how_to_start(cli_env: dict[str, str], org: Org) -> None:
+    """A new organization's lists: the header alone on stdout (scripts), the next step on
+    stderr; with rows there is no hint."""
+    env = cli_env | {"LEVERED_API_KEY": org.api_key}
+    for command, hint in (
+        ("metrics", "no metrics yet: create one with `levered metrics create`"),
+        ("optimizations", "no optimizations yet: create one with `levered optimizations create`"),
+        ("models", "no models yet"),
+    ):
+        listed = await levered(command, "list", env=env)
+        assert listed.code == 0, listed.stderr
+        assert len(listed.stdout.splitlines()) == 1 and hint in listed.stderr
+    created = await levered(
+        "metrics", "create", "--name", "Sign-ups", "--sql",
+        "SELECT anonymous_id, timestamp FROM rewards", "--anonymous-id-col", "anonymous_id",
+        "--timestamp-col", "timestamp", env=env,
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    assert "no metrics yet" not in (await levered("metrics", "list", env=env)).stderr
