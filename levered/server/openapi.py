@@ -144,7 +144,10 @@ OPERATIONS: Final[dict[str, dict[int, str]]] = {
     "GET /api/v2/warehouse": {},
     "PUT /api/v2/warehouse": {},
     "PUT /api/v2/warehouse/exposures": {
-        409: "`warehouse_not_connected` (the managed warehouse) or `not_supported` (ClickHouse)."
+        409: "`warehouse_not_connected` (the managed warehouse) or `not_supported` (ClickHouse).",
+        503: "`warehouse_unavailable`: the connected PostgreSQL could not be reached to check the "
+        "table (nothing was stored), or `unavailable`: Levered's database is busy; retry after "
+        "`Retry-After` seconds.",
     },
     "DELETE /api/v2/warehouse/exposures": {},
     "GET /api/v2/warehouse/tables": {409: NOT_MANAGED},

@@ -282,6 +282,19 @@ async def test_a_mapping_is_checked_before_it_is_stored(
     )
     assert missing.status_code == 400 and "anonymous_id" in missing.text
     assert (await api.get(URL, headers=org.headers)).json()["exposures"] is None
+    # The customer's database out of reach while checking: a retryable 503, nothing stored.
+    await conn.execute(
+        "UPDATE warehouse_connections SET settings = jsonb_set(settings, '{port}', '1') "
+        "WHERE organization_id = $1",
+        org.id,
+    )
+    unreachable = await api.put(put, json=MAPPING, headers=org.headers)
+    assert unreachable.status_code == 503, unreachable.text
+    assert unreachable.json()["error"]["code"] == "warehouse_unavailable"
+    stored = await conn.fetchval(
+        "SELECT exposures FROM warehouse_connections WHERE organization_id = $1", org.id
+    )
+    assert stored is None
 
 
 async def test_the_scheduler_trains_an_optimization_on_its_own_exposures_table(
