@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -40,6 +40,7 @@ import msgspec
 
 from levered.db import Connection, sandbox
 from levered.db.errors import translate
+from levered.db.exposure_relation import MANAGED_EXPOSURES, Exposures
 from levered.errors import Conflict
 from levered.schemas.metrics import Outcome
 
@@ -164,39 +165,6 @@ them), so a reader adds it to the exposures instead of joining them back by ``ct
 ``r.ts - window ≤ x.timestamp ≤ r.ts`` is the window condition rearranged so the index range
 scan can use it; the latest exposure at or before the reward is the only candidate, because
 if it is outside the window every earlier one is too."""
-
-
-@dataclass(frozen=True)
-class Exposures:
-    """Where a statement reads an optimization's exposures: Levered's own table, or a table of
-    the customer's in their connected PostgreSQL (:mod:`levered.db.native_exposures`)."""
-
-    relation: str
-    """SQL of a relation with ``optimization_id``, ``anonymous_id``, ``variant_number``,
-    ``context``, ``holdout`` and ``"timestamp"``."""
-    key: str = "x.ctid"
-    """What tells one exposure row (alias ``x``) from another with the same columns. A
-    customer's view has no ``ctid``: a constant groups credits by the exposure's columns, which
-    is the same, since the last-touch probe picks one of equal rows every time."""
-    arrivals: bool = True
-    """The relation has ``received_at`` and transaction ids, so late events can be found; a
-    customer's table has neither (each pass re-reads the reload buffer instead)."""
-    row_key: str = "x.ctid"
-    """What names one exposure row to match it with its credits (the observations page): a
-    customer's rows are named by their columns, as text."""
-    row_key_type: str = "tid"
-    variant: str = "x.variant"
-    """The variant as JSON; NULL on a customer's table (the caller names it by its number)."""
-    subject: str = "the reward metric's SQL"
-    """What a failing attribution statement is said to have failed on: over a customer's
-    table, a bad row there (text that is not JSON) fails it as the metric would."""
-
-    def for_page(self) -> Exposures:
-        """These exposures with credits keyed by :attr:`row_key` (the observations page)."""
-        return replace(self, key=self.row_key)
-
-
-MANAGED_EXPOSURES: Final = Exposures("warehouse.exposures")
 
 
 def credited_ctes(

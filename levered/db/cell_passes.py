@@ -25,13 +25,12 @@ import asyncpg
 from levered.db import Connection
 from levered.db.attribution import (
     BEGINNING,
-    MANAGED_EXPOSURES,
-    Exposures,
     OptimizationSpec,
     RewardType,
     credited_ctes,
     fetch_metric_query,
 )
+from levered.db.exposure_relation import MANAGED_EXPOSURES, Exposures
 
 BUCKET: Final = timedelta(hours=1)
 """Cells are kept per hour of exposure time: the frontier's bucket is re-read on every pass, so

@@ -30,6 +30,7 @@ import asyncpg
 import msgspec
 
 from levered.db import connected_postgres as pg
+from levered.db.exposure_relation import Exposures
 from levered.db.sandbox import quote_ident
 from levered.errors import ValidationError
 from levered.schemas.warehouse import ExposureTable
@@ -88,6 +89,26 @@ async def column_types(
             )
         types[field] = found[column]
     return types
+
+
+async def exposures(
+    conn: asyncpg.Connection,
+    schema: str,
+    table: ExposureTable,
+    design_factors: Sequence[Mapping[str, Any]],
+) -> Exposures:
+    """The customer's table as the exposures a pass reads (:mod:`levered.db.exposure_relation`):
+    its column types read first (:func:`column_types`, a 400 when they no longer fit)."""
+    relation = relation_sql(schema, table, await column_types(conn, schema, table), design_factors)
+    return Exposures(
+        relation,
+        key="0",
+        arrivals=False,
+        row_key='ROW(x.anonymous_id, x."timestamp", x.variant_number, x.holdout, x.context)::text',
+        row_key_type="text",
+        variant="NULL::jsonb",
+        subject="the reward metric's SQL or the exposures table (as mapped)",
+    )
 
 
 def relation_sql(

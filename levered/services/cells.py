@@ -45,8 +45,9 @@ from levered.db import Connection
 from levered.db import attribution as attribution_db
 from levered.db import cell_passes as passes
 from levered.db import cell_store as store
-from levered.db.attribution import MANAGED_EXPOSURES, Exposures, MetricSpec, OptimizationSpec
+from levered.db.attribution import MetricSpec, OptimizationSpec
 from levered.db.cell_store import CellState
+from levered.db.exposure_relation import MANAGED_EXPOSURES, Exposures
 from levered.services import reward_source
 from levered.services.warehouse import Warehouse
 

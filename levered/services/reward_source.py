@@ -56,8 +56,9 @@ from levered.db import (
     sandbox,
 )
 from levered.db import attribution as attribution_db
-from levered.db.attribution import MANAGED_EXPOSURES, Exposures, MetricSpec, OptimizationSpec
+from levered.db.attribution import MetricSpec, OptimizationSpec
 from levered.db.clickhouse_engine import ClickHouseTarget, Unreachable
+from levered.db.exposure_relation import MANAGED_EXPOSURES, Exposures
 from levered.errors import Conflict, Unavailable, ValidationError
 from levered.services import clickhouse_metrics, connected, connected_clickhouse
 from levered.services.metrics import connected_rows_sql, metric_columns, metric_rows_sql
@@ -228,18 +229,11 @@ async def native_matured(
         return False
     window = timedelta(hours=optimization.conversion_window_hours)
     async with connected.session(remote) as conn:
-        types = await native_exposures.column_types(conn, remote.dataset_id, remote.exposures)
-        relation = native_exposures.relation_sql(
-            remote.dataset_id, remote.exposures, types, optimization.design_factors
-        )
+        exposures = await _table_exposures(conn, remote, optimization)
         limits = sandbox.Limits(timeout_s=CHECK_TIMEOUT_S)
         async with sandbox.read_only(conn, limits, schema=remote.dataset_id):
             return await cell_passes.any_matured(
-                conn,
-                optimization.id,
-                after,
-                datetime.now(UTC) - window,
-                Exposures(relation, arrivals=False),
+                conn, optimization.id, after, datetime.now(UTC) - window, exposures
             )
 
 
@@ -270,6 +264,25 @@ def _customer_faults(customer: asyncpg.Connection, *, alone: bool = False) -> It
         raise
 
 
+async def _table_exposures(
+    conn: asyncpg.Connection, remote: connected.Connected, optimization: OptimizationSpec
+) -> Exposures:
+    """The organization's own exposures table as mapped; 409 ``exposures_table_invalid`` when
+    it no longer reads so (renamed, a column dropped or retyped)."""
+    assert remote.exposures is not None
+    try:
+        return await native_exposures.exposures(
+            conn, remote.dataset_id, remote.exposures, optimization.design_factors
+        )
+    except ValidationError as exc:
+        raise Conflict(
+            f"the exposures table of the connected warehouse cannot be read as mapped: "
+            f"{exc.message}; map it again with `levered warehouse exposures set`",
+            code="exposures_table_invalid",
+            details=exc.details,
+        ) from exc
+
+
 async def _native(
     conn: asyncpg.Connection,
     remote: connected.Connected,
@@ -278,37 +291,10 @@ async def _native(
 ) -> RewardSource:
     """The source of a pass run inside the customer's database on their exposures table, the
     metric's rows inline (``rows_sql``)."""
-    assert remote.exposures is not None
-    try:
-        types = await native_exposures.column_types(conn, remote.dataset_id, remote.exposures)
-    except ValidationError as exc:
-        raise Conflict(
-            f"the exposures table of the connected warehouse cannot be read as mapped: "
-            f"{exc.message}; map it again with `levered warehouse exposures set`",
-            code="exposures_table_invalid",
-            details=exc.details,
-        ) from exc
+    exposures = await _table_exposures(conn, remote, optimization)
     await pool.init_connection(conn)  # contexts come back as dicts, as from Levered's store
-    relation = native_exposures.relation_sql(
-        remote.dataset_id, remote.exposures, types, optimization.design_factors
-    )
     return RewardSource(
-        rows_sql,
-        None,
-        _identity(remote),
-        RELOAD,
-        Exposures(
-            relation,
-            key="0",
-            arrivals=False,
-            row_key='ROW(x.anonymous_id, x."timestamp", x.variant_number, x.holdout, '
-            "x.context)::text",
-            row_key_type="text",
-            variant="NULL::jsonb",
-            subject="the reward metric's SQL or the exposures table (as mapped)",
-        ),
-        conn,
-        remote.dataset_id,
+        rows_sql, None, _identity(remote), RELOAD, exposures, conn, remote.dataset_id
     )
 
 

@@ -41,7 +41,7 @@ from levered.db import Connection
 from levered.db import models as db
 from levered.db.attribution import OptimizationSpec, find_target
 from levered.db.cell_passes import EPOCH
-from levered.errors import Conflict, Unavailable, ValidationError
+from levered.errors import Conflict, Unavailable
 from levered.services import guardrails, reward_source, training
 from levered.services.cells import LATE_MARGIN, fingerprint
 from levered.services.warehouse import Warehouse
@@ -98,7 +98,7 @@ async def _native_matured(wh: Warehouse, row: Any, optimization: OptimizationSpe
     through = row["trained_through"] or EPOCH
     try:
         return await reward_source.native_matured(wh, row["organization_id"], optimization, through)
-    except (Unavailable, ValidationError, Conflict) as exc:
+    except (Unavailable, Conflict) as exc:
         log.warning("cannot look for new exposures of %s: %s", optimization.id, exc.message)
         return False
 
