@@ -63,12 +63,11 @@ def postgres_url() -> Iterator[str]:
     if external:
         yield external
         return
-    with scratch_dir("levered-test-") as root:
-        server = EmbeddedPostgres(root / "data", durable=False)
-        try:
-            yield server.start()
-        finally:
-            server.stop()
+    server = EmbeddedPostgres(reachable_tempdir("levered-test-") / "data", durable=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -114,12 +113,12 @@ def chdb_store() -> Iterator[tuple[Path, Any]]:
     engine per process, on one directory."""
     from tests.clickhouse_store import build
 
-    with scratch_dir("levered-chdb-") as root:
-        writer = build(root / "shop")
-        try:
-            yield root / "shop", writer
-        finally:
-            writer.close()
+    root = reachable_tempdir("levered-chdb-")
+    writer = build(root / "shop")
+    try:
+        yield root / "shop", writer
+    finally:
+        writer.close()
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
 
 from levered.db.embedded import EmbeddedPostgres
-from levered.db.embedded_host import scratch_dir
+from levered.db.embedded_host import reachable_tempdir
 
 READER_PASSWORD = "reader-" + secrets.token_hex(8)
 PURCHASES_SQL = "SELECT user_id, ts, amount FROM purchases WHERE ts >= @start_date AND NOT refunded"
@@ -57,15 +56,10 @@ GRANT SELECT ON analytics.app_exposures, analytics.app_exposures_plain TO reader
 @contextmanager
 def customer_cluster() -> Iterator[str]:
     """Start the customer's cluster and set it up; its superuser URL of database ``shop``
-    (the ``customer`` fixture in tests/conftest.py); its directory is removed afterwards."""
-    with scratch_dir("levered-customer-") as root:
-        yield from _customer_cluster(root)
-
-
-def _customer_cluster(root: Path) -> Iterator[str]:
+    (the ``customer`` fixture in tests/conftest.py)."""
     import anyio
 
-    server = EmbeddedPostgres(root / "data", durable=False)
+    server = EmbeddedPostgres(reachable_tempdir("levered-customer-") / "data", durable=False)
     url = server.start()
 
     async def setup() -> str:

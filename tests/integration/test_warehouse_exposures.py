@@ -14,6 +14,7 @@ import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -98,6 +99,24 @@ async def move_exposures(conn: asyncpg.Connection, org: Org, shop: asyncpg.Conne
 
 def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
+
+
+async def own_table_traffic(
+    api: AsyncTestClient[Any],
+    conn: asyncpg.Connection,
+    org: Org,
+    customer: str,
+    shop: asyncpg.Connection,
+    **simulate: Any,
+) -> UUID:
+    """An optimization with ``simulate`` traffic, its exposures and rewards moved into the
+    customer's database, which is connected with ``app_exposures`` mapped."""
+    opt = await traffic(conn, org, **simulate)
+    await move_rewards(conn, org, shop)
+    await move_exposures(conn, org, shop)
+    await connect_postgres_with_metric(api, conn, org, customer)
+    await put_mapping(api, org, MAPPING)
+    return opt
 
 
 async def put_mapping(
@@ -308,11 +327,7 @@ async def test_the_scheduler_trains_an_optimization_on_its_own_exposures_table(
     """Due with no version; not due right after training; due once an exposure matured in the
     customer's table (the scheduler looks there) or the version is older than the hourly
     poll (rewards may have landed); a table that stopped reading as mapped is not due."""
-    opt = await traffic(conn, org, users=60, seed=4)
-    await move_rewards(conn, org, shop)
-    await move_exposures(conn, org, shop)
-    await connect_postgres_with_metric(api, conn, org, customer)
-    await put_mapping(api, org, MAPPING)
+    opt = await own_table_traffic(api, conn, org, customer, shop, users=60, seed=4)
     assert (org.id, opt) in await scheduler.due(wh)
     assert await scheduler.run_once(wh) == 1
     version = await training.train(wh, org.id, opt, seed=1)
@@ -401,11 +416,7 @@ async def test_the_customers_database_dropping_mid_pass_stores_nothing(
     """The customer's database kills the pass's session while its chunk statement runs: a
     503 ``warehouse_unavailable`` (retryable), the cells and the model as they were, and the
     next pass succeeds."""
-    opt = await traffic(conn, org, users=120, seed=6)
-    await move_rewards(conn, org, shop)
-    await move_exposures(conn, org, shop)
-    await connect_postgres_with_metric(api, conn, org, customer)
-    await put_mapping(api, org, MAPPING)
+    opt = await own_table_traffic(api, conn, org, customer, shop, users=120, seed=6)
     first = await training.train(wh, org.id, opt, seed=1)
     before = await cells_of(conn, opt)
     # The metric now sleeps inside the chunk statement (an init plan: run even when the chunk
