@@ -31,6 +31,7 @@ from levered.db.attribution import (
     fetch_metric_query,
 )
 from levered.db.exposure_relation import MANAGED_EXPOSURES, Exposures
+from levered.db.sandbox import quote_literal
 
 BUCKET: Final = timedelta(hours=1)
 """Cells are kept per hour of exposure time: the frontier's bucket is re-read on every pass, so
@@ -113,7 +114,7 @@ def chunk_sql(
     weight: the service keeps weights distinct, and ``credited`` tells an outcome of weight 0
     from failure. ``dimensions``: context keys to break the cells down by besides (one more
     grouping set each, ``kind = 'dim'`` rows). ``exposures``: where the exposures are read."""
-    names = [_literal(name) for name in dimensions]
+    names = [quote_literal(name) for name in dimensions]
     dims = {
         "x_dims": "".join(f", x.context -> {n} AS d{i}" for i, n in enumerate(names)),
         "c_dims": "".join(f", c.context -> {n}" for n in names),
@@ -151,11 +152,6 @@ def chunk_sql(
         counts=counts,
         **dims,
     )
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal of ``text`` (standard strings: only quotes are doubled)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 HISTOGRAM: Final = """

@@ -449,3 +449,8 @@ async def set_warehouse_provider(conn: Connection, organization_id: UUID, provid
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier (for names checked against the catalog first)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a standard SQL string literal (only quotes are doubled)."""
+    return "'" + text.replace("'", "''") + "'"
